@@ -1,0 +1,1 @@
+"""Project infrastructure: stack bootstrap, run profiles and run summaries."""

@@ -1,0 +1,86 @@
+"""Run profiles (``configs/*.yaml``): reading, overriding and writing the resolved ZenML run config."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from corpus.loaders import parse_spec, source_fingerprint
+from infra.stack import PROJECT_ROOT
+
+# Top-level keys ZenML accepts in a run configuration that our profiles use.
+ALLOWED_KEYS = {"enable_cache", "parameters", "steps", "settings", "model", "run_name", "extra", "tags",
+                "enable_artifact_metadata", "enable_step_logs", "enable_artifact_visualization"}
+
+
+class ProfileError(ValueError):
+    """A profile is missing or malformed; the message names the file and the key."""
+
+
+def load_profile(path: Path) -> dict[str, Any]:
+    """Reads and checks a run profile.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The profile as a dict.
+
+    Raises:
+        ProfileError: If the file is missing, not YAML, or has unknown top-level keys or no dataset.
+    """
+    if not path.is_file():
+        raise ProfileError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a mapping at the top level")
+    unknown = sorted(set(data) - ALLOWED_KEYS)
+    if unknown:
+        raise ProfileError(f"{path}: unknown top-level key(s) {unknown}; allowed: {sorted(ALLOWED_KEYS)}")
+    return data
+
+
+def resolve_profile(profile: dict[str, Any], datasets: list[str] | None, where: str) -> dict[str, Any]:
+    """Applies command-line overrides and adds the data fingerprint.
+
+    Args:
+        profile: A loaded profile.
+        datasets: ``--dataset`` values, replacing ``parameters.dataset`` when given.
+        where: The profile's path, named in errors.
+
+    Returns:
+        A new dict, ready to write as the ZenML run configuration.
+
+    Raises:
+        ProfileError: If no dataset is configured.
+        corpus.schema.DataError: If a dataset spec is malformed.
+    """
+    resolved = yaml.safe_load(yaml.safe_dump(profile))  # deep copy
+    params = resolved.setdefault("parameters", {})
+    if datasets:
+        params["dataset"] = list(datasets)
+    specs = params.get("dataset")
+    if isinstance(specs, str):
+        specs = params["dataset"] = [specs]
+    if not specs:
+        raise ProfileError(f"{where}: no dataset: set parameters.dataset or pass --dataset SPEC")
+    for spec in specs:
+        parse_spec(spec)  # fail here, with the spec named, rather than inside the pipeline
+    params["source_fingerprint"] = source_fingerprint(specs)
+    return resolved
+
+
+def write_resolved(resolved: dict[str, Any], name: str, root: Path = PROJECT_ROOT) -> Path:
+    """Writes the resolved run configuration under ``.runs/`` (git-ignored) and returns its path."""
+    text = yaml.safe_dump(resolved, sort_keys=False)
+    folder = root / ".runs"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:10]}.yaml"
+    path.write_text(text)
+    return path

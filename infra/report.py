@@ -1,0 +1,48 @@
+"""What ``run.py`` prints after a run: step statuses and where to look next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from infra.stack import tracking_uri
+
+
+def step_statuses(run_id: Any) -> dict[str, str]:
+    """Maps each step of a pipeline run to its status (``completed``, ``cached``, ``failed``, ...)."""
+    from zenml.client import Client
+
+    run = Client().get_pipeline_run(run_id)
+    return {name: str(step.status.value) for name, step in run.steps.items()}
+
+
+def dashboard_url(run_id: Any) -> str | None:
+    """The run's dashboard URL when the client is connected to a ZenML server, else None."""
+    from zenml.client import Client
+
+    store = Client().zen_store
+    url = getattr(store, "url", "") or ""
+    if not url.startswith("http"):
+        return None
+    return f"{url.rstrip('/')}/runs/{run_id}"
+
+
+def print_run_summary(run: Any, seconds: float, root: Path) -> None:
+    """Prints the step table, the report artifacts and how to open the dashboard and the MLflow UI."""
+    statuses = step_statuses(run.id)
+    width = max(map(len, statuses)) if statuses else 10
+    print(f"\nRun '{run.name}' finished in {seconds:.1f} s:")
+    for name, status in statuses.items():
+        print(f"  {name:<{width}}  {status}")
+    cached = sum(s == "cached" for s in statuses.values())
+    print(f"  ({cached} of {len(statuses)} steps cached)")
+    url = dashboard_url(run.id)
+    print("\nWhere to look:")
+    if url:
+        print(f"  ZenML dashboard: {url}  (open the data_report step's 'data_report' artifact)")
+    else:
+        print("  ZenML dashboard: run `zenml login --local`, open the URL it prints, then Runs →"
+              f" {run.name} → data_report → Visualization")
+    print("  Data report in Python: from zenml.client import Client; "
+          "Client().get_artifact_version('data_report').visualize()")
+    print(f"  MLflow UI: mlflow ui --backend-store-uri {tracking_uri(root)} --port 5000")

@@ -1,0 +1,1 @@
+"""Generator families behind one model contract (arrive with issues #3–#5)."""

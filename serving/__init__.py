@@ -1,0 +1,1 @@
+"""The BentoML service and the Gradio UI (arrive with issue #7)."""

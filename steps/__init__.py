@@ -1,0 +1,8 @@
+"""ZenML steps: thin glue over the plain modules in ``corpus/``, ``models/`` and ``serving/``."""
+
+from steps.clean_data import clean_data
+from steps.data_report import data_report
+from steps.ingest_data import ingest_data
+from steps.split_data import split_data
+
+__all__ = ["clean_data", "data_report", "ingest_data", "split_data"]

@@ -1,0 +1,30 @@
+"""Step: run the cleaning rules and count what each one did."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pandas as pd
+from zenml import log_metadata, step
+
+from corpus.cleaning import CleaningConfig, clean_corpus
+
+
+@step
+def clean_data(
+    corpus: pd.DataFrame, config: CleaningConfig | None = None
+) -> tuple[Annotated[pd.DataFrame, "clean_corpus"], Annotated[pd.DataFrame, "cleaning_stats"]]:
+    """Cleans the corpus (see ``corpus.cleaning`` for the rules).
+
+    Args:
+        corpus: The raw corpus.
+        config: Every rule's switch and threshold (the profile's ``steps.clean_data.parameters.config``).
+
+    Returns:
+        The cleaned corpus and one stats row per rule.
+    """
+    cleaned, stats = clean_corpus(corpus, config or CleaningConfig())
+    log_metadata({"pieces_in": len(corpus), "pieces_out": len(cleaned),
+                  "removed_by_rule": dict(zip(stats["rule"], stats["removed"].astype(int).tolist(), strict=True))},
+                 artifact_name="clean_corpus", infer_artifact=True)
+    return cleaned, stats
