@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     run_config = write_resolved(resolved, args.pipeline)
     try:
         run = training_pipeline.with_options(config_path=str(run_config))()
-    except (DataError, ValueError) as exc:
-        return fail(f"the {args.pipeline} pipeline failed: {exc}")
+    except RuntimeError as exc:  # ZenML's "Pipeline run has failed due to failure in step(s): ..."
+        from infra.report import failure_messages
+
+        reasons = failure_messages(training_pipeline.name) or [str(exc)]
+        return fail(f"the {args.pipeline} pipeline failed: " + "; ".join(reasons))
     print_run_summary(run, time.perf_counter() - started, PROJECT_ROOT)
     return 0
 

@@ -412,7 +412,11 @@ def _poem(p: Plan, rng: random.Random) -> str:
         lines[1] += ","
         lines[-1] += "."
         stanzas.append("\n".join(lines))
-    return title + "\n\n" + "\n\n".join(stanzas)
+    envoi = rng.choice([
+        f"And still {_the(p.obj)} remembers {_the(p.place)},\nand every {p.mood} {p.season} it has known.",
+        f"So keep {_the(p.obj)} close, and think of {_the(p.place)}\nwhen {p.season} comes round again.",
+    ])
+    return title + "\n\n" + "\n\n".join(stanzas) + "\n\n" + _cap(envoi)
 
 
 WRITERS = {"story": _story, "fable": _fable, "poem": _poem}

@@ -94,6 +94,7 @@ def looks_tokenised(text: str) -> bool:
     return len(TOKENISED.findall(text)) >= 2 or " n't " in text or "``" in text
 
 
+LOOSE_CONTRACTION = re.compile(r"(?i)(\w) (n't|'s|'re|'ve|'ll|'m|'d)(?=\W|$)")
 PARAGRAPH_MARK = "QQPARAGRAPHQQ"  # a plain token the detokenizer leaves alone; stands for a line break
 
 
@@ -105,20 +106,27 @@ def detokenise(text: str) -> str:
     """
     tokens = text.replace("\n", f" {PARAGRAPH_MARK} ").split()
     out = _detokenizer().detokenize(tokens)
+    # Contractions glued to punctuation ("were n't,") slip past the detokenizer's patterns.
+    out = LOOSE_CONTRACTION.sub(r"\1\2", out)
     return re.sub(rf" ?{PARAGRAPH_MARK} ?", "\n", out)
 
 
-def fix_writingprompts_text(text: str) -> str:
-    """``<newline>`` markers to paragraph breaks, then Treebank detokenisation when the text looks tokenised."""
+def fix_writingprompts_text(text: str, force: bool = False) -> str:
+    """``<newline>`` markers to paragraph breaks, then Treebank detokenisation.
+
+    Args:
+        text: A story.
+        force: Detokenise even when the text does not look tokenised (WritingPrompts rows always are).
+    """
     text = NEWLINE_TOKEN.sub("\n", text) if "<newline>" in text.lower() else text
-    return detokenise(text) if looks_tokenised(text) else text
+    return detokenise(text) if force or looks_tokenised(text) else text
 
 
-def fix_writingprompts_prompt(prompt: str) -> str:
-    """Strips ``[ WP ]``-style tags and detokenises a prompt."""
+def fix_writingprompts_prompt(prompt: str, force: bool = False) -> str:
+    """Strips ``[ WP ]``-style tags and detokenises a prompt (see :func:`fix_writingprompts_text`)."""
     prompt = WP_TAG_ANY.sub(" ", prompt)
     prompt = WP_TAG.sub("", prompt).strip()
-    return detokenise(prompt) if looks_tokenised(prompt) else prompt
+    return detokenise(prompt) if force or looks_tokenised(prompt) else prompt
 
 
 GUTENBERG_LINE = re.compile(
@@ -311,8 +319,11 @@ def rule_writingprompts(frame: pd.DataFrame, cfg: CleaningConfig) -> pd.DataFram
     out = frame.copy()
     has_wp = out["text"].str.contains("<newline>", case=False, regex=False) | out["prompt"].str.contains(
         WP_TAG_ANY) | (out["source"] == "writingprompts")
-    out = _map_text(out, fix_writingprompts_text, columns=("text",), mask=has_wp)
-    return _map_text(out, fix_writingprompts_prompt, columns=("prompt",), mask=has_wp)
+    from_wp = out["source"] == "writingprompts"
+    for mask, force in ((has_wp & from_wp, True), (has_wp & ~from_wp, False)):
+        out = _map_text(out, partial(fix_writingprompts_text, force=force), columns=("text",), mask=mask)
+        out = _map_text(out, partial(fix_writingprompts_prompt, force=force), columns=("prompt",), mask=mask)
+    return out
 
 
 def rule_gutenberg(frame: pd.DataFrame, cfg: CleaningConfig) -> pd.DataFrame:
@@ -361,7 +372,7 @@ def rule_english(frame: pd.DataFrame, cfg: CleaningConfig) -> pd.DataFrame:
 
 def rule_blocklist(frame: pd.DataFrame, cfg: CleaningConfig) -> pd.DataFrame:
     """Blocklisted words (whole words, case-insensitive) in prompt or text."""
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in cfg.blocklist) + r")\b", re.I)
+    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in cfg.blocklist) + r")\b", re.I)
     hit = frame["text"].str.contains(pattern) | frame["prompt"].str.contains(pattern)
     return frame[~hit]
 

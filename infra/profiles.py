@@ -9,11 +9,16 @@ from typing import Any
 import yaml
 
 from corpus.loaders import parse_spec, source_fingerprint
+from corpus.schema import DataError
 from infra.stack import PROJECT_ROOT
 
 # Top-level keys ZenML accepts in a run configuration that our profiles use.
 ALLOWED_KEYS = {"enable_cache", "parameters", "steps", "settings", "model", "run_name", "extra", "tags",
                 "enable_artifact_metadata", "enable_step_logs", "enable_artifact_visualization"}
+
+
+# Schemes whose target is a local file or directory (checked before the pipeline starts).
+LOCAL_SCHEMES = {"writingprompts", "tinystories", "text", "jsonl", "csv"}
 
 
 class ProfileError(ValueError):
@@ -70,8 +75,10 @@ def resolve_profile(profile: dict[str, Any], datasets: list[str] | None, where: 
         specs = params["dataset"] = [specs]
     if not specs:
         raise ProfileError(f"{where}: no dataset: set parameters.dataset or pass --dataset SPEC")
-    for spec in specs:
-        parse_spec(spec)  # fail here, with the spec named, rather than inside the pipeline
+    for raw in specs:  # fail here, with the spec named, rather than inside the pipeline
+        spec = parse_spec(raw)
+        if spec.scheme in LOCAL_SCHEMES and not Path(spec.target).exists():
+            raise DataError(f"dataset '{raw}': {spec.target} does not exist")
     params["source_fingerprint"] = source_fingerprint(specs)
     return resolved
 

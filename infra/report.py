@@ -16,6 +16,19 @@ def step_statuses(run_id: Any) -> dict[str, str]:
     return {name: str(step.status.value) for name, step in run.steps.items()}
 
 
+def failure_messages(pipeline_name: str) -> list[str]:
+    """``step: message`` for each failed step of the pipeline's latest run."""
+    from zenml.client import Client
+
+    run = Client().get_pipeline(pipeline_name).last_run
+    out = []
+    for name, step in run.steps.items():
+        info = getattr(step, "exception_info", None)
+        if str(step.status.value) == "failed":
+            out.append(f"step {name} failed: {info.message if info else 'see the log above'}")
+    return out
+
+
 def dashboard_url(run_id: Any) -> str | None:
     """The run's dashboard URL when the client is connected to a ZenML server, else None."""
     from zenml.client import Client

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import pandas as pd
-from zenml import log_metadata, step
+from zenml import step
 
 from corpus.cleaning import CleaningConfig, clean_corpus
+from infra.zenml_utils import log_step_metadata
 
 
 @step
@@ -24,7 +25,7 @@ def clean_data(
         The cleaned corpus and one stats row per rule.
     """
     cleaned, stats = clean_corpus(corpus, config or CleaningConfig())
-    log_metadata({"pieces_in": len(corpus), "pieces_out": len(cleaned),
-                  "removed_by_rule": dict(zip(stats["rule"], stats["removed"].astype(int).tolist(), strict=True))},
-                 artifact_name="clean_corpus", infer_artifact=True)
+    removed = dict(zip(stats["rule"], stats["removed"].astype(int).tolist(), strict=True))
+    log_step_metadata({"pieces_in": len(corpus), "pieces_out": len(cleaned), "removed_by_rule": removed},
+                      artifact_name="clean_corpus")
     return cleaned, stats

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import pandas as pd
-from zenml import log_metadata, step
+from zenml import step
 
 from corpus.loaders import load_sources
+from infra.zenml_utils import log_step_metadata
 
 
 @step
@@ -23,6 +24,6 @@ def ingest_data(dataset: list[str], source_fingerprint: str = "") -> Annotated[p
         The raw corpus.
     """
     frame = load_sources(dataset)
-    log_metadata({"pieces": len(frame), "sources": sorted(frame["source"].unique().tolist()),
-                  "megabytes": round(float(frame["text"].str.len().sum()) / 1e6, 3)}, infer_artifact=True)
+    log_step_metadata({"pieces": len(frame), "sources": sorted(frame["source"].unique().tolist()),
+                  "megabytes": round(float(frame["text"].str.len().sum()) / 1e6, 3)})
     return frame

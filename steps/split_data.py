@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import pandas as pd
-from zenml import log_metadata, step
+from zenml import step
 
 from corpus.split import assign_splits, split_fingerprint
+from infra.zenml_utils import log_step_metadata
 
 
 @step
@@ -28,6 +29,6 @@ def split_data(
         The corpus with its ``split`` column.
     """
     frame = assign_splits(corpus, validation=validation, test=test, salt=salt, min_rows=min_rows)
-    log_metadata({"sizes": frame["split"].value_counts().to_dict(),
-                  "test_fingerprint": split_fingerprint(frame, "test")}, infer_artifact=True)
+    log_step_metadata({"sizes": frame["split"].value_counts().to_dict(),
+                  "test_fingerprint": split_fingerprint(frame, "test")})
     return frame

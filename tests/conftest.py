@@ -1,0 +1,43 @@
+"""Shared fixtures: paths, the shared real datasets, and small corpus frames."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """``../shared/datasets``, or a skip when it is absent."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATASETS} (they live beside the project, not in it)")
+    return SHARED_DATASETS
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    """A corpus frame from partial rows (defaults for the columns a test does not care about)."""
+    out = []
+    for i, row in enumerate(rows):
+        base = {"id": f"t-{i}", "source": "test", "form": "story", "genre": "", "prompt": "Write a story about a cat.",
+                "text": "The cat sat on the mat and looked at the garden for a very long time."}
+        base.update(row)
+        out.append(base)
+    return pd.DataFrame(out)
+
+
+STORY = (
+    "Once upon a time there was a small fox who lived in the woods. "
+    "She was clever and she was kind, and all of the other animals liked her. "
+    "One day she found a key under an old stone and wondered what it could open. "
+    "She asked the owl, and the owl told her to follow the river to the sea."
+)

@@ -1,0 +1,53 @@
+"""run.py's argument handling and profile resolution (no pipeline is run here)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from corpus.schema import DataError
+from infra.profiles import ProfileError, load_profile, resolve_profile
+from tests.conftest import PROJECT_ROOT
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--pipline", "training"], "unrecognized arguments: --pipline"),
+    (["--pipeline", "train"], "invalid choice: 'train'"),
+    (["--config", "configs/nope.yaml"], "config file not found: configs/nope.yaml"),
+    (["--config", "configs/smoke.yaml", "--dataset", "ftp:x"], "unknown dataset scheme 'ftp'"),
+    (["--pipeline", "deployment"], "arrives with issue #7"),
+])
+def test_bad_invocations_exit_non_zero_with_one_clear_line(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_profiles_load_and_dataset_override_replaces_the_profile_source():
+    for name in ("default", "smoke"):
+        profile = load_profile(PROJECT_ROOT / "configs" / f"{name}.yaml")
+        assert profile["parameters"]["dataset"]
+    profile = load_profile(PROJECT_ROOT / "configs" / "smoke.yaml")
+    resolved = resolve_profile(profile, ["builtin?n=50"], "smoke.yaml")
+    assert resolved["parameters"]["dataset"] == ["builtin?n=50"]
+    assert len(resolved["parameters"]["source_fingerprint"]) == 16
+    assert profile["parameters"]["dataset"] != ["builtin?n=50"]  # the loaded profile is not mutated
+
+
+def test_profile_errors_name_the_problem(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"parameters": {"dataset": ["builtin"]}, "stepz": {}}))
+    with pytest.raises(ProfileError, match=r"unknown top-level key\(s\) \['stepz'\]"):
+        load_profile(bad)
+    with pytest.raises(ProfileError, match="no dataset"):
+        resolve_profile({"parameters": {}}, None, "x.yaml")
+    with pytest.raises(DataError, match="unknown dataset scheme"):
+        resolve_profile({"parameters": {"dataset": ["what:ever"]}}, None, "x.yaml")
