@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     except StackConfigError as exc:
         return fail(str(exc))
 
+    from infra.zenml_utils import limit_eager_integrations
     from pipelines import training_pipeline
+
+    limit_eager_integrations(args.pipeline)
 
     run_config = write_resolved(resolved, args.pipeline)
     try:

@@ -175,29 +175,32 @@ def sentencizer():  # noqa: ANN201 - spaCy Language
     return nlp
 
 
-def truncate_at_sentence(text: str, max_words: int) -> str:
+WORD_SPANS = re.compile(r"\S+")
+
+
+def truncate_at_sentence(text: str, max_words: int, window: int = 80) -> str:
     """Cuts ``text`` to at most ``max_words`` whitespace words at the last sentence boundary that fits.
 
-    Line breaks are kept. If even the first sentence is too long, the text is cut at ``max_words`` words
-    (keeping whole lines where it can).
+    Sentence boundaries come from spaCy's sentencizer, which decides each boundary from the tokens
+    around it, so only a window of ``window`` words before the cut is segmented (the whole head is
+    segmented when no boundary falls inside the window). Line breaks are kept. If even the first
+    sentence is too long, the text is cut at ``max_words`` words.
     """
-    words = text.split()
-    if len(words) <= max_words:
+    spans = [m.span() for m in WORD_SPANS.finditer(text)]
+    if len(spans) <= max_words:
         return text
-    # Only the first part can survive: give spaCy a bit more than needed, not the whole text.
-    approx_chars = len(" ".join(words[: max_words + 50]))
-    head = text[: approx_chars + 200]
-    doc = sentencizer()(head)
-    end, count = 0, 0
-    for sent in doc.sents:
-        n = len(sent.text.split())
-        if count + n > max_words:
+    limit = spans[max_words - 1][1]  # end of the last word allowed
+    for first in (max(0, max_words - window), 0):
+        offset = spans[first][0]
+        doc = sentencizer()(text[offset: spans[min(len(spans) - 1, max_words)][1]])
+        ends = [offset + sent.end_char for sent in doc.sents if offset + sent.end_char <= limit]
+        # The window's last "sentence" may stop at the window edge, not at punctuation: only whole ones count.
+        ends = [e for e in ends if e < limit or text[e - 1] in ".!?\"')]*"]
+        if ends and (first == 0 or ends[-1] > offset):
+            return text[: ends[-1]].rstrip()
+        if first == 0:
             break
-        count += n
-        end = sent.end_char
-    if end == 0:
-        return " ".join(words[:max_words])
-    return text[:end].rstrip()
+    return text[:limit]
 
 
 # --- frame-level rules ----------------------------------------------------------------------------------
@@ -207,40 +210,40 @@ def _word_count(series: pd.Series) -> pd.Series:
 
 
 def _minhash_signatures(texts: list[str], num_perm: int = 64, shingle: int = 5, seed: int = 1) -> np.ndarray:
-    """MinHash signatures of word ``shingle``-grams (a ``(len(texts), num_perm)`` uint64 array).
+    """MinHash signatures of word ``shingle``-grams (a ``(len(texts), num_perm)`` uint32 array).
 
-    Words are hashed once (CRC-32, so signatures are reproducible across processes), shingles are
-    combined from word hashes with numpy, and the permutations are multiply-shift hashes (wrapping
-    uint64 arithmetic), reduced per text with ``np.minimum.reduceat``.
+    Vectorised over the whole corpus: words are hashed once each (CRC-32, so signatures are the same
+    in every process), all texts' word hashes are laid end to end, shingle hashes are combined from
+    shifted slices, shingles that would cross into the next text are dropped, and each permutation
+    (a multiply-add hash in wrapping uint32 arithmetic, which numpy vectorises) is reduced per text
+    with ``np.minimum.reduceat``. A text shorter than ``shingle`` words gets one shingle of all its words.
     """
     rng = np.random.default_rng(seed)
-    a = rng.integers(1, np.iinfo(np.int64).max, size=num_perm, dtype=np.uint64) | np.uint64(1)
-    b = rng.integers(0, np.iinfo(np.int64).max, size=num_perm, dtype=np.uint64)
-    mix = np.array([0x9E3779B97F4A7C15 >> k for k in range(shingle)], dtype=np.uint64) | np.uint64(1)
-    cache: dict[str, int] = {}
-    parts: list[np.ndarray] = []
-    offsets = np.zeros(len(texts), dtype=np.int64)
-    total = 0
+    a = rng.integers(1, 2**32, size=num_perm, dtype=np.uint64).astype(np.uint32) | np.uint32(1)
+    b = rng.integers(0, 2**32, size=num_perm, dtype=np.uint64).astype(np.uint32)
+    mix = np.array([(0x9E3779B1 * (2 * k + 1)) & 0xFFFFFFFF for k in range(shingle)], dtype=np.uint32)
+    docs = [t.lower().split() or [""] for t in texts]
+    vocab = {w: zlib.crc32(w.encode()) for w in set().union(*docs)} if docs else {}
+    lengths = np.array([len(d) for d in docs], dtype=np.int64)
+    ids = np.fromiter((vocab[w] for d in docs for w in d), dtype=np.uint32, count=int(lengths.sum()))
+    ids = np.concatenate([ids, np.zeros(shingle, dtype=np.uint32)])  # room for the last shifted slices
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    n = len(ids) - shingle
+    pos = np.arange(n)
+    owner_end = np.repeat(starts + lengths, lengths)  # end of the text each position belongs to
     with np.errstate(over="ignore"):  # wrapping arithmetic is the point
-        for i, text in enumerate(texts):
-            offsets[i] = total
-            words = text.lower().split() or [""]
-            for w in set(words).difference(cache):
-                cache[w] = zlib.crc32(w.encode())
-            ids = np.array([cache[w] for w in words], dtype=np.uint64)
-            n = max(1, len(ids) - shingle + 1)
-            h = np.zeros(n, dtype=np.uint64)
-            for k in range(min(shingle, len(ids))):
-                h += ids[k: k + n] * mix[k]
-            parts.append(h)
-            total += n
-        values = np.concatenate(parts)
-        sigs = np.empty((len(texts), num_perm), dtype=np.uint64)
-        chunk = 16  # permutations at a time, to bound memory on large corpora
-        for k in range(0, num_perm, chunk):
-            perm = values[:, None] * a[None, k: k + chunk] + b[None, k: k + chunk]
-            sigs[:, k: k + chunk] = np.minimum.reduceat(perm, offsets, axis=0)
-    return sigs
+        values = np.zeros(n, dtype=np.uint32)
+        for k in range(shingle):
+            # Words past the text's end contribute nothing, so a short text's shingle is all its words.
+            values += np.where(pos + k < owner_end, ids[k: k + n] * mix[k], np.uint32(0))
+        # Keep shingles that start a full window inside their text, plus position 0 of short texts.
+        short_start = (pos == np.repeat(starts, lengths)) & (np.repeat(lengths, lengths) < shingle)
+        keep = (pos + shingle <= owner_end) | short_start
+        values, kept_pos = values[keep], pos[keep]
+        offsets = np.searchsorted(kept_pos, starts)
+        perm = values[None, :] * a[:, None] + b[:, None]  # (num_perm, shingles)
+        sigs = np.minimum.reduceat(perm, offsets, axis=1).T  # (texts, num_perm)
+    return np.ascontiguousarray(sigs)
 
 
 def near_duplicate_mask(texts: list[str], threshold: float, num_perm: int = 64, bands: int = 16) -> np.ndarray:
@@ -458,6 +461,13 @@ def clean_corpus(frame: pd.DataFrame, cfg: CleaningConfig | None = None) -> tupl
     if cfg.workers > 1 and chars >= PARALLEL_MIN_CHARS and len(current) >= 2 * cfg.workers:
         import multiprocessing as mp
 
+        # Build the cached NLP objects here, so that forked workers inherit them instead of each
+        # building its own on every call.
+        if cfg.truncate:
+            sentencizer()
+        if cfg.writingprompts:
+            _detokenizer()
+        _stop_words()
         bounds = np.linspace(0, len(current), cfg.workers + 1).astype(int)
         chunks = [(current.iloc[lo:hi], cfg) for lo, hi in itertools.pairwise(bounds)]
         with mp.get_context("fork").Pool(cfg.workers) as pool:

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.NAME`; each prints a table and ends with one summary line."""
