@@ -30,14 +30,14 @@ def failure_messages(pipeline_name: str) -> list[str]:
 
 
 def dashboard_url(run_id: Any) -> str | None:
-    """The run's dashboard URL when the client is connected to a ZenML server, else None."""
+    """The run's dashboard URL when the client is connected to a ZenML server (``zenml login``), else None."""
     from zenml.client import Client
+    from zenml.utils.dashboard_utils import get_run_url
 
-    store = Client().zen_store
-    url = getattr(store, "url", "") or ""
-    if not url.startswith("http"):
+    try:
+        return get_run_url(Client().get_pipeline_run(run_id))
+    except Exception:  # no server, or a dashboard-less deployment: fall back to instructions
         return None
-    return f"{url.rstrip('/')}/runs/{run_id}"
 
 
 def print_run_summary(run: Any, seconds: float, root: Path) -> None:
