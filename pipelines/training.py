@@ -1,15 +1,15 @@
-"""The training pipeline: data in, (later issues: models trained, evaluated and promoted)."""
+"""The training pipeline: data in, the shared tokenizer, the model families (evaluation/promotion: issue #6)."""
 
 from __future__ import annotations
 
 from zenml import pipeline
 
-from steps import clean_data, data_report, ingest_data, split_data
+from steps import clean_data, data_report, ingest_data, split_data, train_seq2seq, train_shared_tokenizer
 
 
 @pipeline(name="training_pipeline")
 def training_pipeline(dataset: list[str], source_fingerprint: str = "") -> None:
-    """ingest_data → clean_data → split_data → data_report.
+    """ingest_data → clean_data → split_data → data_report; train_shared_tokenizer → train_seq2seq.
 
     Args:
         dataset: Source specs (see ``corpus.loaders``).
@@ -19,3 +19,5 @@ def training_pipeline(dataset: list[str], source_fingerprint: str = "") -> None:
     clean, stats = clean_data(corpus=raw)
     split = split_data(corpus=clean)
     data_report(raw=raw, clean=clean, stats=stats, split=split)
+    tokenizer = train_shared_tokenizer(split=split)
+    train_seq2seq(split=split, tokenizer=tokenizer)

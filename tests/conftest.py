@@ -41,3 +41,33 @@ STORY = (
     "One day she found a key under an old stone and wondered what it could open. "
     "She asked the owl, and the owl told her to follow the river to the sea."
 )
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus() -> pd.DataFrame:
+    """300 built-in pieces with their split."""
+    from corpus.builtin import generate_corpus
+    from corpus.split import assign_splits
+
+    return assign_splits(generate_corpus(300, seed=11))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_corpus):
+    """A small shared tokenizer trained on the tiny corpus's train split."""
+    from models.tokenizer import train_tokenizer
+
+    train = tiny_corpus[tiny_corpus["split"] == "train"]
+    return train_tokenizer(list(train["prompt"]) + list(train["text"]), sorted(train["form"].unique()),
+                           sorted(train["genre"].unique()), vocab_size=500)
+
+
+def tiny_writer(tokenizer, **overrides):
+    """A freshly initialised tiny seq2seq writer (seeded)."""
+    import torch
+
+    from models.seq2seq import build_writer
+
+    torch.manual_seed(0)
+    cfg = {"emb_dim": 24, "hidden": 32, "attn_dim": 16, "dropout": 0.0, **overrides}
+    return build_writer(tokenizer, **cfg)

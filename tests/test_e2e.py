@@ -23,6 +23,16 @@ pytestmark = pytest.mark.e2e
 IGNORE = shutil.ignore_patterns(".git", ".zen", ".mlflow", ".runs", "__pycache__", ".pytest_cache", ".ruff_cache",
                                 "test-artifacts", "mlruns", ".venv")
 
+MODELS_SCRIPT = """
+import json, mlflow
+from infra.stack import tracking_uri
+mlflow.set_tracking_uri(tracking_uri())
+exp = mlflow.get_experiment_by_name("training_pipeline")
+models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+run = mlflow.get_run(models[0].source_run_id)
+print(json.dumps({"models": len(models), "family": run.data.params["family"]}))
+"""
+
 STATUS_SCRIPT = """
 import json
 from zenml.client import Client
@@ -51,7 +61,7 @@ def statuses(project) -> list[dict[str, str]]:
     return json.loads(run(project, "-c", STATUS_SCRIPT).stdout.strip().splitlines()[-1])
 
 
-STEPS = {"ingest_data", "clean_data", "split_data", "data_report"}
+STEPS = {"ingest_data", "clean_data", "split_data", "data_report", "train_shared_tokenizer", "train_seq2seq"}
 
 
 def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
@@ -63,6 +73,8 @@ def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
     assert set(last) == STEPS and set(last.values()) == {"completed"}
     root, _ = project
     assert (root / ".mlflow" / "mlflow.db").is_file() and (root / ".zen").is_dir()
+    logged = run(project, "-c", MODELS_SCRIPT).stdout.strip().splitlines()[-1]
+    assert json.loads(logged) == {"models": 1, "family": "seq2seq"}
 
 
 def test_second_identical_run_is_fully_cached_and_changes_no_stack(project):
@@ -79,7 +91,7 @@ def test_changing_a_cleaning_parameter_reruns_clean_and_downstream_only(project)
     run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke-edited.yaml")
     last = statuses(project)[-1]
     assert last["ingest_data"] == "cached"
-    assert {last[s] for s in ("clean_data", "split_data", "data_report")} == {"completed"}
+    assert {last[s] for s in STEPS - {"ingest_data"}} == {"completed"}
 
 
 def test_a_failing_step_ends_with_one_clear_line_and_exit_1(project):

@@ -1,0 +1,257 @@
+"""The model contract every generator family implements, and the one shared sampler.
+
+Evaluation, the MLflow wrapper, the BentoML service and the UI only use this interface:
+
+- ``generate(prompts, settings) -> list[str]``
+- ``stream(prompt, settings) -> Iterator[str]`` (text pieces as they are produced; joined, they equal
+  what ``generate`` returns for the same prompt and settings)
+- ``score(prompts, texts) -> list[(nll_nats, n_words)]`` (total NLL of each text given its prompt, and
+  its whitespace word count, so per-word perplexity = exp(sum nll / sum words) compares across tokenizers)
+- ``save(dir)`` / ``load(dir)``
+
+Same seed and same settings give the same text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings shared by every family.
+
+    Attributes:
+        max_new_tokens: Upper bound on generated tokens (1–4096).
+        temperature: Softmax temperature (> 0; 0 is not allowed, use top_k=1 for greedy).
+        top_k: Keep the k most likely tokens (0 = no limit).
+        top_p: Nucleus sampling mass in (0, 1].
+        repetition_penalty: ≥ 1; divides positive logits (multiplies negative ones) of tokens already
+            generated, as in CTRL / ``transformers``.
+        seed: Random seed; the same seed and settings give the same text.
+        form: Form control value (e.g. story, fable, poem).
+        genre: Genre control value; empty for none.
+        num_beams: Beam search width; 1 samples, > 1 runs beam search (deterministic).
+        trim_to_sentence: Cut the output after its last complete sentence.
+    """
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    seed: int = 0
+    form: str = "story"
+    genre: str = ""
+    num_beams: int = 1
+    trim_to_sentence: bool = False
+
+    def __post_init__(self) -> None:
+        """Validates every field; raises ValueError naming the field."""
+        checks = [
+            ("max_new_tokens", isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096,
+             "an integer from 1 to 4096"),
+            ("temperature", isinstance(self.temperature, int | float) and 0 < self.temperature <= 10,
+             "a number in (0, 10]"),
+            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer ≥ 0"),
+            ("top_p", isinstance(self.top_p, int | float) and 0 < self.top_p <= 1, "a number in (0, 1]"),
+            ("repetition_penalty",
+             isinstance(self.repetition_penalty, int | float) and 1 <= self.repetition_penalty <= 10,
+             "a number in [1, 10]"),
+            ("seed", isinstance(self.seed, int) and 0 <= self.seed < 2**63, "an integer ≥ 0"),
+            ("num_beams", isinstance(self.num_beams, int) and 1 <= self.num_beams <= 16, "an integer from 1 to 16"),
+            ("form", isinstance(self.form, str) and self.form.strip() != "", "a non-empty string"),
+            ("genre", isinstance(self.genre, str), "a string"),
+        ]
+        for name, ok, want in checks:
+            if isinstance(getattr(self, name), bool) and name not in ("trim_to_sentence",):
+                ok = False
+            if not ok:
+                raise ValueError(f"GenerationSettings.{name} must be {want}, got {getattr(self, name)!r}")
+
+    def replace(self, **changes: Any) -> GenerationSettings:
+        """A copy with some fields changed (validated)."""
+        return GenerationSettings(**{**asdict(self), **changes})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationSettings:
+        """Builds settings from a dict, rejecting unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown generation setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor | None, penalty: float) -> torch.Tensor:
+    """Penalises tokens in ``previous`` (``(B, T)`` ids) in ``logits`` (``(B, V)``), CTRL-style."""
+    if previous is None or previous.numel() == 0 or penalty == 1.0:
+        return logits
+    picked = torch.gather(logits, 1, previous)
+    picked = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return logits.scatter(1, previous, picked)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Top-k then nucleus filtering of ``(B, V)`` logits; removed entries become -inf."""
+    if top_k > 0 and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        remove = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p  # keep the token that crosses top_p
+        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def sample_next(logits: torch.Tensor, settings: GenerationSettings, generator: torch.Generator,
+                previous: torch.Tensor | None = None) -> torch.Tensor:
+    """The shared sampler: repetition penalty, temperature, top-k, top-p, then one draw per row.
+
+    Args:
+        logits: ``(B, V)`` next-token logits.
+        settings: Sampling settings.
+        generator: The seeded generator (the caller seeds it once per generation).
+        previous: ``(B, T)`` ids generated so far (for the repetition penalty).
+
+    Returns:
+        ``(B,)`` sampled token ids.
+    """
+    logits = apply_repetition_penalty(logits.float(), previous, settings.repetition_penalty)
+    logits = filter_logits(logits / settings.temperature, settings.top_k, settings.top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def trim_to_sentence(text: str) -> str:
+    """Cuts text after its last complete sentence; returns it unchanged if it has none."""
+    ends = list(SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()] if ends else text
+
+
+def word_count(text: str) -> int:
+    """Whitespace words (the unit of per-word perplexity)."""
+    return len(text.split())
+
+
+class WriterModel(ABC):
+    """The contract of a generator family (see the module docstring)."""
+
+    family: ClassVar[str] = ""
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings | None = None) -> list[str]:
+        """Generates one piece per prompt."""
+
+    @abstractmethod
+    def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Yields text pieces of one generation as they are produced."""
+
+    @abstractmethod
+    def score(self, prompts: Sequence[str], texts: Sequence[str]) -> list[tuple[float, int]]:
+        """Total NLL (nats) of each text given its prompt, and its word count."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> Path:
+        """Saves weights, config, tokenizer and manifest into ``directory``."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path) -> WriterModel:
+        """Restores a model saved with :meth:`save`."""
+
+
+def write_manifest(directory: Path, family: str, extra: dict[str, Any] | None = None) -> None:
+    """Writes ``manifest.json`` (family, library versions and any extra fields)."""
+    import tokenizers
+    import transformers
+
+    data = {"family": family, "format": 1, "torch": torch.__version__, "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__, **(extra or {})}
+    (directory / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """Reads ``manifest.json``; raises FileNotFoundError naming the directory when absent."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a saved model (no {MANIFEST})")
+    return json.loads(path.read_text())
+
+
+def load_model(directory: Path) -> WriterModel:
+    """Loads any family's saved model directory (dispatching on the manifest)."""
+    family = read_manifest(directory)["family"]
+    if family == "seq2seq":
+        from models.seq2seq import Seq2SeqWriter
+
+        return Seq2SeqWriter.load(directory)
+    raise ValueError(f"{directory}: unknown model family '{family}'")
+
+
+def beam_search(step_fn: Any, state: Any, bos_id: int, eos_id: int, num_beams: int, max_new_tokens: int,
+                length_penalty: float = 0.0) -> tuple[list[int], float]:
+    """Beam search over a step function; returns the best finished (or longest) hypothesis and its score.
+
+    Args:
+        step_fn: ``step_fn(tokens (K,), state) -> (log_probs (K, V), state)`` for K live beams; the state
+            must support ``state_select(state, beam_indices)`` via the ``select`` attribute of step_fn,
+            i.e. ``step_fn.select(state, idx)`` reorders the state to the given beam indices.
+        state: The initial decoder state for one beam.
+        bos_id: Start token.
+        eos_id: End token.
+        num_beams: Beam width.
+        max_new_tokens: Maximum tokens to generate (the end token not counted).
+        length_penalty: Scores are ``sum log p / len ** length_penalty`` (0 = plain sum).
+
+    Returns:
+        ``(token ids without bos/eos, score)``.
+    """
+    beams: list[tuple[list[int], float]] = [([], 0.0)]
+    tokens = torch.tensor([bos_id])
+    finished: list[tuple[list[int], float]] = []
+
+    def norm(seq: list[int], total: float) -> float:
+        return total / max(1, len(seq) + 1) ** length_penalty
+
+    for _ in range(max_new_tokens):
+        log_probs, state = step_fn(tokens, state)  # (K, V)
+        totals = torch.tensor([b[1] for b in beams]).unsqueeze(1) + log_probs.float()
+        flat = totals.view(-1)
+        top = torch.topk(flat, min(flat.numel(), 2 * num_beams))
+        vocab = log_probs.size(-1)
+        candidates: list[tuple[list[int], float, int]] = []
+        for score, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            beam, token = divmod(index, vocab)
+            seq = beams[beam][0]
+            if token == eos_id:
+                finished.append((seq, score))
+            else:
+                candidates.append((seq + [token], score, beam))
+            if len(candidates) == num_beams:
+                break
+        best_finished = max((norm(s, t) for s, t in finished), default=float("-inf"))
+        best_live = max((norm(c[0], c[1]) for c in candidates), default=float("-inf"))
+        if not candidates or (len(finished) >= num_beams and best_finished >= best_live):
+            break
+        beams = [(c[0], c[1]) for c in candidates]
+        state = step_fn.select(state, torch.tensor([c[2] for c in candidates]))
+        tokens = torch.tensor([c[0][-1] for c in candidates])
+    pool = finished or beams
+    best = max(pool, key=lambda b: norm(b[0], b[1]))
+    return best[0], norm(best[0], best[1])

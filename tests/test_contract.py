@@ -1,0 +1,91 @@
+import math
+from typing import ClassVar
+
+import pytest
+import torch
+
+from models.contract import GenerationSettings, beam_search, filter_logits, sample_next, trim_to_sentence
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("temperature", 0), ("temperature", -1.0), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -1),
+    ("max_new_tokens", 0), ("max_new_tokens", 10_000), ("repetition_penalty", 0.5), ("seed", -3),
+    ("num_beams", 0), ("form", ""), ("seed", 1.5), ("max_new_tokens", True),
+])
+def test_out_of_range_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"GenerationSettings\.{field} must be"):
+        GenerationSettings(**{field: value})
+
+
+def test_unknown_settings_are_rejected_by_name():
+    with pytest.raises(ValueError, match=r"unknown generation setting\(s\) \['temprature'\]"):
+        GenerationSettings.from_dict({"temprature": 0.7})
+    assert GenerationSettings.from_dict({"seed": 4}).seed == 4
+
+
+def test_sampler_top_k_1_and_tiny_top_p_are_greedy():
+    logits = torch.tensor([[0.1, 2.0, 1.9, -1.0]])
+    gen = torch.Generator().manual_seed(0)
+    for settings in (GenerationSettings(top_k=1, top_p=1.0), GenerationSettings(top_k=0, top_p=0.01)):
+        assert all(int(sample_next(logits, settings, gen)[0]) == 1 for _ in range(20))
+
+
+def test_filtering_keeps_the_nucleus_and_the_crossing_token():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(filter_logits(logits, top_k=0, top_p=0.7))[0].tolist()
+    assert kept == [True, True, False, False]
+    assert torch.isfinite(filter_logits(logits, top_k=3, top_p=1.0))[0].tolist() == [True, True, True, False]
+
+
+def test_repetition_penalty_lowers_repeated_tokens():
+    logits = torch.tensor([[2.0, 2.0, -1.0]])
+    settings = GenerationSettings(repetition_penalty=3.0, top_k=0, top_p=1.0, temperature=1.0)
+    counts = torch.zeros(3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        counts[sample_next(logits, settings, gen, previous=torch.tensor([[0]]))] += 1
+    assert counts[1] > 3 * counts[0]
+
+
+def test_same_seed_same_draws():
+    logits = torch.randn(1, 50)
+    s = GenerationSettings(seed=5, top_k=0, top_p=1.0)
+    a = [int(sample_next(logits, s, torch.Generator().manual_seed(5))[0]) for _ in range(3)]
+    b = [int(sample_next(logits, s, torch.Generator().manual_seed(5))[0]) for _ in range(3)]
+    assert a == b
+
+
+def test_trim_to_sentence():
+    assert trim_to_sentence('He ran. "Stop!" she said. And then') == 'He ran. "Stop!" she said.'
+    assert trim_to_sentence("no sentence end here") == "no sentence end here"
+    assert trim_to_sentence("Wait... what? Yes") == "Wait... what?"
+
+
+class TableStep:
+    """A hand-built model: fixed next-token distributions by the last token.
+
+    From <bos>=0 greedy takes token 1 (p=0.6), after which every ending costs half: [1] and [1, 2]
+    both score 0.6 * 0.5 = 0.3. Token 2 (p=0.4) ends with p=1.0, so the best sequence is [2] (0.4),
+    which a greedy (beam 1) search never reaches.
+    """
+
+    V, EOS = 4, 3
+    table: ClassVar[dict[int, list[float]]] = {
+        0: [0.0, 0.6, 0.4, 0.0], 1: [0.0, 0.0, 0.5, 0.5], 2: [0.0, 0.0, 0.0, 1.0],
+    }
+
+    def __call__(self, tokens, state):
+        probs = torch.tensor([self.table[int(t)] for t in tokens]) + 1e-12
+        return torch.log(probs), state
+
+    @staticmethod
+    def select(state, index):
+        return state
+
+
+def test_beam_search_finds_the_highest_scoring_sequence_greedy_misses():
+    seq, score = beam_search(TableStep(), None, bos_id=0, eos_id=TableStep.EOS, num_beams=2, max_new_tokens=5)
+    assert seq == [2]
+    assert math.isclose(score, math.log(0.4), rel_tol=1e-4)
+    greedy, _ = beam_search(TableStep(), None, bos_id=0, eos_id=TableStep.EOS, num_beams=1, max_new_tokens=5)
+    assert greedy != [2]

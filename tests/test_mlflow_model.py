@@ -1,0 +1,59 @@
+"""The pyfunc wrapper and the train_seq2seq step against a real MLflow SQLite store in a temp dir."""
+
+import mlflow
+import pandas as pd
+import pytest
+
+from models.contract import GenerationSettings
+from models.mlflow_logging import log_pyfunc, signature
+from tests.conftest import tiny_writer
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("test", artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=exp)
+    yield uri
+    mlflow.end_run()
+
+
+def test_signature_declares_every_generation_setting():
+    names = {p.name for p in signature().params.params}
+    assert names == set(GenerationSettings.__dataclass_fields__)
+
+
+def test_pyfunc_round_trip_with_params(mlflow_store, tiny_tokenizer, tmp_path):
+    writer = tiny_writer(tiny_tokenizer)
+    model_dir = writer.save(tmp_path / "model")
+    with mlflow.start_run():
+        info = log_pyfunc(model_dir)
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    params = {"max_new_tokens": 12, "seed": 5, "form": "poem"}
+    expected = writer.generate(["Write a poem about rain."], GenerationSettings(**params))
+    assert loaded.predict(pd.DataFrame({"prompt": ["Write a poem about rain."]}), params=params) == expected
+    assert loaded.predict({"prompt": "Write a poem about rain."}, params=params) == expected
+    streamed = "".join(loaded.predict_stream({"prompt": "Write a poem about rain."}, params=params))
+    assert streamed == expected[0]
+    with pytest.raises(Exception, match="seed"):
+        loaded.predict({"prompt": "Hi"}, params={"seed": "abc"})
+
+
+def test_train_seq2seq_step_logs_to_mlflow(mlflow_store, tiny_corpus, tiny_tokenizer, tmp_path):
+    from models.tokenizer import save_tokenizer
+    from steps import train_seq2seq
+
+    tok_dir = save_tokenizer(tiny_tokenizer, tmp_path / "tok")
+    model_dir, history, image = train_seq2seq.entrypoint(
+        split=tiny_corpus, tokenizer=tok_dir, model={"emb_dim": 16, "hidden": 16, "attn_dim": 8},
+        train_config={"epochs": 1, "batch_size": 16, "max_train_pieces": 60, "log_every": 0}, heatmap_prompts=1)
+    assert (model_dir / "model.pt").is_file() and (model_dir / "manifest.json").is_file()
+    assert len(history) == 1 and image.size[0] > 100
+    exp_id = mlflow.get_experiment_by_name("test").experiment_id
+    runs = [r for r in mlflow.search_runs([exp_id], output_format="list") if r.data.params.get("family")]
+    assert len(runs) == 1 and runs[0].data.params["family"] == "seq2seq"
+    assert "val_ppl_word" in runs[0].data.metrics
+    logged = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
+    assert len(logged) == 1 and logged[0].source_run_id == runs[0].info.run_id
