@@ -116,23 +116,31 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def sample_next(logits: torch.Tensor, settings: GenerationSettings, generator: torch.Generator,
+def sample_next(logits: torch.Tensor, settings: GenerationSettings,
+                generator: torch.Generator | Sequence[torch.Generator],
                 previous: torch.Tensor | None = None) -> torch.Tensor:
     """The shared sampler: repetition penalty, temperature, top-k, top-p, then one draw per row.
+
+    Each row draws from its own generator (inverse-CDF sampling with one uniform number per row), so a
+    row's text does not depend on the other rows of the batch, and the filtering runs batched.
 
     Args:
         logits: ``(B, V)`` next-token logits.
         settings: Sampling settings.
-        generator: The seeded generator (the caller seeds it once per generation).
+        generator: One seeded generator per row (a single generator serves a single row).
         previous: ``(B, T)`` ids generated so far (for the repetition penalty).
 
     Returns:
         ``(B,)`` sampled token ids.
     """
+    gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
+    if len(gens) != logits.size(0):
+        raise ValueError(f"sample_next needs one generator per row: {len(gens)} for {logits.size(0)} rows")
     logits = apply_repetition_penalty(logits.float(), previous, settings.repetition_penalty)
     logits = filter_logits(logits / settings.temperature, settings.top_k, settings.top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)  # (B, V)
+    u = torch.stack([torch.rand((), generator=g) for g in gens]).unsqueeze(1) * cdf[:, -1:]  # (B, 1)
+    return (cdf < u).sum(dim=-1).clamp(max=logits.size(-1) - 1)
 
 
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")

@@ -342,8 +342,7 @@ class Seq2SeqWriter(WriterModel):
         done = torch.zeros(len(prompts), dtype=torch.bool)
         for _ in range(settings.max_new_tokens):
             logits, state, _ = self.net.decode(tokens.unsqueeze(1), state)
-            nxt = torch.stack([sample_next(logits[i, -1:], settings, gens[i], history[i: i + 1])[0]
-                               for i in range(len(prompts))])
+            nxt = sample_next(logits[:, -1], settings, gens, history)
             nxt = torch.where(done, torch.full_like(nxt, self.config.eos_id), nxt)
             done |= nxt == self.config.eos_id
             if done.all():
