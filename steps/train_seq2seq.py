@@ -6,19 +6,12 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-import mlflow
 import pandas as pd
 from PIL import Image
 from zenml import ArtifactConfig, step
 from zenml.enums import ArtifactType
 
 from infra.zenml_utils import log_step_metadata
-from models.contract import GenerationSettings
-from models.mlflow_logging import log_pyfunc
-from models.plots import attention_heatmaps, training_curves
-from models.seq2seq import build_writer
-from models.tokenizer import load_tokenizer
-from models.training import TrainConfig, train
 
 
 @step
@@ -45,6 +38,16 @@ def train_seq2seq(
     Returns:
         The saved model directory, the per-epoch history and the attention heatmap.
     """
+    # torch, transformers and mlflow load here, not at import: a fully cached run never pays for them.
+    import mlflow
+
+    from models.contract import GenerationSettings
+    from models.mlflow_logging import log_pyfunc
+    from models.plots import attention_heatmaps, training_curves
+    from models.seq2seq import build_writer
+    from models.tokenizer import load_tokenizer
+    from models.training import TrainConfig, train
+
     writer = build_writer(load_tokenizer(tokenizer), **(model or {}))
     cfg = TrainConfig(**(train_config or {}))
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]

@@ -10,7 +10,6 @@ import pandas as pd
 from zenml import step
 
 from infra.zenml_utils import log_step_metadata
-from models.tokenizer import save_tokenizer, train_tokenizer
 
 
 @step
@@ -27,6 +26,8 @@ def train_shared_tokenizer(
     Returns:
         A directory that ``PreTrainedTokenizerFast.from_pretrained`` loads.
     """
+    from models.tokenizer import save_tokenizer, train_tokenizer  # transformers loads only when this runs
+
     train = split[split["split"] == "train"]
     tok = train_tokenizer(list(train["prompt"]) + list(train["text"]), sorted(train["form"].unique()),
                           sorted(train["genre"].unique()), vocab_size=vocab_size, min_frequency=min_frequency)
