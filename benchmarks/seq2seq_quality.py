@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     split = assign_splits(clean, **{k: v for k, v in steps["split_data"]["parameters"].items() if k != "min_rows"})
     tr, va = split[split["split"] == "train"], split[split["split"] == "validation"]
     tok = train_tokenizer(list(tr["prompt"]) + list(tr["text"]), sorted(tr["form"].unique()),
-                          sorted(tr["genre"].unique()), **steps["train_shared_tokenizer"]["parameters"])
+                          sorted(tr["genre"].unique()), **steps["train_tokenizer"]["parameters"])
     model_cfg = dict(steps["train_seq2seq"]["parameters"]["model"])
     train_cfg = dict(steps["train_seq2seq"]["parameters"]["train_config"])
     if args.epochs:

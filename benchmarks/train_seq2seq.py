@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     split = assign_splits(frame)
     tr = split[split["split"] == "train"]
     tok = train_tokenizer(list(tr["prompt"]) + list(tr["text"]), sorted(tr["form"].unique()),
-                          sorted(tr["genre"].unique()), **steps["train_shared_tokenizer"]["parameters"])
+                          sorted(tr["genre"].unique()), **steps["train_tokenizer"]["parameters"])
     model_cfg = steps["train_seq2seq"]["parameters"]["model"]
     batch_size = steps["train_seq2seq"]["parameters"]["train_config"]["batch_size"]
     torch.manual_seed(0)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from zenml import pipeline
 
-from steps import clean_data, data_report, ingest_data, split_data, train_seq2seq, train_shared_tokenizer
+from steps import clean_data, data_report, ingest_data, split_data, train_seq2seq, train_tokenizer
 
 
 @pipeline(name="training_pipeline")
 def training_pipeline(dataset: list[str], source_fingerprint: str = "") -> None:
-    """ingest_data → clean_data → split_data → data_report; train_shared_tokenizer → train_seq2seq.
+    """ingest_data → clean_data → split_data → data_report; train_tokenizer → train_seq2seq.
 
     Args:
         dataset: Source specs (see ``corpus.loaders``).
@@ -19,5 +19,5 @@ def training_pipeline(dataset: list[str], source_fingerprint: str = "") -> None:
     clean, stats = clean_data(corpus=raw)
     split = split_data(corpus=clean)
     data_report(raw=raw, clean=clean, stats=stats, split=split)
-    tokenizer = train_shared_tokenizer(split=split)
+    tokenizer = train_tokenizer(split=split)
     train_seq2seq(split=split, tokenizer=tokenizer)

@@ -13,7 +13,7 @@ from infra.zenml_utils import log_step_metadata
 
 
 @step
-def train_shared_tokenizer(
+def train_tokenizer(
     split: pd.DataFrame, vocab_size: int = 4000, min_frequency: int = 2
 ) -> Annotated[Path, "tokenizer"]:
     """Trains the tokenizer on the train split's prompts and pieces (never validation or test).
@@ -26,10 +26,11 @@ def train_shared_tokenizer(
     Returns:
         A directory that ``PreTrainedTokenizerFast.from_pretrained`` loads.
     """
-    from models.tokenizer import save_tokenizer, train_tokenizer  # transformers loads only when this runs
+    from models.tokenizer import save_tokenizer  # transformers loads only when this runs
+    from models.tokenizer import train_tokenizer as train_bpe
 
     train = split[split["split"] == "train"]
-    tok = train_tokenizer(list(train["prompt"]) + list(train["text"]), sorted(train["form"].unique()),
+    tok = train_bpe(list(train["prompt"]) + list(train["text"]), sorted(train["form"].unique()),
                           sorted(train["genre"].unique()), vocab_size=vocab_size, min_frequency=min_frequency)
     log_step_metadata({"vocab_size": len(tok), "special_tokens": tok.all_special_tokens})
     return save_tokenizer(tok, Path(tempfile.mkdtemp(prefix="tokenizer-")))

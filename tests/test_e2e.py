@@ -61,7 +61,7 @@ def statuses(project) -> list[dict[str, str]]:
     return json.loads(run(project, "-c", STATUS_SCRIPT).stdout.strip().splitlines()[-1])
 
 
-STEPS = {"ingest_data", "clean_data", "split_data", "data_report", "train_shared_tokenizer", "train_seq2seq"}
+STEPS = {"ingest_data", "clean_data", "split_data", "data_report", "train_tokenizer", "train_seq2seq"}
 
 
 def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
