@@ -18,14 +18,9 @@ import logging
 import re
 import time
 
-import yaml
-
-from corpus.cleaning import CleaningConfig, clean_corpus
-from corpus.loaders import load_sources
-from corpus.split import assign_splits
+from benchmarks.common import prepare
 from models.contract import GenerationSettings
 from models.seq2seq import build_writer
-from models.tokenizer import train_tokenizer
 from models.training import TrainConfig, train, unigram_per_word_ppl
 
 STOP = {"write", "tell", "story", "poem", "fable", "about", "who", "where", "with", "and", "the", "a", "an", "in",
@@ -61,15 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    with open(args.profile) as fh:
-        profile = yaml.safe_load(fh)
-    steps = profile["steps"]
-    specs = args.dataset or profile["parameters"]["dataset"]
-    clean, _ = clean_corpus(load_sources(specs), CleaningConfig(**steps["clean_data"]["parameters"]["config"]))
-    split = assign_splits(clean, **{k: v for k, v in steps["split_data"]["parameters"].items() if k != "min_rows"})
-    tr, va = split[split["split"] == "train"], split[split["split"] == "validation"]
-    tok = train_tokenizer(list(tr["prompt"]) + list(tr["text"]), sorted(tr["form"].unique()),
-                          sorted(tr["genre"].unique()), **steps["train_tokenizer"]["parameters"])
+    data = prepare(args.profile, args.dataset)
+    steps, specs, tok = data.steps, data.specs, data.tokenizer
+    tr, va = data.part("train"), data.part("validation")
     model_cfg = dict(steps["train_seq2seq"]["parameters"]["model"])
     train_cfg = dict(steps["train_seq2seq"]["parameters"]["train_config"])
     if args.epochs:

@@ -20,14 +20,10 @@ import statistics
 import time
 
 import torch
-import yaml
 
-from corpus.cleaning import CleaningConfig, clean_corpus
-from corpus.loaders import load_sources
-from corpus.split import assign_splits
+from benchmarks.common import prepare
 from models.contract import GenerationSettings
 from models.seq2seq import build_writer
-from models.tokenizer import train_tokenizer
 from models.training import collate, encode_frame, make_batches
 
 
@@ -72,13 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=5, help="optimizer steps per timed run")
     parser.add_argument("--skip-bf16", action="store_true", help="only fp32 (bf16 is very slow without native support)")
     args = parser.parse_args(argv)
-    with open(args.profile) as fh:
-        steps = yaml.safe_load(fh)["steps"]
-    frame, _ = clean_corpus(load_sources(args.dataset or ["builtin?n=1500"]), CleaningConfig(workers=1))
-    split = assign_splits(frame)
-    tr = split[split["split"] == "train"]
-    tok = train_tokenizer(list(tr["prompt"]) + list(tr["text"]), sorted(tr["form"].unique()),
-                          sorted(tr["genre"].unique()), **steps["train_tokenizer"]["parameters"])
+    data = prepare(args.profile, args.dataset or ["builtin?n=1500"])
+    steps, split, tok, tr = data.steps, data.split, data.tokenizer, data.part("train")
     model_cfg = steps["train_seq2seq"]["parameters"]["model"]
     batch_size = steps["train_seq2seq"]["parameters"]["train_config"]["batch_size"]
     torch.manual_seed(0)

@@ -409,6 +409,10 @@ LOADERS: dict[str, Callable[[Spec], Records]] = {
 }
 
 
+# Schemes whose target is a local file or directory (run.py checks these exist before a pipeline starts).
+LOCAL_SCHEMES: frozenset[str] = frozenset({"writingprompts", "tinystories", "text", "jsonl", "csv"})
+
+
 def load_one(raw_spec: str) -> pd.DataFrame:
     """Loads one source spec into a frame of the data contract."""
     spec = parse_spec(raw_spec)

@@ -8,17 +8,13 @@ from typing import Any
 
 import yaml
 
-from corpus.loaders import parse_spec, source_fingerprint
+from corpus.loaders import LOCAL_SCHEMES, parse_spec, source_fingerprint
 from corpus.schema import DataError
 from infra.stack import PROJECT_ROOT
 
 # Top-level keys ZenML accepts in a run configuration that our profiles use.
 ALLOWED_KEYS = {"enable_cache", "parameters", "steps", "settings", "model", "run_name", "extra", "tags",
                 "enable_artifact_metadata", "enable_step_logs", "enable_artifact_visualization"}
-
-
-# Schemes whose target is a local file or directory (checked before the pipeline starts).
-LOCAL_SCHEMES = {"writingprompts", "tinystories", "text", "jsonl", "csv"}
 
 
 class ProfileError(ValueError):

@@ -74,9 +74,7 @@ class GenerationSettings:
             ("genre", isinstance(self.genre, str), "a string"),
         ]
         for name, ok, want in checks:
-            if isinstance(getattr(self, name), bool) and name not in ("trim_to_sentence",):
-                ok = False
-            if not ok:
+            if not ok or isinstance(getattr(self, name), bool):  # bool is an int to isinstance
                 raise ValueError(f"GenerationSettings.{name} must be {want}, got {getattr(self, name)!r}")
 
     def replace(self, **changes: Any) -> GenerationSettings:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
@@ -65,6 +66,16 @@ def train_tokenizer(texts: Iterable[str], forms: Sequence[str], genres: Sequence
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS,
                                    unk_token=UNK, sep_token=SEP, additional_special_tokens=controls,
                                    clean_up_tokenization_spaces=False)
+
+
+def train_on_split(split: Any, vocab_size: int = 4000, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+    """Trains the shared tokenizer on the ``train`` rows of a split corpus (prompts and pieces).
+
+    Control tokens cover the forms and genres of the train split; validation and test never reach it.
+    """
+    train = split[split["split"] == "train"]
+    return train_tokenizer(list(train["prompt"]) + list(train["text"]), sorted(train["form"].unique()),
+                           sorted(train["genre"].unique()), vocab_size=vocab_size, min_frequency=min_frequency)
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> Path:

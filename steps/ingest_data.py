@@ -25,5 +25,5 @@ def ingest_data(dataset: list[str], source_fingerprint: str = "") -> Annotated[p
     """
     frame = load_sources(dataset)
     log_step_metadata({"pieces": len(frame), "sources": sorted(frame["source"].unique().tolist()),
-                  "megabytes": round(float(frame["text"].str.len().sum()) / 1e6, 3)})
+                       "megabytes": round(float(frame["text"].str.len().sum()) / 1e6, 3)})
     return frame

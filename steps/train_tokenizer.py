@@ -26,11 +26,8 @@ def train_tokenizer(
     Returns:
         A directory that ``PreTrainedTokenizerFast.from_pretrained`` loads.
     """
-    from models.tokenizer import save_tokenizer  # transformers loads only when this runs
-    from models.tokenizer import train_tokenizer as train_bpe
+    from models.tokenizer import save_tokenizer, train_on_split  # transformers loads only when this runs
 
-    train = split[split["split"] == "train"]
-    tok = train_bpe(list(train["prompt"]) + list(train["text"]), sorted(train["form"].unique()),
-                          sorted(train["genre"].unique()), vocab_size=vocab_size, min_frequency=min_frequency)
+    tok = train_on_split(split, vocab_size=vocab_size, min_frequency=min_frequency)
     log_step_metadata({"vocab_size": len(tok), "special_tokens": tok.all_special_tokens})
     return save_tokenizer(tok, Path(tempfile.mkdtemp(prefix="tokenizer-")))

@@ -55,11 +55,9 @@ def tiny_corpus() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_corpus):
     """A small shared tokenizer trained on the tiny corpus's train split."""
-    from models.tokenizer import train_tokenizer
+    from models.tokenizer import train_on_split
 
-    train = tiny_corpus[tiny_corpus["split"] == "train"]
-    return train_tokenizer(list(train["prompt"]) + list(train["text"]), sorted(train["form"].unique()),
-                           sorted(train["genre"].unique()), vocab_size=500)
+    return train_on_split(tiny_corpus, vocab_size=500)
 
 
 def tiny_writer(tokenizer, **overrides):

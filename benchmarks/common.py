@@ -1,0 +1,44 @@
+"""Data preparation shared by the model benchmarks: a profile's cleaning, split and tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from corpus.cleaning import CleaningConfig, clean_corpus
+from corpus.loaders import load_sources
+from corpus.split import assign_splits
+from models.tokenizer import train_on_split
+
+
+@dataclass
+class Prepared:
+    """A profile's step settings, the split corpus and the shared tokenizer trained on it."""
+
+    steps: dict[str, Any]
+    specs: list[str]
+    split: pd.DataFrame
+    tokenizer: Any
+
+    def part(self, name: str) -> pd.DataFrame:
+        """The rows of one split (train, validation, test)."""
+        return self.split[self.split["split"] == name]
+
+
+def prepare(profile_path: str, specs: list[str] | None = None) -> Prepared:
+    """Cleans, splits and tokenizes data exactly as the profile's pipeline steps would.
+
+    ``specs`` default to the profile's dataset; the tokenizer uses the profile's ``train_tokenizer``
+    parameters.
+    """
+    with open(profile_path) as fh:
+        profile = yaml.safe_load(fh)
+    steps = profile["steps"]
+    specs = specs or profile["parameters"]["dataset"]
+    clean, _ = clean_corpus(load_sources(specs), CleaningConfig(**steps["clean_data"]["parameters"]["config"]))
+    split_params = {k: v for k, v in steps["split_data"]["parameters"].items() if k != "min_rows"}
+    split = assign_splits(clean, **split_params)
+    return Prepared(steps, specs, split, train_on_split(split, **steps["train_tokenizer"]["parameters"]))
