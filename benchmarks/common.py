@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import torch
 import yaml
 
 from corpus.cleaning import CleaningConfig, clean_corpus
@@ -42,3 +45,28 @@ def prepare(profile_path: str, specs: list[str] | None = None) -> Prepared:
     split_params = {k: v for k, v in steps["split_data"]["parameters"].items() if k != "min_rows"}
     split = assign_splits(clean, **split_params)
     return Prepared(steps, specs, split, train_on_split(split, **steps["train_tokenizer"]["parameters"]))
+
+
+def matmul_peak(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """Median GFLOP/s of an ``n × n`` matmul (this machine's practical peak, timed in the same run)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Median GB/s of copying a ``megabytes`` fp32 tensor (read + write counted)."""
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / statistics.median(times) / 1e9

@@ -21,22 +21,10 @@ import time
 
 import torch
 
-from benchmarks.common import prepare
+from benchmarks.common import matmul_peak, prepare
 from models.contract import GenerationSettings
 from models.seq2seq import build_writer
 from models.training import collate, encode_frame, make_batches
-
-
-def matmul_peak(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
-    """Median GFLOP/s of an ``n × n`` matmul."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def train_tokens_per_s(writer, batches, bf16: bool) -> float:  # noqa: ANN001

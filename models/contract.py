@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -150,9 +150,63 @@ def trim_to_sentence(text: str) -> str:
     return text[: ends[-1].end()] if ends else text
 
 
+CONFIRMED_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
+
+
+def stable_prefix(text: str, trim: bool) -> str:
+    """The part of partially decoded text that is final and can be emitted.
+
+    A trailing half UTF-8 character (decoded as U+FFFD) is held back; with ``trim``, so is everything
+    after the last sentence end that is already followed by whitespace (a "." at the very end may still
+    turn out to be "...", or be followed by a closing quote).
+    """
+    text = text.rstrip("\ufffd")
+    if not trim:
+        return text
+    ends = list(CONFIRMED_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()] if ends else ""
+
+
+def stream_text(token_ids: Iterable[int], decode: Callable[[list[int]], str], trim: bool) -> Iterator[str]:
+    """Turns generated token ids into text pieces that join to the decoded (and trimmed) whole.
+
+    Every family streams through this, so ``"".join(stream(...)) == generate(...)[0]`` holds by
+    construction: each step decodes all ids so far and emits only the new, stable part.
+
+    Args:
+        token_ids: Generated ids as they arrive (end token excluded).
+        decode: Decodes a full id list to text.
+        trim: Whether the final text is cut after its last complete sentence.
+
+    Yields:
+        Text pieces.
+    """
+    sent = ""
+    ids: list[int] = []
+    for token in token_ids:
+        ids.append(int(token))
+        ready = stable_prefix(decode(ids), trim)
+        if len(ready) > len(sent):
+            yield ready[len(sent):]
+            sent = ready
+    final = decode(ids)
+    final = trim_to_sentence(final) if trim else final
+    if len(final) > len(sent):
+        yield final[len(sent):]
+
+
 def word_count(text: str) -> int:
     """Whitespace words (the unit of per-word perplexity)."""
     return len(text.split())
+
+
+def words_scored(text: str, ids: Sequence[int], limit: int, decode: Callable[[list[int]], str]) -> int:
+    """Whitespace words of the part of ``text`` that its ids cover, when they were cut to ``limit`` tokens.
+
+    A piece longer than a model's window is scored only as far as it fits; per-word perplexity must
+    then divide by the words of that part, not of the whole text.
+    """
+    return word_count(decode(list(ids))) if len(ids) >= limit else word_count(text)
 
 
 class WriterModel(ABC):
@@ -170,7 +224,11 @@ class WriterModel(ABC):
 
     @abstractmethod
     def score(self, prompts: Sequence[str], texts: Sequence[str]) -> list[tuple[float, int]]:
-        """Total NLL (nats) of each text given its prompt, and its word count."""
+        """Total NLL (nats) of each text given its prompt, and the words scored.
+
+        A text longer than the model's window is scored as far as it fits, and the word count is that
+        part's (see :func:`words_scored`).
+        """
 
     @abstractmethod
     def save(self, directory: Path) -> Path:
@@ -200,14 +258,22 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_model(directory: Path) -> WriterModel:
-    """Loads any family's saved model directory (dispatching on the manifest)."""
-    family = read_manifest(directory)["family"]
-    if family == "seq2seq":
-        from models.seq2seq import Seq2SeqWriter
+FAMILIES: dict[str, str] = {
+    "seq2seq": "models.seq2seq:Seq2SeqWriter",
+    "transformer": "models.transformer:TransformerWriter",
+    "gan": "models.gan:GanWriter",
+}
 
-        return Seq2SeqWriter.load(directory)
-    raise ValueError(f"{directory}: unknown model family '{family}'")
+
+def load_model(directory: Path) -> WriterModel:
+    """Loads any family's saved model directory (dispatching on the manifest's ``family``)."""
+    import importlib
+
+    family = read_manifest(directory)["family"]
+    if family not in FAMILIES:
+        raise ValueError(f"{directory}: unknown model family '{family}' (known: {', '.join(FAMILIES)})")
+    module, _, name = FAMILIES[family].partition(":")
+    return getattr(importlib.import_module(module), name).load(Path(directory))
 
 
 def beam_search(step_fn: Any, state: Any, bos_id: int, eos_id: int, num_beams: int, max_new_tokens: int,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,8 +37,9 @@ from models.contract import (
     WriterModel,
     beam_search,
     sample_next,
+    stream_text,
     trim_to_sentence,
-    word_count,
+    words_scored,
     write_manifest,
 )
 from models.tokenizer import control_ids, decode_ids, encode_text, load_tokenizer, save_tokenizer
@@ -254,6 +254,10 @@ class Seq2SeqWriter(WriterModel):
         """``piece`` ids truncated so that ``<bos>``/``<eos>`` fit in ``max_tgt_len``."""
         return encode_text(self.tokenizer, text)[: self.config.max_tgt_len - 1]
 
+    def target_words(self, text: str, ids: Sequence[int]) -> int:
+        """Words of the part of ``text`` that :meth:`encode_target` kept."""
+        return words_scored(text, ids, self.config.max_tgt_len - 1, lambda kept: decode_ids(self.tokenizer, kept))
+
     def _batch_src(
         self, prompts: Sequence[str], forms: Sequence[str], genres: Sequence[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,20 +281,9 @@ class Seq2SeqWriter(WriterModel):
         if settings.num_beams > 1:  # beam search has no stable prefix until it ends
             yield self.generate([prompt], settings)[0]
             return
-        sent = ""
-        ids: list[int] = []
         with torch.inference_mode():
-            for token in self._sample_iter([prompt], settings):
-                ids.append(int(token[0]))
-                text = decode_ids(self.tokenizer, ids)
-                ready = _stable_prefix(text, settings.trim_to_sentence)
-                if len(ready) > len(sent):
-                    yield ready[len(sent):]
-                    sent = ready
-        final = decode_ids(self.tokenizer, ids)
-        final = trim_to_sentence(final) if settings.trim_to_sentence else final
-        if len(final) > len(sent):
-            yield final[len(sent):]
+            tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
+            yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence)
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], texts: Sequence[str], forms: Sequence[str] | None = None,
@@ -308,7 +301,8 @@ class Seq2SeqWriter(WriterModel):
             logits, _, _ = self.net(src, src_len, tgt_in)
             nll = F.cross_entropy(logits.transpose(1, 2).float(), tgt_out, ignore_index=self.config.pad_id,
                                   reduction="none").sum(dim=1)
-            out += [(float(n), word_count(t)) for n, t in zip(nll.tolist(), texts[sl], strict=True)]
+            out += [(float(n), self.target_words(t, ids))
+                    for n, t, ids in zip(nll.tolist(), texts[sl], tgt, strict=True)]
         return out
 
     def save(self, directory: Path) -> Path:
@@ -388,23 +382,6 @@ class Seq2SeqWriter(WriterModel):
         src_tokens = [self.tokenizer.decode([t]) for t in src[0].tolist()]
         out_tokens = [self.tokenizer.decode([t]) for t in ids] + ["<eos>"]
         return src_tokens, out_tokens[: weights.size(1)], weights[0].float()
-
-
-CONFIRMED_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
-
-
-def _stable_prefix(text: str, trim: bool) -> str:
-    """The part of partially decoded text that is final and can be emitted.
-
-    A trailing half UTF-8 character (decoded as U+FFFD) is held back; with ``trim``, so is everything
-    after the last sentence end that is already followed by whitespace (a "." at the very end may still
-    turn out to be "...", or be followed by a closing quote).
-    """
-    text = text.rstrip("\ufffd")
-    if not trim:
-        return text
-    ends = list(CONFIRMED_SENTENCE_END.finditer(text))
-    return text[: ends[-1].end()] if ends else ""
 
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

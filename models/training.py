@@ -83,8 +83,11 @@ class Example:
 
 def encode_frame(writer: Seq2SeqWriter, frame: pd.DataFrame) -> list[Example]:
     """Encodes a corpus frame (``prompt, text, form, genre``) into examples."""
-    return [Example(writer.encode_prompt(p, f, g), writer.encode_target(t), word_count(t))
-            for p, t, f, g in zip(frame["prompt"], frame["text"], frame["form"], frame["genre"], strict=True)]
+    out = []
+    for p, t, f, g in zip(frame["prompt"], frame["text"], frame["form"], frame["genre"], strict=True):
+        tgt = writer.encode_target(t)
+        out.append(Example(writer.encode_prompt(p, f, g), tgt, writer.target_words(t, tgt)))
+    return out
 
 
 def make_batches(examples: Sequence[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:

@@ -6,7 +6,8 @@ from steps.ingest_data import ingest_data
 from steps.split_data import split_data
 from steps.train_seq2seq import train_seq2seq
 from steps.train_tokenizer import train_tokenizer
+from steps.train_transformer import train_transformer
 
 __all__ = [
-    "clean_data", "data_report", "ingest_data", "split_data", "train_seq2seq", "train_tokenizer",
+    "clean_data", "data_report", "ingest_data", "split_data", "train_seq2seq", "train_tokenizer", "train_transformer",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,30 +41,25 @@ def train_seq2seq(
     import mlflow
 
     from models.contract import GenerationSettings
-    from models.mlflow_logging import log_pyfunc
-    from models.plots import attention_heatmaps, training_curves
+    from models.mlflow_logging import finish_training, log_training_params
+    from models.plots import attention_heatmaps
     from models.seq2seq import build_writer
     from models.tokenizer import load_tokenizer
     from models.training import TrainConfig, train
 
     writer = build_writer(load_tokenizer(tokenizer), **(model or {}))
-    cfg = TrainConfig(**(train_config or {}))
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]
-    mlflow.log_params({"family": "seq2seq", **{f"model.{k}": v for k, v in (model or {}).items()},
-                       **{f"train.{k}": v for k, v in (train_config or {}).items()}})
-    history = train(writer, train_part, val_part, cfg, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
-    best = history.loc[history["val_loss"].idxmin()]
-    writer.metadata = {"val_ppl_word": float(best["val_ppl_word"]), "val_loss": float(best["val_loss"])}
-    model_dir = writer.save(Path(tempfile.mkdtemp(prefix="seq2seq-")))
-    mlflow.log_image(training_curves(history, "seq2seq"), "training_curves.png")
+    log_training_params("seq2seq", model, train_config)
+    history = train(writer, train_part, val_part, TrainConfig(**(train_config or {})),
+                    on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
+    model_dir, curves, model_uri = finish_training(writer, history, "seq2seq")
     maps = []
     if writer.net.attention is not None:
         for _, row in val_part.head(heatmap_prompts).iterrows():
             settings = GenerationSettings(max_new_tokens=40, form=row["form"], genre=row["genre"], seed=0)
             maps.append((row["prompt"], *writer.attention_map(row["prompt"], settings)))
-    heatmap = attention_heatmaps(maps) if maps else training_curves(history, "seq2seq (no attention)")
+    heatmap = attention_heatmaps(maps) if maps else curves
     mlflow.log_image(heatmap, "attention_heatmap.png")
-    info = log_pyfunc(model_dir)
-    log_step_metadata({"best_val_ppl_word": float(best["val_ppl_word"]), "epochs": len(history),
-                       "mlflow_model_uri": info.model_uri}, artifact_name="seq2seq_model")
+    log_step_metadata({"best_val_ppl_word": writer.metadata["val_ppl_word"], "epochs": len(history),
+                       "mlflow_model_uri": model_uri}, artifact_name="seq2seq_model")
     return model_dir, history, heatmap

@@ -29,8 +29,8 @@ from infra.stack import tracking_uri
 mlflow.set_tracking_uri(tracking_uri())
 exp = mlflow.get_experiment_by_name("training_pipeline")
 models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
-run = mlflow.get_run(models[0].source_run_id)
-print(json.dumps({"models": len(models), "family": run.data.params["family"]}))
+families = sorted(mlflow.get_run(m.source_run_id).data.params["family"] for m in models)
+print(json.dumps({"models": len(models), "families": families}))
 """
 
 STATUS_SCRIPT = """
@@ -61,7 +61,8 @@ def statuses(project) -> list[dict[str, str]]:
     return json.loads(run(project, "-c", STATUS_SCRIPT).stdout.strip().splitlines()[-1])
 
 
-STEPS = {"ingest_data", "clean_data", "split_data", "data_report", "train_tokenizer", "train_seq2seq"}
+STEPS = {"ingest_data", "clean_data", "split_data", "data_report", "train_tokenizer", "train_seq2seq",
+         "train_transformer"}
 
 
 def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
@@ -74,7 +75,7 @@ def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
     root, _ = project
     assert (root / ".mlflow" / "mlflow.db").is_file() and (root / ".zen").is_dir()
     logged = run(project, "-c", MODELS_SCRIPT).stdout.strip().splitlines()[-1]
-    assert json.loads(logged) == {"models": 1, "family": "seq2seq"}
+    assert json.loads(logged) == {"models": 2, "families": ["seq2seq", "transformer"]}
 
 
 def test_second_identical_run_is_fully_cached_and_changes_no_stack(project):

@@ -1,4 +1,4 @@
-"""The pyfunc wrapper and the train_seq2seq step against a real MLflow SQLite store in a temp dir."""
+"""The pyfunc wrapper and the training steps against a real MLflow SQLite store in a temp dir."""
 
 import mlflow
 import pandas as pd
@@ -57,3 +57,27 @@ def test_train_seq2seq_step_logs_to_mlflow(mlflow_store, tiny_corpus, tiny_token
     assert "val_ppl_word" in runs[0].data.metrics
     logged = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
     assert len(logged) == 1 and logged[0].source_run_id == runs[0].info.run_id
+
+
+def test_train_transformer_step_logs_one_run_and_a_loadable_pyfunc(mlflow_store, tiny_corpus, tiny_tokenizer,
+                                                                   tmp_path):
+    from models.tokenizer import save_tokenizer
+    from steps import train_transformer
+
+    tok_dir = save_tokenizer(tiny_tokenizer, tmp_path / "tok")
+    model_dir, history, curves = train_transformer.entrypoint(
+        split=tiny_corpus, tokenizer=tok_dir,
+        model={"n_layer": 1, "n_embd": 32, "n_head": 2, "context": 160, "max_prompt_tokens": 40},
+        train_config={"epochs": 1, "batch_size": 16, "max_train_pieces": 64, "progress_bar": False})
+    assert (model_dir / "model" / "model.safetensors").is_file() and len(history) == 1 and curves.size[0] > 100
+    exp_id = mlflow.get_experiment_by_name("test").experiment_id
+    runs = mlflow.search_runs([exp_id], output_format="list")
+    assert len(runs) == 1, "the Trainer must not open MLflow runs of its own"
+    assert runs[0].data.params["family"] == "transformer" and "val_ppl_word" in runs[0].data.metrics
+    logged = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
+    assert len(logged) == 1
+    loaded = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
+    params = {"max_new_tokens": 12, "seed": 3}
+    prompt = {"prompt": "A lighthouse keeper hears a song."}
+    out = loaded.predict(prompt, params=params)
+    assert len(out) == 1 and out[0] == "".join(loaded.predict_stream(prompt, params=params))

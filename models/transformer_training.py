@@ -1,0 +1,205 @@
+"""Training the Transformer family with the Hugging Face ``Trainer``.
+
+What the ``Trainer`` brings: evaluation every epoch, early stopping on validation loss with the best
+weights restored (``load_best_model_at_end``), a cosine schedule with warm-up, gradient clipping, bf16
+autocast when asked (only honoured on CPUs with native bf16, see :func:`models.training.resolve_bf16`),
+deterministic seeding and a progress bar. What this module adds: the prompt-masked examples, the exact
+validation per-word perplexity (summed NLL over whitespace words, through
+``preprocess_logits_for_metrics`` so full logits are never kept), a periodic log line with step, loss
+and tokens/s, a stop on a non-finite loss, an optional wall-clock budget, and one history row per
+epoch. The ``Trainer``'s own experiment-tracker callbacks are off (``report_to="none"``): the caller
+logs to the stack's MLflow run through ``on_epoch``, so there is exactly one MLflow run per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from models.training import resolve_bf16
+from models.transformer import TransformerWriter, collate_examples, sequence_nll
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransformerTrainConfig:
+    """Optimisation settings (the profile's ``train_transformer`` ``train_config`` parameters)."""
+
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    clip: float = 1.0
+    patience: int = 2
+    bf16: bool = False
+    seed: int = 0
+    max_train_pieces: int = 0
+    time_budget_s: float = 0.0
+    log_every: int = 25
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        """Validates the settings; raises ValueError naming the field."""
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TransformerTrainConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"TransformerTrainConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"TransformerTrainConfig.warmup must be a fraction of steps in [0, 1), got {self.warmup}")
+        if self.max_train_pieces < 0 or self.time_budget_s < 0:
+            raise ValueError("TransformerTrainConfig.max_train_pieces and time_budget_s must be ≥ 0")
+
+
+class _Examples(torch.utils.data.Dataset):
+    """Encoded ``(input_ids, labels)`` pairs as ``Trainer`` rows."""
+
+    def __init__(self, writer: TransformerWriter, frame: pd.DataFrame) -> None:
+        encoded = [writer.encode_scored(p, t, f, g)
+                   for p, t, f, g in zip(frame["prompt"], frame["text"], frame["form"], frame["genre"], strict=True)]
+        self.rows = [(ids, labels) for ids, labels, _ in encoded]
+        self.words = sum(words for _, _, words in encoded)  # of the part of each piece that fits the context
+        self.lengths = [len(ids) for ids, _ in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        ids, labels = self.rows[i]
+        return {"input_ids": ids, "labels": labels}
+
+
+class _Collator:
+    """Pads rows into a batch and counts the tokens it has handed out (for tokens/s)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+        self.tokens = 0
+
+    def __call__(self, rows: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        batch = collate_examples([(r["input_ids"], r["labels"]) for r in rows], self.pad_id)
+        self.tokens += int(batch["attention_mask"].sum())
+        return batch
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class _Reporter(TrainerCallback):
+    """Log line every ``log_every`` steps, NaN stop, time budget, and one history row per epoch."""
+
+    def __init__(self, cfg: TransformerTrainConfig, collator: _Collator, on_epoch: EpochCallback | None) -> None:
+        self.cfg, self.collator, self.on_epoch = cfg, collator, on_epoch
+        self.history: list[dict[str, float]] = []
+        self.started = self.epoch_started = time.perf_counter()
+        self.epoch_tokens_start = 0
+        self.losses: list[float] = []
+        self.stopped_for_budget = False
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.epoch_started, self.epoch_tokens_start, self.losses = time.perf_counter(), self.collator.tokens, []
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
+               **kwargs: Any) -> None:
+        if not logs or "loss" not in logs:
+            return
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(f"training loss became {logs['loss']} at step {state.global_step}")
+        self.losses.append(float(logs["loss"]))
+        rate = (self.collator.tokens - self.epoch_tokens_start) / max(1e-9, time.perf_counter() - self.epoch_started)
+        log.info("step %d/%d loss %.3f lr %.2e %.0f tokens/s", state.global_step, state.max_steps, logs["loss"],
+                 logs.get("learning_rate", float("nan")), rate)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.cfg.time_budget_s and time.perf_counter() - self.started > self.cfg.time_budget_s:
+            log.info("time budget of %.0f s reached at step %d", self.cfg.time_budget_s, state.global_step)
+            self.stopped_for_budget = True
+            control.should_training_stop = control.should_evaluate = control.should_save = True
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    **kwargs: Any) -> None:
+        metrics = metrics or {}
+        seconds = time.perf_counter() - self.epoch_started
+        row = {"train_loss": float(np.mean(self.losses)) if self.losses else float("nan"),
+               "val_loss": float(metrics["eval_val_loss"]), "val_ppl_token": float(metrics["eval_val_ppl_token"]),
+               "val_ppl_word": float(metrics["eval_val_ppl_word"]),
+               "tokens_per_s": (self.collator.tokens - self.epoch_tokens_start) / max(1e-9, seconds),
+               "seconds": seconds}
+        epoch = len(self.history) + 1
+        self.history.append({"epoch": epoch, **row})
+        log.info("epoch %d: train loss %.3f, val loss %.3f, val per-word ppl %.2f, %.0f tokens/s", epoch,
+                 row["train_loss"], row["val_loss"], row["val_ppl_word"], row["tokens_per_s"])
+        if self.on_epoch:
+            self.on_epoch(epoch, row)
+
+
+def _summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``preprocess_logits_for_metrics``: per-row summed NLL and counted tokens, ``(B, 2)``."""
+    return torch.stack([sequence_nll(logits, labels), (labels[:, 1:] != -100).sum(dim=1).float()], dim=1)
+
+
+def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_frame: pd.DataFrame,
+                      cfg: TransformerTrainConfig, on_epoch: EpochCallback | None = None) -> pd.DataFrame:
+    """Trains ``writer`` in place with the ``Trainer`` and returns the per-epoch history.
+
+    Args:
+        writer: A writer from :func:`models.transformer.build_transformer`.
+        train_frame: Training pieces (``prompt, text, form, genre``).
+        val_frame: Validation pieces (early stopping and reported metrics).
+        cfg: Optimisation settings.
+        on_epoch: Called with ``(epoch, metrics)`` after every evaluation (e.g. to log to MLflow).
+
+    Returns:
+        One row per epoch: ``epoch, train_loss, val_loss, val_ppl_token, val_ppl_word, tokens_per_s, seconds``.
+
+    Raises:
+        ValueError: If there is nothing to train or validate on.
+        FloatingPointError: If the training loss stops being finite.
+    """
+    if train_frame.empty or val_frame.empty:
+        raise ValueError(f"training needs train and validation pieces, got {len(train_frame)} and {len(val_frame)}")
+    if cfg.max_train_pieces:
+        train_frame = train_frame.sample(n=min(cfg.max_train_pieces, len(train_frame)), random_state=cfg.seed)
+    set_seed(cfg.seed)
+    train_set, val_set = _Examples(writer, train_frame), _Examples(writer, val_frame)
+    collator = _Collator(writer.pad_id)
+    reporter = _Reporter(cfg, collator, on_epoch)
+
+    def metrics(pred: Any) -> dict[str, float]:
+        nll, tokens = pred.predictions[:, 0].sum(), pred.predictions[:, 1].sum()
+        return {"val_loss": float(nll / max(1.0, tokens)), "val_ppl_token": math.exp(min(nll / max(1.0, tokens), 50)),
+                "val_ppl_word": math.exp(min(nll / max(1, val_set.words), 50))}
+
+    out_dir = tempfile.mkdtemp(prefix="transformer-trainer-")
+    args = TrainingArguments(
+        output_dir=out_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        lr_scheduler_type="cosine", warmup_steps=cfg.warmup, max_grad_norm=cfg.clip, bf16=resolve_bf16(cfg.bf16),
+        eval_strategy="epoch", save_strategy="epoch", save_only_model=True, save_total_limit=1,
+        load_best_model_at_end=True, metric_for_best_model="val_loss", greater_is_better=False,
+        logging_strategy="steps", logging_steps=max(1, cfg.log_every), report_to="none", use_cpu=True,
+        seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0, remove_unused_columns=False,
+        train_sampling_strategy="group_by_length", disable_tqdm=not cfg.progress_bar,
+    )
+    trainer = Trainer(model=writer.model, args=args, data_collator=collator, train_dataset=train_set,
+                      eval_dataset=val_set, compute_metrics=metrics, preprocess_logits_for_metrics=_summed_nll,
+                      callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.patience), reporter])
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    writer.model = trainer.model.eval()
+    return pd.DataFrame(reporter.history)

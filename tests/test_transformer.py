@@ -1,0 +1,225 @@
+"""The Transformer family: layout and masking, training, fine-tuning from a local checkpoint, generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.contract import GenerationSettings, load_model
+from models.transformer import (
+    IGNORE,
+    TransformerConfig,
+    build_transformer,
+    collate_examples,
+    sequence_nll,
+)
+from models.transformer_training import TransformerTrainConfig, train_transformer
+
+TINY = {"n_layer": 2, "n_embd": 32, "n_head": 2, "context": 160, "dropout": 0.0, "max_prompt_tokens": 40}
+PROMPT = "A dragon finds a key under the old bridge."
+
+
+def scratch(tokenizer, **overrides):
+    """A fresh, seeded tiny from-scratch writer."""
+    torch.manual_seed(0)
+    return build_transformer(tokenizer, TransformerConfig(**{**TINY, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tiny_tokenizer):
+    """A tiny from-scratch model trained for one epoch with the Trainer."""
+    writer = scratch(tiny_tokenizer)
+    parts = {name: tiny_corpus[tiny_corpus["split"] == name] for name in ("train", "validation")}
+    history = train_transformer(writer, parts["train"], parts["validation"],
+                                TransformerTrainConfig(epochs=2, batch_size=16, lr=3e-3, progress_bar=False))
+    return writer, history
+
+
+def test_labels_mask_control_prompt_and_separator(tiny_tokenizer):
+    writer = scratch(tiny_tokenizer)
+    ids, labels = writer.encode_example(PROMPT, "The end came quickly.", "story", "fantasy")
+    prefix = writer.encode_prefix(PROMPT, "story", "fantasy")
+    assert ids[: len(prefix)] == prefix and prefix[-1] == writer.sep_id
+    assert labels[: len(prefix)] == [IGNORE] * len(prefix)
+    assert labels[len(prefix):] == ids[len(prefix):] and ids[-1] == writer.eos_id
+
+
+def test_changing_a_prompt_token_does_not_change_which_positions_count(tiny_tokenizer):
+    writer = scratch(tiny_tokenizer)
+    ids_a, labels_a = writer.encode_example(PROMPT, "The end came quickly.", "story", "")
+    ids_b = list(ids_a)
+    ids_b[3] = (ids_b[3] + 7) % len(tiny_tokenizer)  # a different prompt token, same length
+    counted_a = [lab != IGNORE for lab in labels_a]
+    batch = collate_examples([(ids_a, labels_a), (ids_b, labels_a)], writer.pad_id)
+    assert (batch["labels"][0] != IGNORE).tolist() == counted_a == (batch["labels"][1] != IGNORE).tolist()
+    # the loss over the counted positions is what the model's own loss computes
+    with torch.no_grad():
+        out = writer.model(**{k: v[:1] for k, v in batch.items()})
+        summed = sequence_nll(out.logits, batch["labels"][:1])
+    assert float(summed) / (sum(counted_a)) == pytest.approx(float(out.loss), rel=1e-5)
+
+
+def test_overfits_one_small_batch(tiny_corpus, tiny_tokenizer):
+    writer = scratch(tiny_tokenizer)
+    rows = tiny_corpus.head(4)
+    pairs = [writer.encode_example(p, t, f, g)
+             for p, t, f, g in zip(rows["prompt"], rows["text"], rows["form"], rows["genre"], strict=True)]
+    batch = collate_examples(pairs, writer.pad_id)
+    opt = torch.optim.AdamW(writer.model.parameters(), lr=1e-2)
+    writer.model.train()
+    first = None
+    for _ in range(80):
+        loss = writer.model(**batch).loss
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.25 * first
+
+
+def test_training_history_and_lower_validation_loss(trained):
+    _, history = trained
+    assert list(history["epoch"]) == [1, 2]
+    assert {"train_loss", "val_loss", "val_ppl_word", "val_ppl_token", "tokens_per_s"} <= set(history.columns)
+    assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]
+    assert (history["val_ppl_word"] > history["val_ppl_token"]).all()  # several tokens per word here
+
+
+def test_same_seed_same_text_and_save_load_identical(trained, tmp_path):
+    writer, _ = trained
+    settings = GenerationSettings(max_new_tokens=30, seed=5)
+    first = writer.generate([PROMPT], settings)
+    assert writer.generate([PROMPT], settings) == first
+    assert writer.generate([PROMPT], settings.replace(seed=6)) != first
+    loaded = load_model(writer.save(tmp_path / "m"))
+    assert loaded.family == "transformer"
+    assert loaded.generate([PROMPT], settings) == first
+    assert loaded.score([PROMPT], ["The dragon slept."]) == pytest.approx(writer.score([PROMPT], ["The dragon slept."]))
+
+
+def test_batched_greedy_equals_one_by_one(trained):
+    writer, _ = trained
+    prompts = [PROMPT, "Write a poem about the sea at night, with a lighthouse keeper who counts the waves."]
+    greedy = GenerationSettings(max_new_tokens=20, top_k=1, seed=0)
+    assert writer.generate(prompts, greedy) == [writer.generate([p], greedy)[0] for p in prompts]
+
+
+@pytest.mark.parametrize("trim", [False, True])
+def test_stream_joins_to_the_generated_text(trained, trim):
+    writer, _ = trained
+    settings = GenerationSettings(max_new_tokens=40, seed=2, trim_to_sentence=trim)
+    pieces = list(writer.stream(PROMPT, settings))
+    assert "".join(pieces) == writer.generate([PROMPT], settings)[0]
+    if not trim:
+        assert len(pieces) > 1
+
+
+def test_beam_search_and_max_new_tokens(trained):
+    writer, _ = trained
+    assert isinstance(writer.generate([PROMPT], GenerationSettings(max_new_tokens=10, num_beams=3))[0], str)
+    ids = writer._generate_ids([PROMPT], GenerationSettings(max_new_tokens=7, seed=1))
+    assert len(ids[0]) <= 7
+
+
+def test_score_counts_the_piece_given_the_prompt(trained):
+    writer, _ = trained
+    (nll, words), = writer.score([PROMPT], ["The dragon slept by the river."])
+    assert nll > 0 and words == 6
+
+
+def test_bad_generation_input(trained):
+    writer, _ = trained
+    with pytest.raises(ValueError, match="prompt must be a non-empty string"):
+        writer.generate(["  "])
+    with pytest.raises(ValueError, match="unknown form 'sonnet'"):
+        list(writer.stream(PROMPT, GenerationSettings(form="sonnet")))
+
+
+# --- fine-tuning from a local checkpoint (no network) ------------------------------------------------
+def save_tiny_gpt2(directory, texts, eos=True):
+    """A tiny GPT-2 and a byte-level BPE tokenizer in the shape of GPT-2's (no pad, no sep), saved locally."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>"] if eos else []
+    core.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    kwargs = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"} if eos else {}
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, **kwargs)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2))
+    model.save_pretrained(str(directory))
+    tok.save_pretrained(str(directory))
+    return directory
+
+
+def test_fine_tune_from_a_local_checkpoint_end_to_end(tiny_corpus, tmp_path):
+    base = save_tiny_gpt2(tmp_path / "base", list(tiny_corpus["text"]))
+    cfg = TransformerConfig(base_model=str(base), context=128, max_prompt_tokens=40)
+    train = tiny_corpus[tiny_corpus["split"] == "train"]
+    writer = build_transformer(None, cfg, forms=sorted(train["form"].unique()), genres=sorted(train["genre"].unique()))
+    vocab = writer.tokenizer.get_vocab()
+    assert {"<sep>", "<pad>", "<form:poem>", "<genre:none>"} <= set(vocab)
+    assert writer.model.get_input_embeddings().weight.shape[0] == len(writer.tokenizer)
+    history = train_transformer(writer, train.head(48), tiny_corpus[tiny_corpus["split"] == "validation"].head(16),
+                                TransformerTrainConfig(epochs=1, batch_size=8, lr=1e-3, progress_bar=False))
+    assert len(history) == 1
+    settings = GenerationSettings(max_new_tokens=20, seed=1, form="poem", genre="fantasy")
+    text = writer.generate([PROMPT], settings)[0]
+    assert isinstance(text, str)
+    loaded = load_model(writer.save(tmp_path / "tuned"))
+    assert loaded.generate([PROMPT], settings) == [text]
+    assert loaded.metadata["base_model"] == str(base)
+
+
+def test_bad_base_models_are_named(tmp_path, tiny_corpus):
+    from transformers import BertConfig, T5Config
+
+    with pytest.raises(ValueError, match="does not exist"):
+        build_transformer(None, TransformerConfig(base_model=str(tmp_path / "nowhere")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no config\.json"):
+        build_transformer(None, TransformerConfig(base_model=str(tmp_path / "empty")))
+    with pytest.raises(ValueError, match="hub is unreachable"):  # HF_HUB_OFFLINE=1 in the tests
+        build_transformer(None, TransformerConfig(base_model="distilgpt2"))
+    T5Config(vocab_size=50, d_model=16, num_layers=1, num_heads=2).save_pretrained(str(tmp_path / "t5"))
+    with pytest.raises(ValueError, match=r"not a causal language model .*'t5'"):
+        build_transformer(None, TransformerConfig(base_model=str(tmp_path / "t5")))
+    BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32).save_pretrained(str(tmp_path / "no-weights"))
+    with pytest.raises(ValueError, match="could not be loaded as a causal language model"):
+        build_transformer(None, TransformerConfig(base_model=str(tmp_path / "no-weights")))
+    base = save_tiny_gpt2(tmp_path / "base", list(tiny_corpus["text"][:50]))
+    with pytest.raises(ValueError, match=r"context 512 is longer than base_model .* allows \(128\)"):
+        build_transformer(None, TransformerConfig(base_model=str(base), context=512))
+    no_eos = save_tiny_gpt2(tmp_path / "no-eos", list(tiny_corpus["text"][:50]), eos=False)
+    with pytest.raises(ValueError, match="no end token"):
+        build_transformer(None, TransformerConfig(base_model=str(no_eos), context=128))
+
+
+def test_config_and_train_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="n_head"):
+        TransformerConfig(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="context"):
+        TransformerConfig(context=16)
+    with pytest.raises(ValueError, match="warmup"):
+        TransformerTrainConfig(warmup=1.5)
+    with pytest.raises(ValueError, match="epochs"):
+        TransformerTrainConfig(epochs=0)
+
+
+def test_shared_tokenizer_without_the_needed_special_tokens_is_rejected():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel()
+    core.train_from_iterator(["a b c"], trainers.BpeTrainer(vocab_size=260, special_tokens=["<pad>"],
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                            show_progress=False))
+    bare = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>")
+    with pytest.raises(ValueError, match=r"lacks special token\(s\) \['<bos>', '<eos>', '<sep>'\]"):
+        build_transformer(bare, TransformerConfig(**TINY))
