@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         f_med = statistics.median(fp32)
         mfu = 6 * n * f_med / (peak * 1e9)
         mfu_attn = (6 * n + 12 * cfg.n_layer * cfg.n_embd * seq) * f_med / (peak * 1e9)
-        b_text = f"{statistics.median(bf16):>12.0f}{statistics.median(bf16) / f_med:>11.2f}" if bf16 else f"{'-':>12}{'-':>11}"
+        b_med = statistics.median(bf16) if bf16 else 0.0
+        b_text = f"{b_med:>12.0f}{b_med / f_med:>11.2f}" if bf16 else f"{'-':>12}{'-':>11}"
         label = f"{cfg.n_layer}x{cfg.n_embd}x{cfg.n_head}" + (" *" if size.strip() == "profile" else "")
         print(f"{label:<14}{n / 1e6:>8.2f}M{seq:>6.0f}{f_med:>12.0f}{mfu:>7.1%}{mfu_attn:>10.1%}{b_text}")
         if size.strip() == "profile":

@@ -65,3 +65,24 @@ def limit_eager_integrations(pipeline: str) -> bool:
 
     registry.activate_integrations = activate_needed  # instance attribute shadows the method
     return True
+
+
+def update_model_version(metadata: dict[str, Any], production: bool) -> bool:
+    """Logs metadata onto the run's ZenML model version and, if ``production``, sets its stage.
+
+    A no-op outside a pipeline run or when the pipeline has no ``model:``.
+
+    Returns:
+        Whether a model version was updated.
+    """
+    from zenml import get_step_context, log_metadata
+
+    try:
+        context = get_step_context()
+        model = context.model
+    except Exception:  # no step context (RuntimeError), or a pipeline without a model
+        return False
+    log_metadata(metadata, model_name=model.name, model_version=model.version)
+    if production:
+        model.set_stage("production", force=True)
+    return True

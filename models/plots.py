@@ -66,3 +66,37 @@ def training_curves(history: pd.DataFrame, title: str) -> Image.Image:
     fig.suptitle(title)
     fig.tight_layout()
     return _to_image(fig)
+
+
+def gan_tradeoff(comparison: pd.DataFrame, history: pd.DataFrame) -> Image.Image:
+    """Left: quality (BLEU-4) vs diversity (self-BLEU-4) over the temperature sweep, MLE vs GAN.
+
+    Right: BLEU-4, self-BLEU-4 and validation per-word perplexity of samples by adversarial round.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for model, group in comparison.groupby("model", sort=False):
+        group = group.sort_values("temperature")
+        ax1.plot(group["self_bleu4"], group["bleu4"], "o-", label=model)
+        for _, row in group.iterrows():
+            ax1.annotate(f"T={row['temperature']:g}", (row["self_bleu4"], row["bleu4"]), fontsize=7,
+                         textcoords="offset points", xytext=(4, 4))
+    ax1.set_xlabel("self-BLEU-4 (lower = more diverse)")
+    ax1.set_ylabel("BLEU-4 vs reference (higher = closer)")
+    ax1.set_title("quality–diversity, temperature sweep")
+    ax1.legend(frameon=False)
+    ax2.plot(history["round"], history["bleu4"], "o-", label="BLEU-4")
+    ax2.plot(history["round"], history["self_bleu4"], "o-", label="self-BLEU-4")
+    ax2.set_xlabel("adversarial round (0 = before)")
+    ax2.set_ylabel("BLEU")
+    ppl = ax2.twinx()
+    ppl.plot(history["round"], history["val_ppl_word"], "s--", color="#999999", label="val ppl/word")
+    ppl.set_ylabel("validation per-word perplexity")
+    ax2.legend(loc="upper left", frameon=False, fontsize=8)
+    ax2.set_title("samples by round (T = 1)")
+    fig.tight_layout()
+    return _to_image(fig)

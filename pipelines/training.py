@@ -1,16 +1,33 @@
-"""The training pipeline: data in, the shared tokenizer, the model families (evaluation/promotion: issue #6)."""
+"""The training pipeline: data in, the shared tokenizer, three model families, evaluation and promotion."""
 
 from __future__ import annotations
 
 from zenml import pipeline
 
-from steps import clean_data, data_report, ingest_data, split_data, train_seq2seq, train_tokenizer, train_transformer
+from steps import (
+    clean_data,
+    data_report,
+    evaluate,
+    evaluation_report,
+    ingest_data,
+    promote,
+    split_data,
+    train_gan,
+    train_seq2seq,
+    train_tokenizer,
+    train_transformer,
+)
 
 
 @pipeline(name="training_pipeline")
 def training_pipeline(dataset: list[str], source_fingerprint: str = "") -> None:
-    """ingest_data → clean_data → split_data → data_report; train_tokenizer → train_seq2seq, train_transformer
-    (both read the split and the shared tokenizer, so they run in either order).
+    """Raw data to a promoted champion.
+
+    ingest_data → clean_data → split_data → data_report; train_tokenizer → train_seq2seq → train_gan and
+    train_transformer → evaluate → promote → evaluation_report. The trainers read the split and the shared
+    tokenizer; the GAN fine-tunes the trained seq2seq adversarially (so GAN vs MLE compares one network
+    before and after). ``evaluate`` scores all three on the test split, ``promote`` registers them in the
+    MLflow registry and moves ``@champion`` when the winner beats it.
 
     Args:
         dataset: Source specs (see ``corpus.loaders``).
@@ -21,5 +38,11 @@ def training_pipeline(dataset: list[str], source_fingerprint: str = "") -> None:
     split = split_data(corpus=clean)
     data_report(raw=raw, clean=clean, stats=stats, split=split)
     tokenizer = train_tokenizer(split=split)
-    train_seq2seq(split=split, tokenizer=tokenizer)
-    train_transformer(split=split, tokenizer=tokenizer)
+    seq2seq_model, _, _ = train_seq2seq(split=split, tokenizer=tokenizer)
+    gan_model, _, _, _ = train_gan(split=split, tokenizer=tokenizer, seq2seq_model=seq2seq_model)
+    transformer_model, _, _ = train_transformer(split=split, tokenizer=tokenizer)
+    models = {"seq2seq_model": seq2seq_model, "transformer_model": transformer_model, "gan_model": gan_model}
+    metrics, samples, selection = evaluate(split=split, **models)
+    promotion, champion_samples = promote(split=split, metrics=metrics, selection=selection, **models)
+    evaluation_report(metrics=metrics, samples=samples, selection=selection, promotion=promotion,
+                      champion_samples=champion_samples)

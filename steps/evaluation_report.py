@@ -1,0 +1,38 @@
+"""Step: the evaluation report (metrics, gates, charts, decision, samples side by side) for the dashboard."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pandas as pd
+from zenml import step
+from zenml.types import HTMLString
+
+
+@step
+def evaluation_report(
+    metrics: pd.DataFrame,
+    samples: pd.DataFrame,
+    selection: dict[str, Any],
+    promotion: dict[str, Any],
+    champion_samples: list[str],
+) -> Annotated[HTMLString, "evaluation_report"]:
+    """Builds the one page that says which model won and why; also logs it to MLflow.
+
+    Args:
+        metrics: The gated metrics.
+        samples: The candidates' samples for the same prompts.
+        selection: The selection with its rule and reasons.
+        promotion: The promotion decision.
+        champion_samples: The previous champion's samples (empty when there was none).
+
+    Returns:
+        The report as HTML.
+    """
+    import mlflow
+
+    from evaluation.report import build_report
+
+    page = build_report(metrics, samples, selection, promotion, champion_samples or None)
+    mlflow.log_text(page, "evaluation_report.html")
+    return HTMLString(page)

@@ -1,0 +1,54 @@
+"""Step: register every candidate in the MLflow registry and move ``@champion`` to the winner if it is better."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from zenml import get_step_context, step
+
+from infra.zenml_utils import update_model_version
+
+
+@step(enable_cache=False)
+def promote(
+    split: pd.DataFrame,
+    metrics: pd.DataFrame,
+    selection: dict[str, Any],
+    seq2seq_model: Path,
+    transformer_model: Path,
+    gan_model: Path,
+    registered_model: str = "creative-writer",
+) -> tuple[Annotated[dict[str, Any], "promotion"], Annotated[list[str], "champion_samples"]]:
+    """Registers the candidates (tagged), compares the winner with the champion on this test set, promotes.
+
+    Args:
+        split: The split corpus (the champion is re-scored on its test rows when needed).
+        metrics: The gated metrics of this run's candidates.
+        selection: The selection (winner, reasons, suite settings, fingerprints).
+        seq2seq_model: The attention seq2seq model directory.
+        transformer_model: The Transformer model directory.
+        gan_model: The GAN model directory.
+        registered_model: The MLflow registered model's name.
+
+    Returns:
+        The decision (with reasons and versions) and the previous champion's samples for the report.
+    """
+    import mlflow
+
+    from evaluation.promotion import decision_json
+    from evaluation.run import promote_candidates
+
+    try:
+        run_id = str(get_step_context().pipeline_run.id)
+    except RuntimeError:  # called through .entrypoint() in tests
+        run_id = "no-zenml-run"
+    candidates = {"seq2seq": seq2seq_model, "transformer": transformer_model, "gan": gan_model}
+    decision, champion_samples = promote_candidates(candidates, metrics, selection, split, run_id, registered_model)
+    mlflow.log_text(decision_json(decision), "promotion.json")
+    winner_metrics = metrics[metrics["candidate"] == decision.winner].to_dict("records")
+    update_model_version({"decision": decision.as_dict(), "metrics": winner_metrics[0] if winner_metrics else {}},
+                         production=decision.promoted)
+    print(f"[promote] {decision.reason}")
+    return decision.as_dict(), champion_samples

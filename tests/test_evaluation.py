@@ -1,0 +1,173 @@
+"""Evaluation: the suite with fake models whose answers are known, the selection rule, promotion on a real registry."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from evaluation.promotion import CHAMPION, PREVIOUS, current_champion, decide, register_candidates
+from evaluation.selection import SelectionRule, apply_gates, select
+from evaluation.suite import (
+    SuiteConfig,
+    per_word_perplexity,
+    prompt_ranking,
+    ranking_accuracy,
+    ranking_trials,
+    sample_metrics,
+)
+from tests.conftest import frame
+
+
+def make_test_frame(n=12):
+    return frame([{"id": f"p{i}", "prompt": f"prompt number {i}", "text": f"piece {i} " * 5} for i in range(n)])
+
+
+class PromptMatcher:
+    """Scores a text lowest under its own prompt (the number in both), higher under any other."""
+
+    family = "fake"
+
+    def score(self, prompts, texts, forms=None, genres=None):
+        return [(1.0 if p.split()[-1] == t.split()[1] else 5.0, len(t.split()))
+                for p, t in zip(prompts, texts, strict=True)]
+
+
+class PromptBlind:
+    """Ignores the prompt: every prompt scores a text the same (ties count as misses)."""
+
+    family = "fake"
+
+    def score(self, prompts, texts, forms=None, genres=None):
+        return [(2.0, len(t.split())) for t in texts]
+
+
+def test_prompt_ranking_with_known_answers():
+    test = make_test_frame()
+    cfg = SuiteConfig(ranking_pieces=10, distractors=3)
+    assert prompt_ranking(PromptMatcher(), test, cfg) == 1.0
+    assert prompt_ranking(PromptBlind(), test, cfg) == 0.0
+    assert ranking_accuracy([[1.0, 2.0, 3.0], [2.0, 1.0, 3.0], [1.0, 1.0, 2.0]]) == pytest.approx(1 / 3)
+
+
+def test_ranking_trials_are_fixed_by_the_seed_and_exclude_the_true_prompt():
+    test = make_test_frame()
+    a = ranking_trials(test, 5, 3, seed=1)
+    assert a == ranking_trials(test, 5, 3, seed=1) and a != ranking_trials(test, 5, 3, seed=2)
+    for piece, candidates in a:
+        assert candidates[0] == piece and piece not in candidates[1:] and len(set(candidates)) == 4
+    with pytest.raises(ValueError, match="at least 10 test pieces"):
+        ranking_trials(test.head(5), 5, 9, seed=0)
+
+
+def test_per_word_perplexity_from_score():
+    import math
+
+    test = make_test_frame(3)  # each text has 10 words, NLL 2.0 each
+    assert per_word_perplexity(PromptBlind(), test) == pytest.approx(math.exp(6.0 / 30))
+
+
+def test_sample_metrics_by_hand():
+    m = sample_metrics(["The cat sat. The cat sat.", "A dog ran"], ["The cat sat.", "A dog ran home."])
+    assert m["complete_share"] == 0.5 and m["mean_words"] == pytest.approx(4.5)
+    assert 0 < m["bleu4"] <= 1 and 0 <= m["self_bleu4"] <= 1
+    assert m["repetition"] == pytest.approx((3 / 5) / 2)  # "the cat sat . the cat sat ." has 5 4-grams, 3 repeats
+
+
+def metrics_frame(**overrides):
+    base = {"candidate": ["a", "b", "c"], "family": ["seq2seq", "transformer", "gan"], "ppl_word": [3.0, 2.0, 2.01],
+            "ranking_acc": [0.5, 0.5, 0.5], "distinct1": [0.5] * 3, "distinct2": [0.6] * 3, "self_bleu4": [0.2] * 3,
+            "repetition": [0.0] * 3, "bleu4": [0.1] * 3, "mean_words": [50.0] * 3, "complete_share": [1.0] * 3,
+            "tokens_per_s": [100.0, 50.0, 80.0]}
+    base.update(overrides)
+    return pd.DataFrame(base)
+
+
+def test_selection_gates_then_perplexity_then_speed():
+    rule = SelectionRule(tie_tolerance=0.01)
+    gated, winner, why = select(metrics_frame(), rule, chance=0.1)
+    assert winner == "c" and "generates fastest" in why  # b and c tie within 1 %; c is faster
+    assert list(gated.sort_values("rank")["candidate"]) == ["c", "b", "a"]
+    gated, winner, _ = select(metrics_frame(), SelectionRule(tie_tolerance=0.0), chance=0.1)
+    assert winner == "b"
+    failing = metrics_frame(ranking_acc=[0.5, 0.12, 0.5], repetition=[0.0, 0.0, 0.5])
+    gated, winner, _ = select(failing, rule, chance=0.1)
+    assert winner == "a"
+    assert list(gated["gate_ranking"]) == [True, False, True] and list(gated["gate_repetition"]) == [True, True, False]
+    nan = metrics_frame(ppl_word=[float("nan"), 2.0, 2.0], ranking_acc=[0.5, 0.0, 0.0])
+    gated, winner, why = select(nan, rule, chance=0.1)
+    assert winner is None and "a failed finite" in why and "b failed ranking" in why
+    assert not apply_gates(nan, rule, 0.1)["passed"].any()
+
+
+# --- promotion against a real local registry -----------------------------------------------------------
+@pytest.fixture
+def registry(tmp_path, monkeypatch, tiny_tokenizer):
+    from models.mlflow_logging import log_pyfunc
+    from tests.conftest import tiny_writer
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("t", artifact_location=(tmp_path / "a").as_uri()))
+    with mlflow.start_run():
+        model_uri = log_pyfunc(tiny_writer(tiny_tokenizer).save(tmp_path / "m")).model_uri
+    yield MlflowClient(), model_uri
+    mlflow.end_run()
+
+
+def _run(client, model_uri, ppl, winner="w", fingerprint="fp1", rescore=None):
+    versions = register_candidates("cw", {"w": model_uri, "other": model_uri},
+                                   {"w": {"test_fingerprint": fingerprint, "metric.ppl_word": str(ppl)}})
+    return decide(client, "cw", winner if winner else None, "selected", ppl, versions, fingerprint,
+                  rescore or (lambda v: pytest.fail("no re-score expected")))
+
+
+def test_promotion_first_worse_better_and_gate_failure(registry):
+    client, model_uri = registry
+    first = _run(client, model_uri, 3.0)
+    assert first.promoted and current_champion(client, "cw").version == int(first.winner_version)
+    worse = _run(client, model_uri, 3.5)
+    assert not worse.promoted and "not better" in worse.reason
+    assert str(current_champion(client, "cw").version) == first.winner_version
+    better = _run(client, model_uri, 2.0)
+    assert better.promoted and f"v{first.winner_version} is now '{PREVIOUS}'" in better.reason
+    assert str(client.get_model_version_by_alias("cw", PREVIOUS).version) == first.winner_version
+    assert str(client.get_model_version_by_alias("cw", CHAMPION).version) == better.winner_version
+    none = _run(client, model_uri, 1.0, winner=None)
+    assert not none.promoted and none.reason.startswith("nothing promoted")
+    assert str(client.get_model_version_by_alias("cw", CHAMPION).version) == better.winner_version
+    # the aliases always point at versions that exist
+    for alias in (CHAMPION, PREVIOUS):
+        version = client.get_model_version_by_alias("cw", alias)
+        assert client.get_model_version("cw", version.version).status == "READY"
+    tags = client.get_model_version("cw", better.winner_version).tags
+    assert tags["promotion"] == "promoted" and tags["test_fingerprint"] == "fp1"
+
+
+def test_champion_from_another_test_split_is_rescored(registry):
+    client, model_uri = registry
+    _run(client, model_uri, 3.0, fingerprint="old")
+    rescored = []
+    decision = _run(client, model_uri, 2.5, fingerprint="new", rescore=lambda v: rescored.append(v) or 2.0)
+    assert rescored and not decision.promoted and "re-scored on this test split" in decision.reason
+
+
+def test_promote_candidates_loads_the_champion_and_generates_for_the_report(registry, tiny_corpus, tmp_path,
+                                                                          tiny_tokenizer):
+    from evaluation.run import evaluate_candidates, promote_candidates
+    from tests.conftest import tiny_writer
+
+    dirs = {"seq2seq": tiny_writer(tiny_tokenizer).save(tmp_path / "s")}
+    suite = SuiteConfig(ranking_pieces=5, distractors=3, sample_prompts=2, max_new_tokens=8)
+    rule = SelectionRule(min_ranking_margin=-1, min_distinct2=0, max_repetition=1)
+    metrics, samples, selection = evaluate_candidates(dirs, tiny_corpus, suite, rule)
+    assert selection["winner"] == "seq2seq" and list(samples.columns[-1:]) == ["seq2seq"]
+    with mlflow.start_run():
+        first, before = promote_candidates(dirs, metrics, selection, tiny_corpus, "run-1", name="writer")
+        second, champion_samples = promote_candidates(dirs, metrics, selection, tiny_corpus, "run-2", name="writer")
+    assert first.promoted and before == []
+    assert not second.promoted and len(champion_samples) == 2  # equal, not better: the champion stays
+    loaded = mlflow.pyfunc.load_model("models:/writer@champion")
+    assert isinstance(loaded.predict({"prompt": "A fox."}, params={"max_new_tokens": 5})[0], str)
