@@ -183,7 +183,7 @@ class Discriminator(nn.Module):
 
 def last_logit(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The logit at each row's last valid step ``(B,)`` (the whole-sequence judgement)."""
-    last = (mask.sum(dim=1) - 1).clamp(min=0)
+    last = (mask.sum(dim=1) - 1).clamp(min=0).long()
     return logits.gather(1, last.unsqueeze(1)).squeeze(1)
 
 

@@ -216,11 +216,16 @@ def train_gan(start: Seq2SeqWriter, train_frame: pd.DataFrame, val_frame: pd.Dat
     first_mle: float | None = None
     for round_no in range(1, cfg.rounds + 1):
         g_stats = [generator_step(writer, g_opt, disc, batches, cfg, gen) for _ in range(cfg.g_steps)]
-        d_all = [discriminator_step(disc, d_opt, writer, batches, cfg, gen) for _ in range(cfg.d_steps)]
         stats = {k: sum(s[k] for s in g_stats) / len(g_stats) for k in g_stats[0]}
+        weights_ok = all(bool(torch.isfinite(p).all()) for p in writer.net.parameters())
+        if not weights_ok or not all(math.isfinite(v) for v in stats.values()):
+            stop_reason = f"diverged: non-finite loss in round {round_no}; kept the weights of round {round_no - 1}"
+            break
+        d_all = [discriminator_step(disc, d_opt, writer, batches, cfg, gen) for _ in range(cfg.d_steps)]
         stats |= {k: sum(s[k] for s in d_all) / len(d_all) for k in d_all[0]}
         if not all(math.isfinite(v) for v in stats.values()):
-            stop_reason = f"diverged: non-finite loss in round {round_no}; kept the weights of round {round_no - 1}"
+            stop_reason = f"diverged: non-finite discriminator loss in round {round_no}; kept the weights of round " \
+                f"{round_no - 1}"
             break
         first_mle = first_mle if first_mle is not None else stats["g_mle_loss"]
         confident = stats["d_acc_real"] >= 0.99 and stats["d_acc_fake"] >= 0.99

@@ -29,7 +29,7 @@ from infra.stack import tracking_uri
 mlflow.set_tracking_uri(tracking_uri())
 exp = mlflow.get_experiment_by_name("training_pipeline")
 models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
-families = sorted(mlflow.get_run(m.source_run_id).data.params["family"] for m in models)
+families = sorted({mlflow.get_run(m.source_run_id).data.params.get("family", "") for m in models} - {""})
 print(json.dumps({"models": len(models), "families": families}))
 """
 
@@ -62,7 +62,19 @@ def statuses(project) -> list[dict[str, str]]:
 
 
 STEPS = {"ingest_data", "clean_data", "split_data", "data_report", "train_tokenizer", "train_seq2seq",
-         "train_transformer"}
+         "train_transformer", "train_gan", "evaluate", "promote", "evaluation_report"}
+ALWAYS_RUN = {"promote", "evaluation_report"}  # promotion is a side effect (enable_cache=False); the report follows it
+
+CHAMPION_SCRIPT = """
+import json, mlflow
+from infra.stack import tracking_uri
+mlflow.set_tracking_uri(tracking_uri())
+model = mlflow.pyfunc.load_model("models:/creative-writer@champion")
+text = model.predict({"prompt": "A lighthouse keeper finds a map."}, params={"max_new_tokens": 12, "seed": 1})[0]
+version = mlflow.MlflowClient().get_model_version_by_alias("creative-writer", "champion")
+print(json.dumps({"text": text, "family": version.tags["family"], "versions": len(
+    mlflow.MlflowClient().search_model_versions("name='creative-writer'"))}))
+"""
 
 
 def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
@@ -75,13 +87,33 @@ def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
     root, _ = project
     assert (root / ".mlflow" / "mlflow.db").is_file() and (root / ".zen").is_dir()
     logged = run(project, "-c", MODELS_SCRIPT).stdout.strip().splitlines()[-1]
-    assert json.loads(logged) == {"models": 2, "families": ["seq2seq", "transformer"]}
+    logged = json.loads(logged)
+    assert logged["families"] == ["gan", "seq2seq", "transformer"]  # one model per training step (+ promote's)
+    champion = json.loads(run(project, "-c", CHAMPION_SCRIPT).stdout.strip().splitlines()[-1])
+    assert isinstance(champion["text"], str) and champion["family"] in {"seq2seq", "transformer", "gan"}
+    assert champion["versions"] == 3
+    assert "[promote]" in out and "first champion of 'creative-writer'" in out
 
 
-def test_second_identical_run_is_fully_cached_and_changes_no_stack(project):
+def test_second_identical_run_is_cached_except_promotion_and_changes_no_stack(project):
     out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml").stdout
     assert "[stack]" not in out
-    assert set(statuses(project)[-1].values()) == {"cached"}
+    last = statuses(project)[-1]
+    assert {last[s] for s in STEPS - ALWAYS_RUN} == {"cached"}
+    assert {last[s] for s in ALWAYS_RUN} == {"completed"}
+    assert "the champion stays" in out
+
+
+def test_changing_only_gan_settings_reruns_only_the_gan_and_what_follows(project):
+    root, _ = project
+    profile = (root / "configs" / "smoke.yaml").read_text()
+    assert "rounds: 2," in profile
+    (root / "configs" / "smoke-gan.yaml").write_text(profile.replace("rounds: 2,", "rounds: 1,"))
+    run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke-gan.yaml")
+    last = statuses(project)[-1]
+    rerun = {"train_gan", "evaluate"} | ALWAYS_RUN
+    assert {last[s] for s in rerun} == {"completed"}
+    assert {last[s] for s in STEPS - rerun} == {"cached"}
 
 
 def test_changing_a_cleaning_parameter_reruns_clean_and_downstream_only(project):

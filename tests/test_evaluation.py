@@ -72,7 +72,7 @@ def test_sample_metrics_by_hand():
     m = sample_metrics(["The cat sat. The cat sat.", "A dog ran"], ["The cat sat.", "A dog ran home."])
     assert m["complete_share"] == 0.5 and m["mean_words"] == pytest.approx(4.5)
     assert 0 < m["bleu4"] <= 1 and 0 <= m["self_bleu4"] <= 1
-    assert m["repetition"] == pytest.approx((3 / 5) / 2)  # "the cat sat . the cat sat ." has 5 4-grams, 3 repeats
+    assert m["repetition"] == pytest.approx((1 / 5) / 2)  # "the cat sat . the cat sat .": 5 4-grams, 1 repeat
 
 
 def metrics_frame(**overrides):
@@ -171,3 +171,18 @@ def test_promote_candidates_loads_the_champion_and_generates_for_the_report(regi
     assert not second.promoted and len(champion_samples) == 2  # equal, not better: the champion stays
     loaded = mlflow.pyfunc.load_model("models:/writer@champion")
     assert isinstance(loaded.predict({"prompt": "A fox."}, params={"max_new_tokens": 5})[0], str)
+
+
+def test_report_names_the_winner_the_gates_and_shows_samples_side_by_side():
+    from evaluation.report import build_report
+
+    gated, winner, why = select(metrics_frame(), SelectionRule(), chance=0.1)
+    samples = pd.DataFrame({"prompt": ["A fox <b>"], "form": ["fable"], "genre": [""], "reference": ["ref"],
+                            "a": ["text a"], "b": ["text b"], "c": ["text c"]})
+    decision = {"promoted": True, "winner": winner, "reason": "c wins", "versions": {"a": "1", "b": "2", "c": "3"},
+                "champion_before": "0", "champion_after": "3"}
+    page = build_report(gated, samples, {"winner": winner, "why": why, "rule": SelectionRule().describe(0.1)},
+                        decision, ["old champion text"])
+    assert "<b>c</b> is the new champion" in page and "A fox &lt;b&gt;" in page
+    assert page.count("class='pair'") == 5  # three candidates, the previous champion, the reference
+    assert "gate_ranking" in page and "champion before this run (v0)" in page and "data:image/png;base64" in page

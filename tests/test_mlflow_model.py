@@ -81,3 +81,29 @@ def test_train_transformer_step_logs_one_run_and_a_loadable_pyfunc(mlflow_store,
     prompt = {"prompt": "A lighthouse keeper hears a song."}
     out = loaded.predict(prompt, params=params)
     assert len(out) == 1 and out[0] == "".join(loaded.predict_stream(prompt, params=params))
+
+
+def test_train_gan_step_logs_comparison_and_a_loadable_gan(mlflow_store, tiny_corpus, tiny_tokenizer, tmp_path):
+    from steps import train_gan
+
+    seq2seq_dir = tiny_writer(tiny_tokenizer).save(tmp_path / "seq2seq")
+    model_dir, history, comparison, plot = train_gan.entrypoint(
+        split=tiny_corpus, tokenizer=tmp_path, seq2seq_model=seq2seq_dir,
+        gan={"rounds": 2, "d_pretrain_steps": 2, "batch_size": 8, "max_len": 10, "eval_prompts": 3,
+             "eval_max_new_tokens": 10, "eval_pieces": 10},
+        discriminator={"emb_dim": 8, "hidden": 8}, temperatures=[0.7, 1.2], comparison_prompts=4)
+    assert list(history["round"]) == [0, 1, 2] and len(comparison) == 4 and plot.size[0] > 200
+    from models.contract import read_manifest
+
+    manifest = read_manifest(model_dir)
+    assert manifest["family"] == "gan" and manifest["verdict"].startswith("Adversarial training")
+    exp_id = mlflow.get_experiment_by_name("test").experiment_id
+    runs = mlflow.search_runs([exp_id], output_format="list")
+    assert len(runs) == 1 and runs[0].data.params["family"] == "gan"
+    assert {"mean_reward", "d_acc_real", "d_acc_fake", "bleu4", "self_bleu4", "val_ppl_word"} <= set(
+        runs[0].data.metrics)
+    history_rounds = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "bleu4")
+    assert sorted(m.step for m in history_rounds) == [0, 1, 2]
+    logged = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
+    loaded = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
+    assert isinstance(loaded.predict({"prompt": "A fox."}, params={"max_new_tokens": 6})[0], str)
