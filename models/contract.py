@@ -84,11 +84,16 @@ class GenerationSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationSettings:
         """Builds settings from a dict, rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown generation setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return from_known_fields(cls, data, "generation setting")
+
+
+def from_known_fields(cls: Any, data: dict[str, Any], what: str) -> Any:
+    """``cls(**data)`` for a dataclass, with unknown keys rejected by name (``what`` names the kind of setting)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
+    return cls(**data)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor | None, penalty: float) -> torch.Tensor:

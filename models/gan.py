@@ -21,7 +21,7 @@ whole-sequence score over ``rollouts`` Monte-Carlo completions of ``x_≤t``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from models.contract import from_known_fields
 from models.seq2seq import Seq2SeqWriter, pad
 
 REWARDS = ("dense", "rollout")
@@ -124,11 +125,7 @@ class GanConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GanConfig:
         """Builds the config, rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown GAN setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return from_known_fields(cls, data, "GAN setting")
 
 
 @dataclass

@@ -211,8 +211,10 @@ class TransformerWriter(WriterModel):
             encoded = [self.encode_scored(p, t, f, g)
                        for p, t, f, g in zip(prompts[sl], texts[sl], forms[sl], genres[sl], strict=True)]
             batch = collate_examples([(ids, labels) for ids, labels, _ in encoded], self.pad_id)
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            nll = sequence_nll(logits, batch["labels"])
+            device = self.model.device
+            logits = self.model(input_ids=batch["input_ids"].to(device),
+                                attention_mask=batch["attention_mask"].to(device)).logits
+            nll = sequence_nll(logits, batch["labels"].to(device)).cpu()
             out += [(float(n), e[2]) for n, e in zip(nll.tolist(), encoded, strict=True)]
         return out
 
@@ -269,10 +271,11 @@ class TransformerWriter(WriterModel):
             mask[i, width - len(ids):] = 1
         with self._lock, torch.random.fork_rng(devices=[]), torch.inference_mode():
             torch.manual_seed(settings.seed)
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, streamer=streamer,
+            device = self.model.device
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), streamer=streamer,
                                       generation_config=self.generation_config(settings, max_new))
         rows = []
-        for row in out[:, width:].tolist():
+        for row in out[:, width:].cpu().tolist():
             rows.append(row[: row.index(self.eos_id)] if self.eos_id in row else row)
         return rows
 

@@ -50,6 +50,7 @@ class TransformerTrainConfig:
     time_budget_s: float = 0.0
     log_every: int = 25
     progress_bar: bool = True
+    use_cpu: bool = True
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
@@ -187,10 +188,11 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
     args = TrainingArguments(
         output_dir=out_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
-        lr_scheduler_type="cosine", warmup_steps=cfg.warmup, max_grad_norm=cfg.clip, bf16=resolve_bf16(cfg.bf16),
+        lr_scheduler_type="cosine", warmup_steps=cfg.warmup, max_grad_norm=cfg.clip,
+        bf16=resolve_bf16(cfg.bf16) if cfg.use_cpu else cfg.bf16,
         eval_strategy="epoch", save_strategy="epoch", save_only_model=True, save_total_limit=1,
         load_best_model_at_end=True, metric_for_best_model="val_loss", greater_is_better=False,
-        logging_strategy="steps", logging_steps=max(1, cfg.log_every), report_to="none", use_cpu=True,
+        logging_strategy="steps", logging_steps=max(1, cfg.log_every), report_to="none", use_cpu=cfg.use_cpu,
         seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0, remove_unused_columns=False,
         train_sampling_strategy="group_by_length", disable_tqdm=not cfg.progress_bar,
     )
@@ -201,5 +203,5 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
         trainer.train()
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
-    writer.model = trainer.model.eval()
+    writer.model = trainer.model.eval()  # on the GPU when use_cpu is false; generation follows the model's device
     return pd.DataFrame(reporter.history)

@@ -1,0 +1,39 @@
+"""Every run profile's step settings build the configs they are meant for (typos fail here, not mid-run)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from corpus.cleaning import CleaningConfig
+from evaluation.selection import SelectionRule
+from evaluation.suite import SuiteConfig
+from infra.profiles import load_profile
+from models.gan import DiscriminatorConfig, GanConfig
+from models.seq2seq import Seq2SeqConfig
+from models.training import TrainConfig
+from models.transformer import TransformerConfig
+from models.transformer_training import TransformerTrainConfig
+from tests.conftest import PROJECT_ROOT
+
+PROFILES = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=[p.name for p in PROFILES])
+def test_profile_settings_build_their_configs(path):
+    load_profile(path)
+    steps = yaml.safe_load(path.read_text())["steps"]
+    CleaningConfig(**steps["clean_data"]["parameters"]["config"])
+    s2s = steps["train_seq2seq"]["parameters"]
+    Seq2SeqConfig(vocab_size=100, pad_id=0, bos_id=1, eos_id=2, **s2s["model"])
+    TrainConfig(**s2s["train_config"])
+    tr = steps["train_transformer"]["parameters"]
+    TransformerConfig(**tr["model"])
+    TransformerTrainConfig(**tr["train_config"])
+    gan = steps["train_gan"]["parameters"]
+    GanConfig.from_dict(gan["gan"])
+    DiscriminatorConfig(**gan.get("discriminator", {}))
+    SuiteConfig(**steps["evaluate"]["parameters"]["suite"])
+    SelectionRule(**steps["evaluate"]["parameters"].get("rule", {}))
+    assert steps["promote"]["enable_cache"] is False  # a pipeline-level enable_cache would otherwise cache it
+    assert yaml.safe_load(path.read_text())["model"]["name"] == "creative-writer"
