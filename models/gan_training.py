@@ -95,7 +95,7 @@ def discriminator_step(disc: Discriminator, opt: torch.optim.Optimizer, writer: 
     torch.nn.utils.clip_grad_norm_(disc.parameters(), 1.0)
     opt.step()
     disc.eval()
-    return {"d_loss": float(loss), "d_acc_real": _accuracy(disc, src, src_len, real, real_mask, True),
+    return {"d_loss": float(loss.detach()), "d_acc_real": _accuracy(disc, src, src_len, real, real_mask, True),
             "d_acc_fake": _accuracy(disc, src, src_len, fake, fake_mask, False),
             "d_tokens": float(real_mask.sum() + fake_mask.sum())}
 
@@ -129,7 +129,8 @@ def generator_step(writer: Seq2SeqWriter, opt: torch.optim.Optimizer, disc: Disc
     torch.nn.utils.clip_grad_norm_(writer.net.parameters(), 1.0)
     opt.step()
     writer.net.eval()
-    return {"g_loss": float(loss), "pg_loss": float(pg), "entropy": float(ent), "g_mle_loss": float(mle),
+    return {"g_loss": float(loss.detach()), "pg_loss": float(pg.detach()), "entropy": float(ent.detach()),
+            "g_mle_loss": float(mle.detach()),
             "mean_reward": float((rewards * mask).sum() / mask.sum().clamp(min=1)), "g_tokens": float(mask.sum())}
 
 

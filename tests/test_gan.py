@@ -216,3 +216,20 @@ def test_bad_settings_are_named():
 
     with pytest.raises(ValueError, match="use_prompt is false"):
         check_conditioning(GanConfig(conditional=True), DiscriminatorConfig(use_prompt=False))
+
+
+def test_verdict_says_plainly_whether_the_gan_helped():
+    import pandas as pd
+
+    from models.gan_study import verdict
+
+    def table(gan_bleu):
+        rows = [("mle", t, b, sb) for t, b, sb in ((0.7, 0.10, 0.70), (1.0, 0.09, 0.63))]
+        rows += [("gan", t, b, sb) for t, b, sb in ((0.7, gan_bleu, 0.69), (1.0, 0.08, 0.62))]
+        frame = pd.DataFrame(rows, columns=["model", "temperature", "bleu4", "self_bleu4"])
+        frame["val_ppl_word"] = [1.6, 1.6, 1.7, 1.7]
+        return frame
+
+    assert verdict(table(0.1004)).startswith("Adversarial training did not help")  # +0.0004: noise
+    assert verdict(table(0.12)).startswith("Adversarial training helped at 1 of 2 temperatures")
+    assert "1.60 (MLE) → 1.70 (GAN)" in verdict(table(0.12))
