@@ -23,9 +23,13 @@ def metric_bars(metrics: pd.DataFrame) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(BARS), figsize=(2.3 * len(BARS), 2.6))
+    cols = 4
+    rows = -(-len(BARS) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows), squeeze=False)
     colours = ["#3f8efc" if ok else "#b0b7c3" for ok in metrics["passed"]]
-    for ax, (column, title) in zip(axes, BARS, strict=True):
+    for ax in axes.flat[len(BARS):]:
+        ax.axis("off")
+    for ax, (column, title) in zip(axes.flat, BARS, strict=False):
         ax.bar(metrics["candidate"], metrics[column], color=colours)
         ax.set_title(title, fontsize=8)
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
@@ -82,7 +86,7 @@ champion before: {html.escape(str(decision.get("champion_before") or "none"))} Â
 champion after: {html.escape(str(decision.get("champion_after") or "none"))}</div>
 <h2>Selection rule</h2><p>{html.escape(selection.get("rule", ""))}</p>
 <p>Selection: {html.escape(selection.get("why", ""))}</p>
-<h2>Metrics</h2>{_table(shown)}
+<h2>Metrics</h2><div style="overflow-x:auto">{_table(shown)}</div>
 <h2>Gates</h2>{_table(_gates(metrics))}
 <h2>Charts</h2><div class="muted">grey bars: the candidate failed a gate</div>{metric_bars(metrics)}
 <h2>Samples for the same prompts</h2>
