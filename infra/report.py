@@ -52,10 +52,12 @@ def print_run_summary(run: Any, seconds: float, root: Path) -> None:
     url = dashboard_url(run.id)
     print("\nWhere to look:")
     if url:
-        print(f"  ZenML dashboard: {url}  (open the data_report step's 'data_report' artifact)")
+        print(f"  ZenML dashboard: {url}  (open the 'data_report' and 'evaluation_report' artifacts)")
     else:
         print("  ZenML dashboard: run `zenml login --local`, open the URL it prints, then Runs →"
-              f" {run.name} → data_report → Visualization")
-    print("  Data report in Python: from zenml.client import Client; "
-          "Client().get_artifact_version('data_report').visualize()")
+              f" {run.name} → data_report / evaluation_report → Visualization")
+    print("  Reports in Python: from zenml.client import Client; "
+          "Client().get_artifact_version('evaluation_report').visualize()  (or 'data_report')")
+    if "promote" in run.steps:
+        print("  The champion: mlflow.pyfunc.load_model('models:/creative-writer@champion'), tracking URI below")
     print(f"  MLflow UI: mlflow ui --backend-store-uri {tracking_uri(root)} --port 5000")

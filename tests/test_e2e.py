@@ -82,6 +82,7 @@ def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
     assert "[stack] registered stack 'creative-writer-local'" in out
     assert "[stack] activated stack 'creative-writer-local'" in out
     assert "Where to look:" in out and "mlflow ui --backend-store-uri sqlite:///" in out
+    assert "models:/creative-writer@champion" in out and "evaluation_report" in out
     last = statuses(project)[-1]
     assert set(last) == STEPS and set(last.values()) == {"completed"}
     root, _ = project
