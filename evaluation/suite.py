@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from models.contract import GenerationSettings, WriterModel
+from models.contract import GenerationSettings, WriterModel, require_min
 from models.metrics import bleu4, distinct_n, repetition, self_bleu4
 
 COMPLETE = re.compile(r"[.!?][\"')\]]*\s*$")
@@ -46,9 +46,7 @@ class SuiteConfig:
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        for name in ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SuiteConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        require_min(self, ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens"), 1, integer=True)
 
     @property
     def chance(self) -> float:

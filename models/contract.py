@@ -87,6 +87,19 @@ class GenerationSettings:
         return from_known_fields(cls, data, "generation setting")
 
 
+def require_min(config: Any, names: Sequence[str], minimum: float, integer: bool = False) -> None:
+    """Raises ValueError naming the first of ``names`` on ``config`` that is below ``minimum`` (or not a number).
+
+    The message reads ``GanConfig.rounds must be ≥ 0, got -1``; with ``integer`` the value must be an int.
+    """
+    for name in names:
+        value = getattr(config, name)
+        kinds = int if integer else int | float
+        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+            want = "an integer " if integer else ""
+            raise ValueError(f"{type(config).__name__}.{name} must be {want}≥ {minimum:g}, got {value!r}")
+
+
 def from_known_fields(cls: Any, data: dict[str, Any], what: str) -> Any:
     """``cls(**data)`` for a dataclass, with unknown keys rejected by name (``what`` names the kind of setting)."""
     known = {f.name for f in fields(cls)}

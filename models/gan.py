@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from models.contract import from_known_fields
+from models.contract import from_known_fields, require_min
 from models.seq2seq import Seq2SeqWriter, pad
 
 REWARDS = ("dense", "rollout")
@@ -110,13 +110,10 @@ class GanConfig:
         if self.rounds > 0 and self.start_from == "scratch" and self.pretrain_epochs < 1:
             raise ValueError("GanConfig: adversarial rounds need a pre-trained generator; set pretrain_epochs ≥ 1 "
                              "or start_from: seq2seq")
-        for name in ("max_len", "batch_size", "g_steps", "d_steps", "eval_prompts", "eval_max_new_tokens",
-                     "eval_pieces", "collapse_patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"GanConfig.{name} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("rounds", "d_pretrain_steps", "pretrain_epochs", "entropy_weight", "mle_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"GanConfig.{name} must be ≥ 0, got {getattr(self, name)}")
+        require_min(self, ("max_len", "batch_size", "g_steps", "d_steps", "eval_prompts", "eval_max_new_tokens",
+                           "eval_pieces", "collapse_patience"), 1, integer=True)
+        require_min(self, ("rounds", "d_pretrain_steps", "pretrain_epochs"), 0, integer=True)
+        require_min(self, ("entropy_weight", "mle_weight"), 0)
         if not 0 <= self.gamma <= 1:
             raise ValueError(f"GanConfig.gamma must be in [0, 1], got {self.gamma}")
         if self.g_lr <= 0 or self.d_lr <= 0 or self.temperature <= 0:
@@ -139,9 +136,7 @@ class DiscriminatorConfig:
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        for name in ("emb_dim", "hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DiscriminatorConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        require_min(self, ("emb_dim", "hidden"), 1, integer=True)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"DiscriminatorConfig.dropout must be in [0, 1), got {self.dropout}")
 

@@ -36,6 +36,7 @@ from models.contract import (
     GenerationSettings,
     WriterModel,
     beam_search,
+    require_min,
     sample_next,
     stream_text,
     trim_to_sentence,
@@ -71,9 +72,7 @@ class Seq2SeqConfig:
             raise ValueError(f"Seq2SeqConfig.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         if self.hidden % 2:
             raise ValueError(f"Seq2SeqConfig.hidden must be even (two encoder directions), got {self.hidden}")
-        for name in ("emb_dim", "hidden", "attn_dim", "layers", "max_src_len", "max_tgt_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Seq2SeqConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        require_min(self, ("emb_dim", "hidden", "attn_dim", "layers", "max_src_len", "max_tgt_len"), 1, integer=True)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"Seq2SeqConfig.dropout must be in [0, 1), got {self.dropout}")
 

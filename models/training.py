@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from models.contract import word_count
+from models.contract import require_min, word_count
 from models.seq2seq import Seq2SeqWriter, pad
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        require_min(self, ("epochs", "batch_size"), 1, integer=True)
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
         if self.patience < 1:

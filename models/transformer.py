@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from models.contract import (
     GenerationSettings,
     WriterModel,
+    require_min,
     stream_text,
     trim_to_sentence,
     words_scored,
@@ -86,9 +87,7 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        for name in ("n_layer", "n_embd", "n_head", "max_prompt_tokens"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"TransformerConfig.{name} must be an integer ≥ 1, got {getattr(self, name)!r}")
+        require_min(self, ("n_layer", "n_embd", "n_head", "max_prompt_tokens"), 1, integer=True)
         if self.n_embd % self.n_head:
             raise ValueError(f"TransformerConfig.n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
         if not isinstance(self.context, int) or self.context < self.max_prompt_tokens + 8:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from models.contract import require_min
 from models.training import resolve_bf16
 from models.transformer import TransformerWriter, collate_examples, sequence_nll
 
@@ -54,9 +55,7 @@ class TransformerTrainConfig:
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TransformerTrainConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        require_min(self, ("epochs", "batch_size", "patience"), 1, integer=True)
         if self.lr <= 0:
             raise ValueError(f"TransformerTrainConfig.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup < 1:

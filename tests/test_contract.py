@@ -89,3 +89,24 @@ def test_beam_search_finds_the_highest_scoring_sequence_greedy_misses():
     assert math.isclose(score, math.log(0.4), rel_tol=1e-4)
     greedy, _ = beam_search(TableStep(), None, bos_id=0, eos_id=TableStep.EOS, num_beams=1, max_new_tokens=5)
     assert greedy != [2]
+
+
+def test_require_min_names_the_config_and_field():
+    from dataclasses import dataclass
+
+    from models.contract import require_min
+
+    @dataclass
+    class Demo:
+        steps: int = 1
+        weight: float = 0.5
+
+    require_min(Demo(), ("steps",), 1, integer=True)
+    with pytest.raises(ValueError, match=r"Demo\.steps must be an integer ≥ 1, got 0"):
+        require_min(Demo(steps=0), ("steps",), 1, integer=True)
+    with pytest.raises(ValueError, match=r"Demo\.steps must be an integer ≥ 1, got 1\.5"):
+        require_min(Demo(steps=1.5), ("steps",), 1, integer=True)
+    with pytest.raises(ValueError, match=r"Demo\.weight must be ≥ 0, got -0\.1"):
+        require_min(Demo(weight=-0.1), ("weight",), 0)
+    with pytest.raises(ValueError, match="got True"):
+        require_min(Demo(steps=True), ("steps",), 1, integer=True)
