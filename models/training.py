@@ -45,11 +45,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        require_min(self, ("epochs", "batch_size"), 1, integer=True)
+        require_min(self, ("epochs", "batch_size", "patience"), 1, integer=True)
+        require_min(self, ("max_train_pieces",), 0, integer=True)
+        require_min(self, ("time_budget_s",), 0)
         if self.lr <= 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
-        if self.patience < 1:
-            raise ValueError(f"TrainConfig.patience must be ≥ 1, got {self.patience}")
+            raise ValueError(f"{type(self).__name__}.lr must be > 0, got {self.lr}")
 
 
 def cpu_has_native_bf16() -> bool:

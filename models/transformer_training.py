@@ -27,41 +27,33 @@ import pandas as pd
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from models.contract import require_min
-from models.training import resolve_bf16
+from models.training import TrainConfig, resolve_bf16
 from models.transformer import TransformerWriter, collate_examples, sequence_nll
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TransformerTrainConfig:
-    """Optimisation settings (the profile's ``train_transformer`` ``train_config`` parameters)."""
+class TransformerTrainConfig(TrainConfig):
+    """Optimisation settings (the profile's ``train_transformer`` ``train_config`` parameters).
+
+    The seq2seq's :class:`~models.training.TrainConfig` fields with Transformer defaults, plus the
+    warm-up fraction, the progress bar and the device choice.
+    """
 
     epochs: int = 3
     batch_size: int = 16
     lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.05
-    clip: float = 1.0
-    patience: int = 2
-    bf16: bool = False
-    seed: int = 0
-    max_train_pieces: int = 0
-    time_budget_s: float = 0.0
     log_every: int = 25
+    warmup: float = 0.05
     progress_bar: bool = True
     use_cpu: bool = True
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        require_min(self, ("epochs", "batch_size", "patience"), 1, integer=True)
-        if self.lr <= 0:
-            raise ValueError(f"TransformerTrainConfig.lr must be > 0, got {self.lr}")
+        super().__post_init__()
         if not 0 <= self.warmup < 1:
             raise ValueError(f"TransformerTrainConfig.warmup must be a fraction of steps in [0, 1), got {self.warmup}")
-        if self.max_train_pieces < 0 or self.time_budget_s < 0:
-            raise ValueError("TransformerTrainConfig.max_train_pieces and time_budget_s must be ≥ 0")
 
 
 class _Examples(torch.utils.data.Dataset):

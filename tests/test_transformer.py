@@ -209,6 +209,10 @@ def test_config_and_train_config_errors_name_the_field():
         TransformerTrainConfig(warmup=1.5)
     with pytest.raises(ValueError, match="epochs"):
         TransformerTrainConfig(epochs=0)
+    with pytest.raises(ValueError, match=r"TransformerTrainConfig\.max_train_pieces must be an integer ≥ 0"):
+        TransformerTrainConfig(max_train_pieces=-1)
+    with pytest.raises(ValueError, match=r"TransformerTrainConfig\.lr must be > 0"):
+        TransformerTrainConfig(lr=0)
 
 
 def test_shared_tokenizer_without_the_needed_special_tokens_is_rejected():
