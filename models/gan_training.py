@@ -43,7 +43,7 @@ from models.gan import (
 )
 from models.metrics import bleu4, distinct_n, self_bleu4
 from models.seq2seq import Seq2SeqWriter
-from models.training import encode_frame, evaluate
+from models.training import encode_frame, evaluate, training_pieces
 
 log = logging.getLogger(__name__)
 RoundCallback = Callable[[int, dict[str, float]], None]
@@ -181,8 +181,7 @@ def train_gan(start: Seq2SeqWriter, train_frame: pd.DataFrame, val_frame: pd.Dat
         ValueError: For inconsistent settings (named) or empty frames.
     """
     check_conditioning(cfg, disc_cfg)
-    if train_frame.empty or val_frame.empty:
-        raise ValueError(f"GAN training needs train and validation pieces, got {len(train_frame)} and {len(val_frame)}")
+    training_pieces(train_frame, val_frame, 0, cfg.seed, what="GAN training")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     mle_writer = start

@@ -134,6 +134,20 @@ def evaluate(writer: Seq2SeqWriter, examples: Sequence[Example], batch_size: int
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+def training_pieces(train_frame: pd.DataFrame, val_frame: pd.DataFrame, max_pieces: int, seed: int,
+                    what: str = "training") -> pd.DataFrame:
+    """The training pieces to use: all of them, or a seeded sample of ``max_pieces`` (0 = all).
+
+    Raises:
+        ValueError: If there are no training or no validation pieces (``what`` names the training).
+    """
+    if train_frame.empty or val_frame.empty:
+        raise ValueError(f"{what} needs train and validation pieces, got {len(train_frame)} and {len(val_frame)}")
+    if max_pieces:
+        return train_frame.sample(n=min(max_pieces, len(train_frame)), random_state=seed)
+    return train_frame
+
+
 def train(writer: Seq2SeqWriter, train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: TrainConfig,
           on_epoch: EpochCallback | None = None) -> pd.DataFrame:
     """Trains ``writer`` in place and returns the per-epoch history.
@@ -151,12 +165,9 @@ def train(writer: Seq2SeqWriter, train_frame: pd.DataFrame, val_frame: pd.DataFr
     Raises:
         ValueError: If there is nothing to train or validate on.
     """
-    if train_frame.empty or val_frame.empty:
-        raise ValueError(f"training needs train and validation pieces, got {len(train_frame)} and {len(val_frame)}")
+    train_frame = training_pieces(train_frame, val_frame, cfg.max_train_pieces, cfg.seed)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    if cfg.max_train_pieces:
-        train_frame = train_frame.sample(n=min(cfg.max_train_pieces, len(train_frame)), random_state=cfg.seed)
     bf16 = resolve_bf16(cfg.bf16)
     train_ex, val_ex = encode_frame(writer, train_frame), encode_frame(writer, val_frame)
     net = writer.net

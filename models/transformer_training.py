@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from models.training import TrainConfig, resolve_bf16
+from models.training import TrainConfig, resolve_bf16, training_pieces
 from models.transformer import TransformerWriter, collate_examples, sequence_nll
 
 log = logging.getLogger(__name__)
@@ -161,10 +161,7 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
         ValueError: If there is nothing to train or validate on.
         FloatingPointError: If the training loss stops being finite.
     """
-    if train_frame.empty or val_frame.empty:
-        raise ValueError(f"training needs train and validation pieces, got {len(train_frame)} and {len(val_frame)}")
-    if cfg.max_train_pieces:
-        train_frame = train_frame.sample(n=min(cfg.max_train_pieces, len(train_frame)), random_state=cfg.seed)
+    train_frame = training_pieces(train_frame, val_frame, cfg.max_train_pieces, cfg.seed)
     set_seed(cfg.seed)
     train_set, val_set = _Examples(writer, train_frame), _Examples(writer, val_frame)
     collator = _Collator(writer.pad_id)

@@ -172,3 +172,14 @@ def test_collate_and_pad(trained, tiny_corpus):
     assert (b["tgt_in"][:, 0] == trained.config.bos_id).all()
     padded, lengths = pad([[5, 6, 7], [8]], 0)
     assert padded.tolist() == [[5, 6, 7], [8, 0, 0]] and lengths.tolist() == [3, 1]
+
+
+def test_training_pieces_checks_both_parts_and_samples_with_the_seed(tiny_corpus):
+    from models.training import training_pieces
+
+    train, val = tiny_corpus[tiny_corpus["split"] == "train"], tiny_corpus[tiny_corpus["split"] == "validation"]
+    assert training_pieces(train, val, 0, seed=0) is train
+    picked = training_pieces(train, val, 20, seed=3)
+    assert len(picked) == 20 and picked.index.equals(training_pieces(train, val, 20, seed=3).index)
+    with pytest.raises(ValueError, match="GAN training needs train and validation pieces, got 0 and"):
+        training_pieces(train.head(0), val, 0, seed=0, what="GAN training")
