@@ -248,6 +248,26 @@ class WriterModel(ABC):
         part's (see :func:`words_scored`).
         """
 
+    def generate_rows(self, rows: Sequence[tuple[str, int]], settings: GenerationSettings | None = None) -> list[str]:
+        """One text per ``(prompt, seed)`` row, each as ``generate([prompt], settings with that seed)`` gives it.
+
+        A row's text depends only on its prompt, seed and settings, never on the other rows, so a server
+        may batch requests together without changing what a seed writes. This default runs the rows one
+        by one; a family whose sampler has one generator per row batches them.
+        """
+        settings = settings or GenerationSettings()
+        return [self.generate([prompt], settings.replace(seed=seed))[0] for prompt, seed in rows]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` under the model's own tokenizer (no special tokens)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[attr-defined]
+
+    def controls(self) -> dict[str, list[str]]:
+        """The form and genre values the model has control tokens for (``{"form": [...], "genre": [...]}``)."""
+        from models.tokenizer import control_values
+
+        return {kind: control_values(self.tokenizer, kind) for kind in ("form", "genre")}  # type: ignore[attr-defined]
+
     @abstractmethod
     def save(self, directory: Path) -> Path:
         """Saves weights, config, tokenizer and manifest into ``directory``."""

@@ -274,6 +274,16 @@ class Seq2SeqWriter(WriterModel):
         texts = [decode_ids(self.tokenizer, row) for row in ids]
         return [trim_to_sentence(t) if settings.trim_to_sentence else t for t in texts]
 
+    @torch.inference_mode()
+    def generate_rows(self, rows: Sequence[tuple[str, int]], settings: GenerationSettings | None = None) -> list[str]:
+        """One text per ``(prompt, seed)`` row in one batch (each row samples with its own seeded generator)."""
+        settings = settings or GenerationSettings()
+        if settings.num_beams > 1 or not rows:
+            return super().generate_rows(rows, settings)
+        ids = self._sample([p for p, _ in rows], settings, seeds=[s for _, s in rows])
+        texts = [decode_ids(self.tokenizer, row) for row in ids]
+        return [trim_to_sentence(t) if settings.trim_to_sentence else t for t in texts]
+
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yields text as it is generated; the pieces join to ``generate([prompt], settings)[0]``."""
         settings = settings or GenerationSettings()
@@ -325,11 +335,15 @@ class Seq2SeqWriter(WriterModel):
         return cls(net, load_tokenizer(directory / "tokenizer"), metadata=manifest)
 
     # --- decoding internals ----------------------------------------------------------------------------
-    def _sample_iter(self, prompts: list[str], settings: GenerationSettings) -> Iterator[torch.Tensor]:
-        """Yields ``(B,)`` sampled ids per step until every row ended or ``max_new_tokens``."""
+    def _sample_iter(self, prompts: list[str], settings: GenerationSettings,
+                     seeds: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
+        """Yields ``(B,)`` sampled ids per step until every row ended or ``max_new_tokens``.
+
+        Row ``i`` samples with a generator seeded by ``seeds[i]`` (default: ``settings.seed`` for every row).
+        """
         src, src_len = self._batch_src(prompts, [settings.form] * len(prompts), [settings.genre] * len(prompts))
         state = self.net.encode(src, src_len)
-        gens = [torch.Generator().manual_seed(settings.seed) for _ in prompts]
+        gens = [torch.Generator().manual_seed(seed) for seed in (seeds or [settings.seed] * len(prompts))]
         tokens = torch.full((len(prompts),), self.config.bos_id, dtype=torch.long)
         history = torch.empty((len(prompts), 0), dtype=torch.long)
         done = torch.zeros(len(prompts), dtype=torch.bool)
@@ -344,10 +358,11 @@ class Seq2SeqWriter(WriterModel):
             history = torch.cat([history, nxt.unsqueeze(1)], dim=1)
             tokens = nxt
 
-    def _sample(self, prompts: list[str], settings: GenerationSettings) -> list[list[int]]:
+    def _sample(self, prompts: list[str], settings: GenerationSettings,
+                seeds: Sequence[int] | None = None) -> list[list[int]]:
         rows: list[list[int]] = [[] for _ in prompts]
         finished = [False] * len(prompts)
-        for step in self._sample_iter(prompts, settings):
+        for step in self._sample_iter(prompts, settings, seeds):
             for i, tid in enumerate(step.tolist()):
                 if tid == self.config.eos_id:
                     finished[i] = True

@@ -1,0 +1,181 @@
+"""Finding and loading the model to serve, with its provenance.
+
+Two sources, one result (:class:`LoadedModel`):
+
+- the **MLflow registry** (development, ``bentoml serve`` from the checkout): the version behind
+  ``models:/creative-writer@champion`` (or a pinned version), its family, run ids and evaluation metrics
+  from the version's tags;
+- the **BentoML model store** (inside a Bento built by the deployment pipeline): the model imported
+  from the registry with :func:`import_to_bentoml`, whose metadata carries the same provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from serving.config import ModelSource
+
+log = logging.getLogger(__name__)
+
+
+class NoModelError(RuntimeError):
+    """There is nothing to serve yet (no registered model, alias or version); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What is being served and where it came from.
+
+    Attributes:
+        family: The model family (seq2seq, transformer, gan).
+        registered_name: The MLflow registered model.
+        version: Its registry version.
+        alias: The alias it was resolved through ('' when pinned by version).
+        mlflow_run_id: The MLflow run that logged the served model.
+        training_run_id: The ZenML pipeline run that trained and evaluated it.
+        source: The URI or tag it was loaded from.
+        metrics: Evaluation metrics recorded on the registry version (per-word perplexity, ...).
+    """
+
+    family: str
+    registered_name: str
+    version: str
+    alias: str
+    mlflow_run_id: str
+    training_run_id: str
+    source: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for JSON)."""
+        return asdict(self)
+
+    def short(self) -> str:
+        """One line for people: ``gan · creative-writer v3 @champion · run 1a2b3c4d``."""
+        at = f" @{self.alias}" if self.alias else ""
+        run = f" · run {self.training_run_id[:8]}" if self.training_run_id else ""
+        return f"{self.family} · {self.registered_name} v{self.version}{at}{run}"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, its provenance and when it was loaded."""
+
+    model: Any
+    provenance: Provenance
+    load_seconds: float
+    loaded_at: float = field(default_factory=time.time)
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` when set (and not empty), else the project's SQLite store."""
+    from infra.stack import tracking_uri as project_uri
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or project_uri()
+
+
+def _metrics(tags: dict[str, str]) -> dict[str, float]:
+    out = {}
+    for key, value in tags.items():
+        if key.startswith("metric."):
+            try:
+                out[key[len("metric."):]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def resolve_registry(source: ModelSource) -> Provenance:
+    """The registry version ``source`` points at, as provenance (no model is loaded).
+
+    Raises:
+        NoModelError: If the registered model, the alias or the version does not exist.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    hint = "train one with `python run.py --pipeline training`"
+    try:
+        client.get_registered_model(source.registered_name)
+    except MlflowException:
+        raise NoModelError(f"no registered model '{source.registered_name}' in the registry at {uri}; {hint}") from None
+    try:
+        if source.version:
+            mv = client.get_model_version(source.registered_name, source.version)
+        else:
+            mv = client.get_model_version_by_alias(source.registered_name, source.alias)
+    except MlflowException:
+        what = f"version {source.version}" if source.version else f"alias '{source.alias}'"
+        raise NoModelError(f"'{source.registered_name}' has no {what} in the registry at {uri}; {hint}, "
+                           "or pin an existing version with CW_MODEL_VERSION") from None
+    tags = dict(mv.tags or {})
+    return Provenance(family=tags.get("family", ""), registered_name=source.registered_name, version=str(mv.version),
+                      alias="" if source.version else source.alias, mlflow_run_id=mv.run_id or "",
+                      training_run_id=tags.get("zenml_run_id", ""),
+                      source=f"models:/{source.registered_name}/{mv.version}", metrics=_metrics(tags))
+
+
+def load(source: ModelSource) -> LoadedModel:
+    """Resolves and loads the model to serve.
+
+    Raises:
+        NoModelError: If there is nothing to serve (the message says why and what to do).
+    """
+    start = time.perf_counter()
+    if source.bento_model:
+        model, provenance = _load_bento(source.bento_model)
+    else:
+        import mlflow
+
+        provenance = resolve_registry(source)
+        model = mlflow.pyfunc.load_model(provenance.source).unwrap_python_model().model
+    if not provenance.family:
+        provenance = Provenance(**{**provenance.as_dict(), "family": model.family})
+    loaded = LoadedModel(model=model, provenance=provenance, load_seconds=time.perf_counter() - start)
+    log.info("serving %s (loaded in %.1f s)", provenance.short(), loaded.load_seconds)
+    return loaded
+
+
+def _load_bento(tag: str) -> tuple[Any, Provenance]:
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        stored = bentoml.models.get(tag)
+    except NotFound:
+        raise NoModelError(f"BentoML model '{tag}' is not in the model store; "
+                           "run `python run.py --pipeline deployment` to import the champion") from None
+    data = dict(stored.info.metadata.get("provenance") or {})
+    provenance = Provenance(**{**{k: "" for k in ("family", "registered_name", "version", "alias", "mlflow_run_id",
+                                                   "training_run_id")}, **data, "source": str(stored.tag)})
+    model = bentoml.mlflow.load_model(stored).unwrap_python_model().model
+    return model, provenance
+
+
+def import_to_bentoml(source: ModelSource, bento_model_name: str = "creative-writer") -> tuple[str, Provenance]:
+    """Copies the registry version ``source`` points at into the BentoML model store.
+
+    The provenance travels in the BentoML model's metadata (and its registry version in the labels, which
+    ZenML's BentoML deployer reads as ``model_uri``).
+
+    Returns:
+        The BentoML model tag and the provenance.
+    """
+    import bentoml
+
+    provenance = resolve_registry(source)
+    stored = bentoml.mlflow.import_model(
+        bento_model_name, provenance.source,
+        labels={"registered_name": provenance.registered_name, "version": provenance.version,
+                "family": provenance.family},
+        metadata={"provenance": {k: v for k, v in provenance.as_dict().items() if k != "source"}},
+    )
+    return str(stored.tag), provenance

@@ -1,0 +1,126 @@
+"""The BentoML service: the champion behind an HTTP API, with the Gradio writing UI at ``/ui``.
+
+Run it from the checkout with ``bentoml serve serving.service:CreativeWriter`` (it serves
+``models:/creative-writer@champion`` from the project's MLflow registry), or deploy it with
+``python run.py --pipeline deployment`` (a Bento with the champion imported into BentoML's model store).
+
+Endpoints: ``POST /generate`` (drafts + provenance + timings), ``POST /stream`` (one draft as plain-text
+chunks), ``GET /model`` (what is served and its evaluation metrics), ``/ui`` (the writing UI), BentoML's
+``/livez``, ``/readyz`` (503 with the reason until a model is loaded), ``/metrics`` (Prometheus, with
+``creative_writer_requests_total`` and ``creative_writer_tokens_total``) and ``/docs`` (OpenAPI).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import bentoml
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, StreamingResponse
+
+from serving.engine import Engine, NotReadyError, RequestError
+from serving.middleware import GuardMiddleware
+from serving.schemas import CONFIG, GenerateRequest, GenerateResponse
+from serving.ui import build_ui, prepare_for_mount
+
+log = logging.getLogger("creative_writer.service")
+
+REQUESTS = bentoml.metrics.Counter(name="creative_writer_requests_total",
+                                   documentation="Requests by endpoint and outcome",
+                                   labelnames=["endpoint", "outcome"])
+TOKENS = bentoml.metrics.Counter(name="creative_writer_tokens_total", documentation="Generated tokens by endpoint",
+                                 labelnames=["endpoint"])
+
+info_app = FastAPI(title="creative-writer info")
+
+
+@info_app.get("/model")
+def model_info() -> JSONResponse:
+    """What is served: provenance, evaluation metrics, known forms and genres, limits."""
+    service = bentoml.get_current_service()
+    return JSONResponse(service.engine.describe())
+
+
+def _error(status: int, field: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "detail": [{"loc": [field], "msg": message}]}, status_code=status)
+
+
+def _current_engine() -> Engine:
+    return bentoml.get_current_service().engine
+
+
+@bentoml.service(name="creative_writer", http={"host": CONFIG.server.host, "port": CONFIG.server.port},
+                 traffic={"timeout": CONFIG.server.timeout_s}, workers=1)
+@bentoml.asgi_app(info_app, path="/")
+@bentoml.gradio.mount_gradio_app(prepare_for_mount(build_ui(_current_engine, CONFIG)), path="/ui")
+class CreativeWriter:
+    """Serves the registry's champion (or the Bento's imported model) to writers."""
+
+    def __init__(self) -> None:
+        self.engine = Engine(CONFIG)
+        self.engine.start()
+
+    def __is_ready__(self) -> bool:
+        """Ready once the model is loaded; otherwise a 503 whose body says why."""
+        ready, reason = self.engine.check_ready()
+        if not ready:
+            raise HTTPException(status_code=503, detail=f"not ready: {reason}")
+        return True
+
+    def _count(self, endpoint: str, outcome: str, tokens: int = 0) -> None:
+        REQUESTS.labels(endpoint=endpoint, outcome=outcome).inc()
+        if tokens:
+            TOKENS.labels(endpoint=endpoint).inc(tokens)
+
+    def _refuse(self, endpoint: str, exc: Exception) -> JSONResponse:
+        if isinstance(exc, NotReadyError):
+            self._count(endpoint, "not_ready")
+            return _error(503, "model", str(exc))
+        assert isinstance(exc, RequestError)
+        self._count(endpoint, "bad_request")
+        return _error(400, exc.field, str(exc))
+
+    @bentoml.api(input_spec=GenerateRequest)
+    async def generate(self, **fields: Any) -> GenerateResponse:
+        """Writes ``num_drafts`` drafts for a prompt; returns them with provenance and timings."""
+        request = GenerateRequest.model_construct(**fields)
+        try:
+            response = await self.engine.generate_async(request)
+        except (NotReadyError, RequestError) as exc:
+            return self._refuse("generate", exc)  # type: ignore[return-value]
+        self._count("generate", "ok", sum(d.tokens for d in response.drafts))
+        return response
+
+    @bentoml.api(input_spec=GenerateRequest)
+    async def stream(self, **fields: Any) -> AsyncGenerator[str, None]:
+        """Streams one draft as plain-text chunks (``X-Seed`` and ``X-Model-*`` headers say what wrote it)."""
+        request = GenerateRequest.model_construct(**fields)
+        try:
+            settings, _ = self.engine.stream(request)  # checks the request before anything is sent
+        except (NotReadyError, RequestError) as exc:
+            return self._refuse("stream", exc)  # type: ignore[return-value]
+        provenance = self.engine.loaded.provenance
+        request = request.model_copy(update={"seed": settings.seed})
+        engine, count = self.engine, self._count
+
+        async def body() -> AsyncGenerator[str, None]:
+            text, outcome = [], "error"
+            try:
+                async for piece in engine.stream_async(request):
+                    text.append(piece)
+                    yield piece
+                outcome = "ok"
+            finally:
+                count("stream", outcome, engine.loaded.model.count_tokens("".join(text)) if text else 0)
+
+        headers = {"X-Seed": str(settings.seed), "X-Model-Family": provenance.family,
+                   "X-Model-Version": provenance.version, "X-Model-Alias": provenance.alias,
+                   "Cache-Control": "no-store"}
+        return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)  # type: ignore[return-value]
+
+
+CreativeWriter.add_asgi_middleware(GuardMiddleware, token=CONFIG.token, max_body_bytes=CONFIG.limits.max_body_bytes)
+

@@ -1,0 +1,247 @@
+"""The Gradio writing UI, mounted on the BentoML service at ``/ui``.
+
+It calls the engine of the service it is mounted on (no second copy of the model): drafts stream in
+side by side; **Continue** writes on from the end of the first draft; **Regenerate** writes again with
+new seeds; the seed can be reused; the provenance of the text is shown under it; the piece downloads as
+``.txt``, ``.md`` or ``.json`` (text, settings and provenance); for an attention seq2seq champion the
+attention of the first draft's words over the prompt's is drawn as a heatmap. Every failure is shown as a
+short message, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from pydantic import ValidationError
+
+from serving.config import ServingConfig
+from serving.engine import Engine, NotReadyError, RequestError
+from serving.schemas import GenerateRequest
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("txt", "md", "json")
+CONTINUE_CHARS = 400  # how much of the draft's end becomes the prompt of a continuation
+
+CSS = """
+#drafts textarea { font-family: Georgia, 'Times New Roman', serif; font-size: 1.02rem; line-height: 1.5; }
+#provenance { font-size: 0.9rem; opacity: 0.85; }
+"""
+
+
+def readable(exc: Exception) -> str:
+    """A one-line message for people from a validation or serving error (never a traceback)."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors(include_url=False):
+            field = ".".join(str(x) for x in err.get("loc", ())) or "input"
+            parts.append(f"{field}: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
+        return "; ".join(parts)
+    if isinstance(exc, RequestError | NotReadyError):
+        return str(exc)
+    return f"something went wrong ({type(exc).__name__}); the server log has the details"
+
+
+def continuation_prompt(text: str, limit: int = CONTINUE_CHARS) -> str:
+    """The end of a draft, cut at a sentence (or word) start, to write on from."""
+    tail = text.strip()[-limit:]
+    if len(text.strip()) > limit:
+        match = re.search(r"(?<=[.!?])\s+", tail)
+        tail = tail[match.end():] if match and match.end() < len(tail) - 20 else tail.split(" ", 1)[-1]
+    return tail
+
+
+def export(state: dict[str, Any], fmt: str, folder: Path | None = None) -> str | None:
+    """Writes the current piece as ``.txt``, ``.md`` or ``.json``; returns the file path (None if empty)."""
+    if not state or not state.get("texts"):
+        return None
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown download format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    folder = folder or Path(tempfile.mkdtemp(prefix="cw-piece-"))
+    prov = state.get("provenance", {})
+    path = folder / f"piece.{fmt}"
+    if fmt == "json":
+        path.write_text(json.dumps({"prompt": state["prompt"], "drafts": [
+            {"text": t, "seed": s} for t, s in zip(state["texts"], state["seeds"], strict=True)],
+            "settings": state.get("settings", {}), "provenance": prov}, indent=2, ensure_ascii=False))
+    elif fmt == "md":
+        body = "\n\n".join(f"## Draft {i + 1} (seed {s})\n\n{t}"
+                           for i, (t, s) in enumerate(zip(state["texts"], state["seeds"], strict=True)))
+        path.write_text(f"# {state['prompt']}\n\n{body}\n\n---\n_{provenance_line(prov)}_\n")
+    else:
+        path.write_text("\n\n---\n\n".join(state["texts"]) + "\n")
+    return str(path)
+
+
+def provenance_line(prov: dict[str, Any], settings: dict[str, Any] | None = None) -> str:
+    """``Written by gan · creative-writer v3 @champion · run 1a2b3c4d · seed 7 · T 0.8``."""
+    if not prov:
+        return ""
+    at = f" @{prov['alias']}" if prov.get("alias") else ""
+    run = f" · training run {prov['training_run_id'][:8]}" if prov.get("training_run_id") else ""
+    ppl = prov.get("metrics", {}).get("ppl_word")
+    quality = f" · test perplexity/word {ppl:.2f}" if isinstance(ppl, float) else ""
+    how = ""
+    if settings:
+        how = f" · seed {settings.get('seed')} · temperature {settings.get('temperature')}"
+    return f"Written by {prov.get('family', '?')} · {prov.get('registered_name', '?')} v{prov.get('version', '?')}" \
+           f"{at}{run}{quality}{how}"
+
+
+def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Blocks:
+    """The writing UI; ``get_engine()`` returns the engine of the service it is mounted on."""
+    limits, defaults = config.limits, config.defaults
+    examples = [list(row) for row in config.ui.examples]
+
+    def request_for(prompt: str, form: str, genre: str, max_new: float, temperature: float, top_k: float,
+                    top_p: float, rep: float, drafts: float, seed: Any) -> GenerateRequest:
+        return GenerateRequest(prompt=prompt or "", form=form or "story", genre=genre or "",
+                               max_new_tokens=int(max_new), temperature=float(temperature), top_k=int(top_k),
+                               top_p=float(top_p), repetition_penalty=float(rep), num_drafts=int(drafts),
+                               seed=None if seed in (None, "") else int(seed))
+
+    def run(prompt: str, form: str, genre: str, max_new: float, temperature: float, top_k: float, top_p: float,
+            rep: float, drafts: float, seed: Any, reuse: bool, base: list[str] | None = None,
+            original_prompt: str = "") -> Iterator[tuple[Any, ...]]:
+        """Streams every draft in turn; ``base`` texts (Continue) are kept in front of the new text."""
+        try:
+            engine = get_engine()
+            request = request_for(prompt, form, genre, max_new, temperature, top_k, top_p, rep, drafts,
+                                  seed if reuse else random.randrange(0, 2**31))
+            seeds = engine.seeds(request)
+            settings = engine.settings(request, seeds[0])
+            texts = list(base) if base else [""] * len(seeds)
+            for i, s in enumerate(seeds):
+                _, pieces = engine.stream(request.model_copy(update={"seed": s, "num_drafts": 1}))
+                if base:
+                    texts[i] = texts[i].rstrip() + " "
+                for piece in pieces:
+                    texts[i] += piece
+                    yield (*_draft_updates(texts, len(seeds)), gr.update(), gr.update(), gr.update(), gr.update())
+            prov = engine.loaded.provenance.as_dict()
+            state = {"prompt": original_prompt or request.prompt, "texts": texts, "seeds": seeds,
+                     "settings": asdict(settings), "provenance": prov}
+            heatmap = attention_image(engine, request.prompt, settings) if not base else None
+            yield (*_draft_updates(texts, len(seeds)), provenance_line(prov, state["settings"]), state, seeds[0],
+                   gr.update(value=heatmap, visible=heatmap is not None))
+        except (ValidationError, RequestError, NotReadyError) as exc:
+            raise gr.Error(readable(exc), print_exception=False) from None
+        except Exception as exc:  # a readable message in the UI, the traceback in the log
+            log.exception("UI generation failed")
+            raise gr.Error(readable(exc), print_exception=False) from None
+
+    def _draft_updates(texts: list[str], shown: int) -> list[Any]:
+        return [gr.update(value=texts[i] if i < len(texts) else "", visible=i < shown)
+                for i in range(limits.max_drafts)]
+
+    with gr.Blocks(title="Creative writer", analytics_enabled=False) as blocks:
+        gr.Markdown("# Creative writer\nWrite a prompt, pick a form, and let the champion model draft it. "
+                    "Drafts stream in side by side; **Continue** writes on, **Regenerate** tries new seeds.")
+        state = gr.State({})
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompt = gr.Textbox(label="Prompt", lines=3, max_length=limits.max_prompt_chars, elem_id="prompt",
+                                    placeholder="A lighthouse keeper finds a message in a bottle...")
+                with gr.Row():
+                    form = gr.Dropdown(["story", "fable", "poem"], value="story", label="Form", elem_id="form",
+                                       allow_custom_value=True)
+                    genre = gr.Dropdown(["", "fantasy", "science fiction", "mystery", "adventure"], value="",
+                                        label="Genre", elem_id="genre", allow_custom_value=True)
+            with gr.Column(scale=2):
+                with gr.Accordion("Sampling", open=False):
+                    max_new = gr.Slider(16, limits.max_new_tokens, value=defaults.max_new_tokens, step=8,
+                                        label="Max new tokens")
+                    temperature = gr.Slider(0.1, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
+                    top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k (0 = all)")
+                    top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.01, label="Top-p")
+                    rep = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty")
+                drafts = gr.Slider(1, limits.max_drafts, value=1, step=1, label="Drafts side by side",
+                                   elem_id="drafts-n")
+                with gr.Row():
+                    seed = gr.Number(value=None, precision=0, minimum=0, label="Seed", elem_id="seed")
+                    reuse = gr.Checkbox(False, label="Reuse seed", elem_id="reuse-seed")
+        with gr.Row():
+            generate = gr.Button("Generate", variant="primary", elem_id="generate")
+            cont = gr.Button("Continue", elem_id="continue")
+            regen = gr.Button("Regenerate", elem_id="regenerate")
+        if examples:
+            gr.Examples(examples, inputs=[prompt, form, genre], label="Try one")
+        with gr.Row(elem_id="drafts"):
+            outputs = [gr.Textbox(label=f"Draft {i + 1}", lines=12, interactive=False, visible=i == 0,
+                                  elem_id=f"draft-{i}") for i in range(limits.max_drafts)]
+        provenance = gr.Markdown(elem_id="provenance")
+        with gr.Row():
+            fmt = gr.Radio(list(FORMATS), value="txt", label="Download as", elem_id="download-format")
+            download = gr.DownloadButton("Download", elem_id="download")
+        heatmap = gr.Image(label="Attention: generated words (rows) over prompt words (columns)", visible=False,
+                           elem_id="attention", type="pil")
+
+        settings_inputs = [prompt, form, genre, max_new, temperature, top_k, top_p, rep, drafts]
+        written = [*outputs, provenance, state, seed, heatmap]
+
+        def fresh(*args: Any) -> Iterator[tuple[Any, ...]]:
+            *values, seed_value, reuse_value = args
+            yield from run(*values, seed_value, reuse_value, None)
+
+        def again(*args: Any) -> Iterator[tuple[Any, ...]]:
+            *values, _seed, _reuse = args
+            yield from run(*values, None, False, None)
+
+        def write_on(*args: Any) -> Iterator[tuple[Any, ...]]:
+            *values, seed_value, reuse_value, current = args
+            if not current or not current.get("texts"):
+                raise gr.Error("nothing to continue yet: generate a draft first", print_exception=False)
+            values[0] = continuation_prompt(current["texts"][0])
+            values[-1] = 1
+            yield from run(*values, seed_value, reuse_value, current["texts"][:1], current.get("prompt", ""))
+
+        generate.click(fresh, [*settings_inputs, seed, reuse], written, concurrency_limit=4)
+        prompt.submit(fresh, [*settings_inputs, seed, reuse], written, concurrency_limit=4)
+        regen.click(again, [*settings_inputs, seed, reuse], written, concurrency_limit=4)
+        cont.click(write_on, [*settings_inputs, seed, reuse, state], written, concurrency_limit=4)
+        state.change(export, [state, fmt], download)
+        fmt.change(export, [state, fmt], download)
+    return blocks
+
+
+def attention_image(engine: Engine, prompt: str, settings: Any) -> Any:
+    """The attention heatmap of the first draft when the model is an attention seq2seq (else None)."""
+    model = engine.loaded.model
+    if not hasattr(model, "attention_map"):
+        return None
+    try:
+        from models.plots import attention_heatmaps
+
+        src, out, weights = model.attention_map(prompt, settings)
+        return attention_heatmaps([(f"seed {settings.seed}: {prompt}", src, out, weights)])
+    except ValueError:  # trained without attention
+        return None
+
+
+def prepare_for_mount(blocks: gr.Blocks) -> gr.Blocks:
+    """Does the theme and config set-up that Gradio 6 moved into ``launch()``/``gr.mount_gradio_app``.
+
+    ``bentoml.gradio.mount_gradio_app`` calls neither, and the page then answers 500 (jinja2: ``'None' has
+    no attribute 'get'``). This touches Gradio internals: gradio is pinned and ``/ui/`` is tested.
+    """
+    from gradio import utils
+
+    blocks.theme = utils.get_theme(None)
+    blocks.css = CSS
+    blocks.js = ""
+    blocks.head = ""
+    blocks.head_paths = []
+    blocks.css_paths = []
+    blocks._set_html_css_theme_variables()
+    blocks.transpile_to_js()
+    blocks.config = blocks.get_config_file()
+    return blocks
