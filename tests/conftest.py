@@ -69,3 +69,19 @@ def tiny_writer(tokenizer, **overrides):
     torch.manual_seed(0)
     cfg = {"emb_dim": 24, "hidden": 32, "attn_dim": 16, "dropout": 0.0, **overrides}
     return build_writer(tokenizer, **cfg)
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, tiny_tokenizer):
+    """A real ``bentoml serve`` of the service on a loopback port, serving a tiny registered champion."""
+    from tests.serving_support import Server, register_tiny_champion
+
+    folder = tmp_path_factory.mktemp("served")
+    uri = register_tiny_champion(folder, tiny_tokenizer)
+    server = Server({"MLFLOW_TRACKING_URI": uri, "BENTOML_HOME": str(folder / "bentoml"), "CW_API_TOKEN": ""},
+                    folder / "server.log")
+    try:
+        server.wait(ready=True)
+        yield server
+    finally:
+        server.stop()
