@@ -1,0 +1,282 @@
+"""The serving logic without a server: config, request checks, engine, batching, guard middleware, UI helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from serving.batching import Batcher
+from serving.champion import LoadedModel, NoModelError, Provenance
+from serving.config import ServingConfigError, load_serving_config
+from serving.engine import Engine, NotReadyError, RequestError
+from serving.schemas import GenerateRequest, check_prompt
+
+PROV = Provenance(family="seq2seq", registered_name="cw", version="3", alias="champion", mlflow_run_id="r",
+                  training_run_id="abcdef0123", source="models:/cw/3", metrics={"ppl_word": 2.5})
+
+
+def write_yaml(tmp_path, text: str):
+    path = tmp_path / "serving.yaml"
+    path.write_text(text)
+    return path
+
+
+# --- config ---------------------------------------------------------------------------------------------
+def test_default_profile_loads_and_env_overrides(tmp_path, monkeypatch):
+    config = load_serving_config(env={})
+    assert config.model.alias == "champion" and config.server.host == "127.0.0.1" and config.batching.enabled
+    assert config.model.describe() == "models:/creative-writer@champion"
+    env = {"CW_MODEL_VERSION": "7", "CW_BATCHING": "off", "CW_PORT": "4000"}
+    config = load_serving_config(env=env)
+    assert config.model.version == "7" and not config.batching.enabled and config.server.port == 4000
+    assert config.model.describe() == "models:/creative-writer/7"
+    monkeypatch.setenv("CW_API_TOKEN", " tok-9f3 ")
+    assert config.token == "tok-9f3" and "tok-9f3" not in json.dumps(config.as_dict())
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("limits: {max_drafts: many}", "limits.max_drafts"),
+    ("limits: {max_draft: 3}", "unknown key(s) ['max_draft']"),
+    ("servers: {}", "unknown section(s) ['servers']"),
+    ("defaults: {max_new_tokens: 900}", "exceeds limits.max_new_tokens"),
+    ("batching: {enabled: 3}", "batching.enabled"),
+    ("[1, 2", "not valid YAML"),
+])
+def test_bad_profiles_are_named(tmp_path, text, message):
+    with pytest.raises(ServingConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_serving_config(write_yaml(tmp_path, text), env={})
+
+
+def test_bad_environment_values_are_named():
+    with pytest.raises(ServingConfigError, match="CW_BATCHING"):
+        load_serving_config(env={"CW_BATCHING": "sometimes"})
+    with pytest.raises(ServingConfigError, match="CW_PORT"):
+        load_serving_config(env={"CW_PORT": "eighty"})
+    with pytest.raises(ServingConfigError, match="not found"):
+        load_serving_config(env={"CW_SERVING_CONFIG": "/nonexistent.yaml"})
+
+
+# --- request checks -------------------------------------------------------------------------------------
+def test_prompt_checks():
+    assert check_prompt("  A fox.\nA key.\t ") == "A fox.\nA key."
+    assert check_prompt("Ünïcödé — “quotes” …") == "Ünïcödé — “quotes” …"
+    for bad, what in [("", "empty"), (" \n", "empty"), ("a\x07b", "U+0007"), ("a\u202eb", "U+202E"),
+                      ("fire 🔥", "emoji"), ("flag 🇫🇷", "emoji")]:
+        if what == "U+202E":  # bidi override is a format character, allowed (like other Cf marks)
+            check_prompt(bad)
+            continue
+        with pytest.raises(ValueError, match=re.escape(what)):
+            check_prompt(bad)
+    assert check_prompt("fire 🔥", reject_emoji=False) == "fire 🔥"
+
+
+def test_request_model_limits_and_unknown_fields():
+    assert GenerateRequest(prompt="A fox", form=" Fable ").form == "fable"
+    for body, field in [({"prompt": "A fox", "top_k": -1}, "top_k"), ({"prompt": "A fox", "extra": 1}, "extra"),
+                        ({"prompt": "A fox", "form": "<eos>"}, "form"), ({"prompt": "x" * 5000}, "prompt"),
+                        ({"prompt": "A fox", "repetition_penalty": 0.5}, "repetition_penalty")]:
+        with pytest.raises(ValidationError) as err:
+            GenerateRequest(**body)
+        assert err.value.errors()[0]["loc"][0] == field
+
+
+# --- engine ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def writer(tiny_tokenizer):
+    from tests.conftest import tiny_writer
+
+    return tiny_writer(tiny_tokenizer)
+
+
+def engine_for(writer, batching: bool = True, **kwargs) -> Engine:
+    from dataclasses import replace
+
+    config = load_serving_config(env={})
+    config = replace(config, batching=replace(config.batching, enabled=batching, **kwargs))
+    engine = Engine(config, loader=lambda source: LoadedModel(writer, PROV, 0.1))
+    assert engine.load()
+    return engine
+
+
+def test_engine_drafts_use_consecutive_seeds_and_match_the_model(writer):
+    from models.contract import GenerationSettings
+
+    engine = engine_for(writer, batching=False)
+    response = engine.generate(GenerateRequest(prompt="A fox finds a key.", max_new_tokens=12, seed=10, num_drafts=3))
+    assert [d.seed for d in response.drafts] == [10, 11, 12]
+    settings = GenerationSettings(max_new_tokens=12, seed=11, temperature=0.8, top_k=50, top_p=0.95,
+                                  repetition_penalty=1.1)
+    assert response.drafts[1].text == writer.generate(["A fox finds a key."], settings)[0]
+    assert response.provenance["version"] == "3" and response.settings["num_drafts"] == 3
+    assert all(d.tokens == writer.count_tokens(d.text) for d in response.drafts)
+
+
+def test_engine_checks_form_and_genre_against_the_model(writer):
+    engine = engine_for(writer)
+    with pytest.raises(RequestError, match="unknown form 'limerick'; this model writes: fable, poem, story") as err:
+        engine.generate(GenerateRequest(prompt="A fox", form="limerick"))
+    assert err.value.field == "form"
+    with pytest.raises(RequestError, match="unknown genre 'romance'") as err:
+        engine.generate(GenerateRequest(prompt="A fox", genre="romance"))
+    assert err.value.field == "genre" and "none" not in str(err.value).split("knows:")[1].split("(")[0]
+
+
+def test_batched_and_unbatched_engines_write_the_same_and_batch_under_load(writer):
+    plain, batched = engine_for(writer, batching=False), engine_for(writer, batching=True, max_latency_ms=50)
+    requests = [GenerateRequest(prompt=f"A {animal} finds a key.", max_new_tokens=16, seed=i, num_drafts=1 + i % 2)
+                for i, animal in enumerate(["fox", "cat", "owl", "bear", "wolf", "hare"])]
+
+    async def together():
+        return await asyncio.gather(*(batched.generate_async(r) for r in requests))
+
+    results = asyncio.run(together())
+    expected = [plain.generate(r) for r in requests]
+    assert [[d.text for d in r.drafts] for r in results] == [[d.text for d in r.drafts] for r in expected]
+    assert max(batched.batch_sizes) > 2  # requests that arrived together ran as one batch
+
+
+def test_stream_async_joins_to_the_draft(writer):
+    engine = engine_for(writer)
+    request = GenerateRequest(prompt="An owl and a lantern.", max_new_tokens=20, seed=4)
+
+    async def collect():
+        return [piece async for piece in engine.stream_async(request)]
+
+    pieces = asyncio.run(collect())
+    assert len(pieces) > 1 and "".join(pieces) == engine.generate(request).drafts[0].text
+
+
+def test_not_ready_reason_and_retry(writer):
+    from dataclasses import replace
+
+    calls = []
+
+    def loader(source):
+        calls.append(source)
+        if len(calls) == 1:
+            raise NoModelError("no registered model 'cw'; train one")
+        return LoadedModel(writer, PROV, 0.1)
+
+    config = load_serving_config(env={})
+    engine = Engine(replace(config, model=replace(config.model, retry_s=0.01)), loader=loader)
+    assert not engine.load()
+    ready, reason = engine.check_ready()
+    assert not ready and "no registered model 'cw'" in reason
+    with pytest.raises(NotReadyError, match="no registered model"):
+        engine.generate(GenerateRequest(prompt="A fox"))
+    assert engine.describe()["ready"] is False
+    import time
+
+    deadline = time.monotonic() + 10
+    while not engine.check_ready()[0] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.check_ready() == (True, "serving seq2seq · cw v3 @champion · run abcdef01")
+    info = engine.describe()
+    assert info["metrics"] == {"ppl_word": 2.5} and info["attention_map"] and "story" in info["controls"]["form"]
+
+
+def test_load_failure_other_than_no_model_is_reported():
+    def broken(source):
+        raise OSError("disk on fire")
+
+    engine = Engine(load_serving_config(env={}), loader=broken)
+    assert not engine.load()
+    assert "loading models:/creative-writer@champion failed: OSError: disk on fire" in engine.check_ready()[1]
+
+
+# --- batcher --------------------------------------------------------------------------------------------
+def test_batcher_groups_by_key_caps_size_and_passes_errors():
+    calls = []
+
+    def run(key, rows):
+        calls.append((key, len(rows)))
+        if key == "boom":
+            raise RuntimeError("model failed")
+        return [f"{key}:{p}:{s}" for p, s in rows]
+
+    async def scenario():
+        batcher = Batcher(run, max_batch_size=4, max_latency_ms=30)
+        jobs = [batcher.submit("a", [("p", i)]) for i in range(6)] + [batcher.submit("b", [("q", 9), ("q", 10)])]
+        results = await asyncio.gather(*jobs)
+        with pytest.raises(RuntimeError, match="model failed"):
+            await batcher.submit("boom", [("x", 1)])
+        assert (await batcher.submit("a", [])).texts == []
+        await batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [r.texts for r in results[:2]] == [["a:p:0"], ["a:p:1"]] and results[6].texts == ["b:q:9", "b:q:10"]
+    assert all(size <= 4 for key, size in calls) and ("b", 2) in calls and calls[0] == ("a", 4)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Batcher(run, max_batch_size=0)
+
+
+# --- middleware -----------------------------------------------------------------------------------------
+@pytest.fixture
+def guarded():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from serving.middleware import GuardMiddleware
+
+    async def echo(request):
+        return PlainTextResponse(f"got {len(await request.body())}")
+
+    app = Starlette(routes=[Route("/generate", echo, methods=["POST"]), Route("/readyz", echo),
+                            Route("/ui/", echo)])
+    return TestClient(GuardMiddleware(app, token="tok", max_body_bytes=100), follow_redirects=False)
+
+
+def test_guard_token_cookie_and_body_cap(guarded):
+    assert guarded.get("/readyz").status_code == 200  # probes stay open
+    assert guarded.post("/generate", content=b"x").status_code == 401
+    assert guarded.post("/generate", content=b"x", headers={"Authorization": "Bearer nope"}).status_code == 401
+    ok = guarded.post("/generate", content=b"x" * 100, headers={"Authorization": "Bearer tok"})
+    assert ok.status_code == 200 and ok.text == "got 100"
+    big = guarded.post("/generate", content=b"x" * 101, headers={"Authorization": "Bearer tok"})
+    assert big.status_code == 413 and "100 bytes" in big.json()["error"]
+    chunked = guarded.post("/generate", content=iter([b"x" * 60, b"x" * 60]), headers={"Authorization": "Bearer tok"})
+    assert chunked.status_code == 413
+    small = guarded.post("/generate", content=iter([b"x" * 30, b"x" * 30]), headers={"Authorization": "Bearer tok"})
+    assert small.text == "got 60"
+    login = guarded.get("/ui/?token=tok&lang=en")
+    assert login.status_code == 303 and login.headers["location"] == "/ui/?lang=en"
+    guarded.cookies.clear()
+    assert guarded.get("/ui/?token=bad").status_code == 401
+    assert guarded.get("/ui/", cookies={"cw_token": "tok"}).status_code == 200
+
+
+# --- UI helpers -----------------------------------------------------------------------------------------
+def test_ui_export_formats_and_readable_errors(tmp_path):
+    from serving.ui import continuation_prompt, export, provenance_line, readable
+
+    state = {"prompt": "A fox", "texts": ["One.", "Two."], "seeds": [1, 2], "settings": {"seed": 1},
+             "provenance": PROV.as_dict()}
+    for fmt in ("txt", "md", "json"):
+        folder = tmp_path / fmt
+        folder.mkdir()
+        text = Path(export(state, fmt, folder)).read_text()
+        assert "One." in text and "Two." in text
+    assert json.loads(Path(export(state, "json", tmp_path)).read_text())["provenance"]["version"] == "3"
+    assert "creative" not in Path(export(state, "txt", tmp_path)).read_text()
+    assert export({}, "txt") is None
+    with pytest.raises(ValueError, match="download format"):
+        export(state, "pdf", tmp_path)
+    line = provenance_line(PROV.as_dict(), {"seed": 7, "temperature": 0.8})
+    assert line == ("Written by seq2seq · cw v3 @champion · training run abcdef01 · test perplexity/word 2.50 · "
+                    "seed 7 · temperature 0.8")
+    try:
+        GenerateRequest(prompt=" ")
+    except ValidationError as exc:
+        assert readable(exc).startswith("prompt: the prompt is empty")
+    assert "Traceback" not in readable(KeyError("x")) and "KeyError" in readable(KeyError("x"))
+    long = "First sentence here. " * 40 + "The end is near."
+    assert continuation_prompt(long).endswith("The end is near.") and len(continuation_prompt(long)) <= 400
+    assert continuation_prompt("Short text.") == "Short text."
