@@ -185,6 +185,18 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
         heatmap = gr.Image(label="Attention: generated words (rows) over prompt words (columns)", visible=False,
                            elem_id="attention", type="pil")
 
+        def known_controls() -> tuple[Any, Any, str]:
+            """The served model's forms and genres, and what is served (on page load)."""
+            try:
+                engine = get_engine()
+                controls = engine.loaded.model.controls()
+            except NotReadyError as exc:
+                return gr.update(), gr.update(), f"⚠ {exc}"
+            genres = [""] + [g for g in controls["genre"] if g != "none"]
+            return (gr.update(choices=controls["form"]), gr.update(choices=genres),
+                    provenance_line(engine.loaded.provenance.as_dict()).replace("Written by", "Serving"))
+
+        blocks.load(known_controls, None, [form, genre, provenance])
         settings_inputs = [prompt, form, genre, max_new, temperature, top_k, top_p, rep, drafts]
         written = [*outputs, provenance, state, seed, heatmap]
 
