@@ -4,6 +4,8 @@ Examples:
     python run.py --pipeline training
     python run.py --pipeline training --config configs/smoke.yaml --no-cache
     python run.py --pipeline training --dataset writingprompts:../shared/datasets/writingprompts
+    python run.py --pipeline deployment --port 3000
+    python run.py --pipeline inference --prompts examples/prompts.txt --output outputs/generations.jsonl
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from pathlib import Path
 from infra.stack import PROJECT_ROOT, quiet_defaults
 
 PIPELINES = ("training", "deployment", "inference")
-LATER = {
-    "deployment": "the deployment pipeline (BentoML service + Gradio UI) arrives with issue #7",
-    "inference": "the batch inference pipeline arrives with issue #7",
-}
+DEFAULT_CONFIGS = {"training": Path("configs/default.yaml"), "deployment": Path("configs/deployment.yaml"),
+                   "inference": Path("configs/inference.yaml")}
 
 
 class CleanArgumentParser(argparse.ArgumentParser):
@@ -34,12 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = CleanArgumentParser(description="Run a creative-writer pipeline on the local ZenML stack.")
     parser.add_argument("--pipeline", choices=PIPELINES, default="training", help="which pipeline to run")
-    parser.add_argument("--config", type=Path, default=Path("configs/default.yaml"), help="run profile (YAML)")
+    parser.add_argument("--config", type=Path, help="run profile (YAML; default: configs/default.yaml for "
+                        "training, configs/deployment.yaml, configs/inference.yaml)")
     parser.add_argument("--no-cache", action="store_true", help="re-run every step, ignoring ZenML's cache")
     parser.add_argument("--dataset", action="append", metavar="SPEC",
                         help="data source spec replacing the profile's (repeat to combine sources), "
                              "e.g. builtin?n=500, writingprompts:DIR, tinystories:FILE, text:FILE, jsonl:FILE")
-    parser.add_argument("--prompts", type=Path, help="prompts file for --pipeline inference")
+    parser.add_argument("--prompts", type=Path, help="inference: a text (one prompt per line) or JSONL prompts file")
+    parser.add_argument("--output", type=Path, default=Path("outputs/generations.jsonl"),
+                        help="inference: where to write the generations (.jsonl or .csv)")
+    parser.add_argument("--model-version", help="deployment/inference: a registry version instead of the alias")
+    parser.add_argument("--port", type=int, help="deployment: the port to serve on (default from the profile)")
     return parser
 
 
@@ -52,20 +57,26 @@ def fail(message: str, code: int = 1) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parses arguments, bootstraps the stack, runs the pipeline and says where to look."""
     args = build_parser().parse_args(argv)
-    config = args.config if args.config.is_absolute() else (Path.cwd() / args.config)
+    config_arg = args.config or DEFAULT_CONFIGS[args.pipeline]
+    config = config_arg if config_arg.is_absolute() else (Path.cwd() / config_arg)
     if not config.is_file():
-        return fail(f"config file not found: {args.config}", 2)
-    if args.pipeline in LATER:
-        return fail(f"--pipeline {args.pipeline} is not available yet: {LATER[args.pipeline]}", 2)
+        return fail(f"config file not found: {config_arg}", 2)
+    if args.pipeline == "inference":
+        if args.prompts is None:
+            return fail("--pipeline inference needs --prompts FILE (a text or JSONL file of prompts)", 2)
+        if args.output.suffix.lower() not in {".jsonl", ".csv"}:
+            return fail(f"--output {args.output}: use a .jsonl or .csv file name", 2)
+    if args.port is not None and not 0 < args.port < 65536:
+        return fail(f"--port {args.port}: not a port number", 2)
     quiet_defaults()
     started = time.perf_counter()
 
     from corpus.schema import DataError
     from infra.profiles import ProfileError, load_profile, resolve_profile, write_resolved
-    from infra.report import print_run_summary
 
     try:
-        resolved = resolve_profile(load_profile(config), args.dataset, str(args.config))
+        profile = load_profile(config)
+        resolved = resolve_profile(profile, args.dataset, str(config_arg)) if args.pipeline == "training" else profile
     except (ProfileError, DataError) as exc:
         return fail(str(exc), 2)
     if args.no_cache:
@@ -78,23 +89,81 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[stack] {change}")
     except StackConfigError as exc:
         return fail(str(exc))
+    if args.pipeline != "training":
+        try:
+            resolved = serving_parameters(args, resolved, str(config_arg))
+        except ValueError as exc:
+            return fail(str(exc), 2)
 
     from infra.zenml_utils import limit_eager_integrations
-    from pipelines import training_pipeline
 
     limit_eager_integrations(args.pipeline)
+    import pipelines
 
+    chosen = getattr(pipelines, f"{args.pipeline}_pipeline")
     run_config = write_resolved(resolved, args.pipeline)
     try:
-        run = training_pipeline.with_options(config_path=str(run_config))()
+        run = chosen.with_options(config_path=str(run_config))()
     except RuntimeError as exc:  # ZenML's "Pipeline run has failed due to failure in step(s): ..."
         from infra.report import failure_messages
 
-        reasons = failure_messages(training_pipeline.name) or [str(exc)]
+        reasons = failure_messages(chosen.name) or [str(exc)]
         return fail(f"the {args.pipeline} pipeline failed: " + "; ".join(reasons))
-    print_run_summary(run, time.perf_counter() - started, PROJECT_ROOT)
+    from infra.report import print_deployment_summary, print_inference_summary, print_run_summary
+
+    seconds = time.perf_counter() - started
+    if args.pipeline == "inference":
+        print_inference_summary(run, seconds, args.output)
+    elif args.pipeline == "deployment":
+        print_deployment_summary(run, seconds)
+    else:
+        print_run_summary(run, seconds, PROJECT_ROOT)
     return 0
 
+
+def serving_parameters(args: argparse.Namespace, profile: dict, where: str) -> dict:
+    """The deployment/inference profile with the champion resolved to a version (and the prompts' hash).
+
+    Raises:
+        ValueError: If there is no model to use, or the prompts file is unusable (named, with what to do).
+    """
+    from serving.batch import PromptFileError, file_fingerprint, read_prompts
+    from serving.champion import NoModelError, resolve_registry
+    from serving.config import ModelSource
+
+    resolved = dict(profile)
+    params = dict(resolved.get("parameters") or {})
+    source = ModelSource(registered_name=params.get("registered_name", "creative-writer"),
+                         alias=params.get("alias", "champion"), version=args.model_version or "")
+    try:
+        provenance = resolve_registry(source)
+    except NoModelError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"[model] {source.describe()} is {provenance.short()}")
+    params["model_version"] = provenance.version
+    if args.pipeline == "inference":
+        prompts = args.prompts.resolve()
+        try:
+            count = len(read_prompts(prompts, int(params.get("max_prompt_chars", 1000))))
+        except PromptFileError as exc:
+            raise ValueError(str(exc)) from None
+        print(f"[prompts] {count} prompts in {args.prompts}")
+        params.update(prompts_path=str(prompts), prompts_sha256=file_fingerprint(prompts))
+    elif args.port is not None:
+        params["port"] = args.port
+    unknown = sorted(set(params) - set(PIPELINE_PARAMETERS[args.pipeline]))
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter(s) {unknown} for the {args.pipeline} pipeline; "
+                         f"allowed: {sorted(PIPELINE_PARAMETERS[args.pipeline])}")
+    resolved["parameters"] = params
+    return resolved
+
+
+PIPELINE_PARAMETERS = {
+    "deployment": ("model_version", "alias", "registered_name", "host", "port", "timeout"),
+    "inference": ("prompts_path", "prompts_sha256", "model_version", "alias", "registered_name", "generation",
+                  "batch_size", "max_prompt_chars"),
+}
 
 if __name__ == "__main__":
     sys.exit(main())

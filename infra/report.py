@@ -61,3 +61,51 @@ def print_run_summary(run: Any, seconds: float, root: Path) -> None:
     if "promote" in run.steps:
         print("  The champion: mlflow.pyfunc.load_model('models:/creative-writer@champion'), tracking URI below")
     print(f"  MLflow UI: mlflow ui --backend-store-uri {tracking_uri(root)} --port 5000")
+
+
+def _step_output(run: Any, step: str) -> Any:
+    """The loaded single output of a step of ``run``."""
+    from zenml.client import Client
+
+    fresh = Client().get_pipeline_run(run.id)
+    outputs = fresh.steps[step].outputs
+    (versions,) = outputs.values()
+    version = versions[0] if isinstance(versions, list) else versions
+    return version.load()
+
+
+def _print_steps(run: Any, seconds: float) -> None:
+    statuses = step_statuses(run.id)
+    width = max(map(len, statuses)) if statuses else 10
+    print(f"\nRun '{run.name}' finished in {seconds:.1f} s:")
+    for name, status in statuses.items():
+        print(f"  {name:<{width}}  {status}")
+
+
+def print_inference_summary(run: Any, seconds: float, output: Path) -> None:
+    """Prints the steps, writes the generations to ``output`` and shows the first one."""
+    from serving.batch import write_generations
+
+    _print_steps(run, seconds)
+    frame = _step_output(run, "batch_generate")
+    path = write_generations(frame, output)
+    first = frame.iloc[0]
+    print(f"\n{len(frame)} generations ({int(frame['tokens'].sum())} tokens) by {first['family']} "
+          f"{first['registered_name']} v{first['version']} @{first['alias']} → {path}")
+    print(f"  first: {first['prompt'][:70]!r} → {first['text'][:160]!r}")
+    url = dashboard_url(run.id)
+    print(f"  dashboard: {url or 'run `zenml login --local`'} (the 'generations' table and 'generations_report')")
+
+
+def print_deployment_summary(run: Any, seconds: float) -> None:
+    """Prints the steps and where the deployed service answers."""
+    _print_steps(run, seconds)
+    info = _step_output(run, "deploy_bento")
+    prov = info["provenance"]
+    print(f"\nServing {prov['family']} {prov['registered_name']} v{prov['version']} @{prov['alias']} "
+          f"(Bento {info['bento_tag']}):")
+    for key in ("generate", "stream", "openapi", "ui", "model", "metrics"):
+        print(f"  {key:<9} {info[key]}")
+    print(f"  try it:   curl -s -X POST {info['generate']} -H 'content-type: application/json' "
+          "-d '{\"prompt\": \"A fox finds a key.\"}'")
+    print("  manage:   zenml model-deployer models list   (running it again replaces this deployment)")

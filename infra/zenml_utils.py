@@ -31,6 +31,8 @@ def log_step_metadata(metadata: dict[str, Any], artifact_name: str | None = None
 # before each run (torch, scikit-learn and bentoml alone cost ~5 s here), even when every step is cached.
 NEEDED_INTEGRATIONS: dict[str, tuple[str, ...]] = {
     "training": ("pandas", "numpy", "pillow"),
+    "inference": ("pandas", "numpy"),
+    "deployment": ("bentoml",),
 }
 
 

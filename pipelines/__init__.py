@@ -1,5 +1,7 @@
 """ZenML pipelines: they only wire steps."""
 
+from pipelines.deployment import deployment_pipeline
+from pipelines.inference import inference_pipeline
 from pipelines.training import training_pipeline
 
-__all__ = ["training_pipeline"]
+__all__ = ["deployment_pipeline", "inference_pipeline", "training_pipeline"]

@@ -184,6 +184,19 @@ def _env_overrides(config: ServingConfig, env: dict[str, str]) -> ServingConfig:
     return replace(config, model=model, server=server, batching=batching)
 
 
+def bento_envs(root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """The environment a Bento was built with, when this code runs from inside one (else empty).
+
+    A Bento keeps the code in ``src/`` beside its ``bento.yaml``; ``bentoml serve <bento>`` run locally does
+    not apply the Bento's ``envs``, so the service reads them here (the real environment still wins).
+    """
+    manifest = root.parent / "bento.yaml"
+    if root.name != "src" or not manifest.is_file():
+        return {}
+    data = yaml.safe_load(manifest.read_text()) or {}
+    return {str(e["name"]): str(e.get("value", "")) for e in data.get("envs") or [] if isinstance(e, dict)}
+
+
 def load_serving_config(path: Path | None = None, env: dict[str, str] | None = None) -> ServingConfig:
     """Reads the serving profile and applies the environment overrides.
 
@@ -194,7 +207,7 @@ def load_serving_config(path: Path | None = None, env: dict[str, str] | None = N
     Raises:
         ServingConfigError: If the file is missing or not YAML, or a key or value is wrong (named).
     """
-    env = dict(os.environ) if env is None else env
+    env = {**bento_envs(), **os.environ} if env is None else env
     path = Path(path or env.get("CW_SERVING_CONFIG") or DEFAULT_PROFILE)
     if not path.is_file():
         raise ServingConfigError(f"serving config not found: {path}")

@@ -1,7 +1,9 @@
 """ZenML steps: thin glue over the plain modules in ``corpus/``, ``models/`` and ``serving/``."""
 
+from steps.batch_inference import batch_generate, generations_report, load_prompts
 from steps.clean_data import clean_data
 from steps.data_report import data_report
+from steps.deployment import build_bento, deploy_bento
 from steps.evaluate import evaluate
 from steps.evaluation_report import evaluation_report
 from steps.ingest_data import ingest_data
@@ -13,6 +15,20 @@ from steps.train_tokenizer import train_tokenizer
 from steps.train_transformer import train_transformer
 
 __all__ = [
-    "clean_data", "data_report", "evaluate", "evaluation_report", "ingest_data", "promote", "split_data",
-    "train_gan", "train_seq2seq", "train_tokenizer", "train_transformer",
+    "batch_generate",
+    "build_bento",
+    "clean_data",
+    "data_report",
+    "deploy_bento",
+    "evaluate",
+    "evaluation_report",
+    "generations_report",
+    "ingest_data",
+    "load_prompts",
+    "promote",
+    "split_data",
+    "train_gan",
+    "train_seq2seq",
+    "train_tokenizer",
+    "train_transformer",
 ]
