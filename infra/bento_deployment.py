@@ -34,9 +34,11 @@ class CreativeWriterDeployment(BentoMLLocalDeploymentService):
     def run(self) -> None:
         """Serves the Bento (blocking; this runs in the ZenML daemon process)."""
         from _bentoml_impl.server import serve_http
+        from bentoml._internal.service.loader import load
 
         self.endpoint.prepare_for_start()
         log.info("serving Bento %s on %s:%s", self.config.bento_tag, self.config.host, self.config.port)
+        load(bento_identifier=self.config.bento_tag).inject_config()  # as `bentoml serve` does
         try:
             serve_http(self.config.bento_tag, working_dir=None, host=self.config.host or "127.0.0.1",
                        port=self.config.port, backlog=self.config.backlog)
@@ -81,17 +83,44 @@ def deploy(model_deployer: Any, bento_tag: str, model_uri: str, host: str, port:
     config.root_runtime_path = model_deployer.local_path
     service = CreativeWriterDeployment(uuid=record.id, config=config)
     try:
-        service.start(timeout=timeout)
+        service.start(timeout=0)
+        wait_until_ready(service, f"http://{host}:{port}/readyz", timeout)
     except Exception:
+        service.stop(timeout=30, force=False)
         client.delete_service(record.id)
         raise
     client.update_service(id=service.uuid, name=service.config.service_name,
                           service_source=service.model_dump().get("type"), admin_state=service.admin_state,
                           status=service.status.model_dump(), endpoint=service.endpoint.model_dump(),
                           prediction_url=service.get_prediction_url(), health_check_url=service.get_healthcheck_url())
-    if not service.is_running:
-        tail = "".join(list(service.get_logs(tail=30)))
-        raise RuntimeError(f"the BentoML server for {bento_tag} did not become ready on {host}:{port} within "
-                           f"{timeout} s (status: {service.status.last_error or service.status.state}); "
-                           f"daemon log tail:\n{tail}")
     return service
+
+
+def wait_until_ready(service: CreativeWriterDeployment, readyz: str, timeout: float) -> None:
+    """Polls ``readyz`` until 200; fails at once when the daemon dies, with the end of its log.
+
+    Raises:
+        RuntimeError: If the daemon exits or the server is not ready in ``timeout`` seconds.
+    """
+    import time
+
+    import httpx
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    deadline, started = time.monotonic() + timeout, time.monotonic()
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(readyz, timeout=3)
+            if response.status_code == 200:
+                return
+            last = response.text.strip()
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - started > 5 and not service.status.pid:  # the daemon exited
+            break
+        time.sleep(1)
+    logs = [line.rstrip() for line in service.get_logs(tail=400)]
+    tail = "\n".join(line for line in logs if line.strip() and not line.startswith(("│", "╭", "╰")))[-2500:]
+    raise RuntimeError(f"the BentoML server for {service.config.bento_tag} did not become ready at {readyz} "
+                       f"({'last answer: ' + last if last else 'the daemon stopped'}); daemon log:\n{tail}")

@@ -1,8 +1,8 @@
 """Adaptive batching of generation requests that arrive together.
 
-Concurrent ``/generate`` requests queue here; one worker takes whatever is waiting (waiting at most
-``max_latency_ms`` for company when the queue is short), groups the rows that share generation settings
-(all but the seed), and runs each group as one batch of ``(prompt, seed)`` rows on the model. While a
+Concurrent ``/generate`` requests queue here; one worker takes whatever is waiting (and, when requests
+overlapped in the previous round, waits at most ``max_latency_ms`` for more), groups the rows that share
+generation settings (all but the seed), and runs each group as one batch of ``(prompt, seed)`` rows on the model. While a
 batch runs, new requests gather, so the batch size follows the load: one row at a time when traffic is
 light, up to ``max_batch_size`` rows under load. A row's text depends only on its prompt, seed and
 settings (:meth:`models.contract.WriterModel.generate_rows`), so batching never changes what a seed writes.
@@ -61,6 +61,7 @@ class Batcher:
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
         self._carry: list[_Job] = []
+        self._busy = False  # requests overlapped last round: worth waiting a little for company
 
     async def submit(self, key: Hashable, rows: Rows) -> BatchResult:
         """Queues one job (rows sharing ``key``) and waits for its texts, in row order."""
@@ -95,7 +96,7 @@ class Batcher:
         jobs = self._carry or [await self._queue.get()]
         self._carry = []
         jobs += self._drain()
-        deadline = time.perf_counter() + self.max_latency_s
+        deadline = time.perf_counter() + (self.max_latency_s if self._busy or len(jobs) > 1 else 0.0)
         while sum(len(j.rows) for j in jobs) < self.max_batch_size:
             left = deadline - time.perf_counter()
             if left <= 0:
@@ -127,6 +128,7 @@ class Batcher:
                         job.future.set_exception(exc)
                 continue
             took = time.perf_counter() - start
+            self._busy = len(batch) > 1 or bool(self._carry) or (self._queue is not None and not self._queue.empty())
             self.batch_sizes.append(rows)
             offset = 0
             for job in batch:

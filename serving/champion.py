@@ -15,8 +15,10 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from models.contract import load_model
 from serving.config import ModelSource
 
 log = logging.getLogger(__name__)
@@ -133,10 +135,14 @@ def load(source: ModelSource) -> LoadedModel:
     if source.bento_model:
         model, provenance = _load_bento(source.bento_model)
     else:
+        import tempfile
+
         import mlflow
 
         provenance = resolve_registry(source)
-        model = mlflow.pyfunc.load_model(provenance.source).unwrap_python_model().model
+        with tempfile.TemporaryDirectory(prefix="cw-serving-") as folder:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=provenance.source, dst_path=folder)
+            model = load_model(saved_model_dir(Path(local)))
     if not provenance.family:
         provenance = Provenance(**{**provenance.as_dict(), "family": model.family})
     loaded = LoadedModel(model=model, provenance=provenance, load_seconds=time.perf_counter() - start)
@@ -156,15 +162,41 @@ def _load_bento(tag: str) -> tuple[Any, Provenance]:
     data = dict(stored.info.metadata.get("provenance") or {})
     provenance = Provenance(**{**{k: "" for k in ("family", "registered_name", "version", "alias", "mlflow_run_id",
                                                    "training_run_id")}, **data, "source": str(stored.tag)})
-    model = bentoml.mlflow.load_model(stored).unwrap_python_model().model
+    model = load_model(saved_model_dir(Path(stored.path_of("mlflow_model"))))
     return model, provenance
 
 
-def import_to_bentoml(source: ModelSource, bento_model_name: str = "creative-writer") -> tuple[str, Provenance]:
+def saved_model_dir(mlflow_model: Path) -> Path:
+    """The saved model directory inside a logged MLflow pyfunc (its ``model_dir`` artifact).
+
+    Serving loads that directory with *this* checkout's model code rather than through
+    ``mlflow.pyfunc.load_model``: the pyfunc would import the copy of ``models/`` frozen into the logged
+    model, which lacks what the server relies on when the model was logged by older code (the saved
+    directory format is versioned in its manifest and stays loadable).
+
+    Raises:
+        NoModelError: If the MLflow model has no ``model_dir`` artifact.
+    """
+    import yaml
+
+    spec = yaml.safe_load((mlflow_model / "MLmodel").read_text())
+    artifacts = (spec.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+    if "model_dir" not in artifacts:
+        raise NoModelError(f"{mlflow_model} is not a creative-writer pyfunc (no 'model_dir' artifact in MLmodel)")
+    return mlflow_model / artifacts["model_dir"]["path"]
+
+
+def import_to_bentoml(source: ModelSource, bento_model_name: str = "creative-writer",
+                      alias: str = "") -> tuple[str, Provenance]:
     """Copies the registry version ``source`` points at into the BentoML model store.
 
     The provenance travels in the BentoML model's metadata (and its registry version in the labels, which
     ZenML's BentoML deployer reads as ``model_uri``).
+
+    Args:
+        source: The registry model and version (or alias).
+        bento_model_name: The BentoML model's name.
+        alias: The alias the version was resolved through, recorded in the provenance.
 
     Returns:
         The BentoML model tag and the provenance.
@@ -172,6 +204,8 @@ def import_to_bentoml(source: ModelSource, bento_model_name: str = "creative-wri
     import bentoml
 
     provenance = resolve_registry(source)
+    if alias:  # resolved by alias before (run.py), imported by pinned version now
+        provenance = Provenance(**{**provenance.as_dict(), "alias": alias})
     stored = bentoml.mlflow.import_model(
         bento_model_name, provenance.source,
         labels={"registered_name": provenance.registered_name, "version": provenance.version,

@@ -20,15 +20,12 @@ def build_bento(model_version: str, alias: str = "champion",
     Returns:
         The Bento tag, the BentoML model tag, the registry URI and the provenance.
     """
-    from dataclasses import replace
-
     from infra.zenml_utils import log_step_metadata
     from serving.config import ModelSource
     from serving.deploy import build_bento as build
 
-    built = build(ModelSource(registered_name=registered_name, version=model_version))
+    built = build(ModelSource(registered_name=registered_name, version=model_version), alias=alias)
     data = built.as_dict()
-    data["provenance"] = replace(built.provenance, alias=alias).as_dict()
     log_step_metadata({"bento_tag": built.bento_tag, "model_tag": built.model_tag, "model_uri": built.model_uri})
     return data
 
