@@ -2,8 +2,8 @@
 
 Concurrent ``/generate`` requests queue here; one worker takes whatever is waiting (and, when requests
 overlapped in the previous round, waits at most ``max_latency_ms`` for more), groups the rows that share
-generation settings (all but the seed), and runs each group as one batch of ``(prompt, seed)`` rows on the model. While a
-batch runs, new requests gather, so the batch size follows the load: one row at a time when traffic is
+generation settings (all but the seed), and runs each group as one batch of ``(prompt, seed)`` rows on the model. While
+a batch runs, new requests gather, so the batch size follows the load: one row at a time when traffic is
 light, up to ``max_batch_size`` rows under load. A row's text depends only on its prompt, seed and
 settings (:meth:`models.contract.WriterModel.generate_rows`), so batching never changes what a seed writes.
 """
