@@ -74,7 +74,8 @@ def tiny_writer(tokenizer, **overrides):
 @pytest.fixture(scope="session")
 def served(tmp_path_factory, tiny_tokenizer):
     """A real ``bentoml serve`` of the service on a loopback port, serving a tiny registered champion."""
-    from tests.serving_support import Server, register_tiny_champion
+    from serving.local import Server
+    from tests.serving_support import register_tiny_champion
 
     folder = tmp_path_factory.mktemp("served")
     uri = register_tiny_champion(folder, tiny_tokenizer)

@@ -129,7 +129,7 @@ def test_model_info_metrics_docs_and_ui_page(served):
 @pytest.fixture(scope="module")
 def guarded_empty(tmp_path_factory):
     """A server with a bearer token and an empty registry (nothing to serve)."""
-    from tests.serving_support import Server
+    from serving.local import Server
 
     folder = tmp_path_factory.mktemp("guarded")
     server = Server({"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "BENTOML_HOME": str(folder / "bentoml"),
