@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers.values():
             server.wait(ready=True, timeout=180)
         info = httpx.get(servers["on"].url + "/model", timeout=10).json()
-        print(f"{info["status"]}; {os.cpu_count()} CPUs; {args.max_new_tokens} new tokens per request")
+        print(f"{info['status']}; {os.cpu_count()} CPUs; {args.max_new_tokens} new tokens per request")
         for server in servers.values():  # warm-up
             load(server.url, 2, 4, args.max_new_tokens)
         results: dict[str, dict] = {}
