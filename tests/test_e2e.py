@@ -46,7 +46,7 @@ def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("e2e") / "project"
     shutil.copytree(PROJECT_ROOT, root, ignore=IGNORE)
     env = {**os.environ, "ZENML_CONFIG_PATH": str(root.parent / "zenml-config"), "ZENML_ANALYTICS_OPT_IN": "false",
-           "PYTHONPATH": str(root)}
+           "PYTHONPATH": str(root), "BENTOML_HOME": str(root.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
     return root, env
 
 
@@ -135,3 +135,82 @@ def test_a_failing_step_ends_with_one_clear_line_and_exit_1(project):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
         "run.py: error: the training pipeline failed: step split_data failed: split: 'validation' got")
+
+
+# --- after training: batch inference and deployment on the champion it promoted ------------------------
+def champion_version(project) -> str:
+    script = ("import mlflow; from infra.stack import tracking_uri; mlflow.set_tracking_uri(tracking_uri()); "
+              "print(mlflow.MlflowClient().get_model_version_by_alias('creative-writer', 'champion').version)")
+    return run(project, "-c", script).stdout.strip().splitlines()[-1]
+
+
+def test_inference_writes_generations_with_provenance_and_is_cached_by_content(project):
+    root, env = project
+    version = champion_version(project)
+    out = run(project, "run.py", "--pipeline", "inference", "--prompts", "examples/prompts.jsonl",
+              "--output", "outputs/gen.jsonl").stdout
+    assert f"creative-writer v{version} @champion" in out
+    rows = [json.loads(line) for line in (root / "outputs" / "gen.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["fable-1", "poem-1", "story-1"]
+    assert all(r["text"] and r["version"] == version and r["alias"] == "champion" and r["training_run_id"]
+               for r in rows)
+    assert rows[1]["seed"] == 7 and rows[0]["seed"] == 0  # the row's seed, else the profile's
+    run(project, "run.py", "--pipeline", "inference", "--prompts", "examples/prompts.jsonl",
+        "--output", "outputs/gen.csv")
+    assert set(statuses(project)[-1].values()) == {"cached"}
+    assert (root / "outputs" / "gen.csv").read_text().startswith("id,prompt,form,genre,seed,text")
+    edited = root / "outputs" / "prompts.txt"
+    edited.write_text("A fox finds a key.\n# a comment\nA crow counts the stars.\n")
+    run(project, "run.py", "--pipeline", "inference", "--prompts", str(edited), "--output", "outputs/two.jsonl")
+    assert statuses(project)[-1]["load_prompts"] == "completed"
+    assert len((root / "outputs" / "two.jsonl").read_text().splitlines()) == 2
+    (root / "outputs" / "bad.txt").write_text("A fine prompt.\nA bell \x07 rings.\n")
+    for args, message in [((), "needs --prompts FILE"), (("--prompts", "nope.txt"), "prompts file not found"),
+                          (("--prompts", "outputs/bad.txt"), "bad.txt:2: the prompt contains a control character")]:
+        result = subprocess.run([sys.executable, "run.py", "--pipeline", "inference", *args], cwd=root, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-500:]
+
+
+DEPLOYMENTS_SCRIPT = """
+import json
+from zenml.client import Client
+from infra.bento_deployment import existing
+deployer = Client().active_stack.model_deployer
+print(json.dumps([{"bento": s.config.bento_tag, "running": s.is_running, "uri": s.config.model_uri}
+                  for s in existing(deployer)]))
+"""
+
+STOP_SCRIPT = """
+from zenml.client import Client
+from infra.bento_deployment import existing
+deployer = Client().active_stack.model_deployer
+for service in existing(deployer):
+    deployer.delete_model_server(service.uuid, timeout=60, force=False)
+"""
+
+
+def test_deployment_serves_the_champion_and_a_second_run_replaces_it(project):
+    import httpx
+
+    from serving.local import free_port
+
+    port = free_port()
+    version = champion_version(project)
+    try:
+        out = run(project, "run.py", "--pipeline", "deployment", "--port", str(port)).stdout
+        assert f"http://127.0.0.1:{port}/ui/" in out and f"v{version} @champion" in out
+        info = httpx.get(f"http://127.0.0.1:{port}/model", timeout=30).json()
+        assert info["ready"] and info["provenance"]["version"] == version and info["provenance"]["alias"] == "champion"
+        reply = httpx.post(f"http://127.0.0.1:{port}/generate", json={"prompt": "A fox finds a key.", "seed": 2,
+                                                                       "max_new_tokens": 16}, timeout=60)
+        assert reply.status_code == 200 and reply.json()["drafts"][0]["text"]
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=30).status_code == 200
+        first = json.loads(run(project, "-c", DEPLOYMENTS_SCRIPT).stdout.strip().splitlines()[-1])
+        assert len(first) == 1 and first[0]["running"] and first[0]["uri"] == f"models:/creative-writer/{version}"
+        run(project, "run.py", "--pipeline", "deployment", "--port", str(port))
+        second = json.loads(run(project, "-c", DEPLOYMENTS_SCRIPT).stdout.strip().splitlines()[-1])
+        assert len(second) == 1 and second[0]["running"] and second[0]["bento"] != first[0]["bento"]
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).status_code == 200
+    finally:
+        run(project, "-c", STOP_SCRIPT)
