@@ -22,7 +22,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     (["--pipeline", "train"], "invalid choice: 'train'"),
     (["--config", "configs/nope.yaml"], "config file not found: configs/nope.yaml"),
     (["--config", "configs/smoke.yaml", "--dataset", "ftp:x"], "unknown dataset scheme 'ftp'"),
-    (["--pipeline", "deployment"], "arrives with issue #7"),
+    (["--pipeline", "inference"], "needs --prompts FILE"),
+    (["--pipeline", "inference", "--prompts", "x.txt", "--output", "out.txt"], "use a .jsonl or .csv file name"),
+    (["--pipeline", "deployment", "--port", "70000"], "--port 70000: not a port number"),
 ])
 def test_bad_invocations_exit_non_zero_with_one_clear_line(args, message):
     result = run_cli(*args)

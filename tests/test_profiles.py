@@ -16,7 +16,8 @@ from models.transformer import TransformerConfig
 from models.transformer_training import TransformerTrainConfig
 from tests.conftest import PROJECT_ROOT
 
-PROFILES = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+SERVING_PROFILES = ("deployment.yaml", "inference.yaml", "serving.yaml")
+PROFILES = sorted(p for p in (PROJECT_ROOT / "configs").glob("*.yaml") if p.name not in SERVING_PROFILES)
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=[p.name for p in PROFILES])
@@ -37,3 +38,29 @@ def test_profile_settings_build_their_configs(path):
     SelectionRule(**steps["evaluate"]["parameters"].get("rule", {}))
     assert steps["promote"]["enable_cache"] is False  # a pipeline-level enable_cache would otherwise cache it
     assert yaml.safe_load(path.read_text())["model"]["name"] == "creative-writer"
+
+
+@pytest.mark.parametrize("name", ["deployment", "inference"])
+def test_deployment_and_inference_profiles_fit_their_pipelines(name):
+    import inspect
+
+    import pipelines
+    from models.contract import GenerationSettings
+    from run import PIPELINE_PARAMETERS
+
+    profile = load_profile(PROJECT_ROOT / "configs" / f"{name}.yaml")
+    params = profile["parameters"]
+    assert set(params) <= set(PIPELINE_PARAMETERS[name])
+    signature = inspect.signature(getattr(pipelines, f"{name}_pipeline").entrypoint)
+    assert set(PIPELINE_PARAMETERS[name]) == set(signature.parameters)
+    if name == "inference":
+        GenerationSettings.from_dict(params["generation"])
+    else:
+        assert params["host"] == "127.0.0.1"  # loopback unless someone means to expose it
+
+
+def test_serving_profile_loads():
+    from serving.config import load_serving_config
+
+    config = load_serving_config(PROJECT_ROOT / "configs" / "serving.yaml", env={})
+    assert config.server.host == "127.0.0.1" and config.limits.max_drafts >= 1 and config.ui.examples
