@@ -124,3 +124,38 @@ def wait_until_ready(service: CreativeWriterDeployment, readyz: str, timeout: fl
     tail = "\n".join(line for line in logs if line.strip() and not line.startswith(("│", "╭", "╰")))[-2500:]
     raise RuntimeError(f"the BentoML server for {service.config.bento_tag} did not become ready at {readyz} "
                        f"({'last answer: ' + last if last else 'the daemon stopped'}); daemon log:\n{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m infra.bento_deployment {list,stop}``: this project's deployments, or stop them gracefully.
+
+    ``zenml model-deployer models delete`` kills the daemon with SIGKILL and leaves BentoML's worker
+    holding the port; ``stop`` asks it to shut down and waits.
+    """
+    import argparse
+
+    from zenml.client import Client
+
+    parser = argparse.ArgumentParser(description="List or stop the creative-writer deployments.")
+    parser.add_argument("action", choices=("list", "stop"))
+    args = parser.parse_args(argv)
+    deployer = Client().active_stack.model_deployer
+    if deployer is None:
+        print("the active ZenML stack has no model deployer (run `python run.py` once to set the stack up)")
+        return 1
+    services = existing(deployer)
+    if not services:
+        print("no creative-writer deployment")
+    for service in services:
+        where = f"http://{service.config.host}:{service.config.port}"
+        if args.action == "stop":
+            deployer.delete_model_server(service.uuid, timeout=60, force=False)
+            print(f"stopped {service.uuid} ({service.config.bento_tag} at {where})")
+        else:
+            state = "running" if service.is_running else "stopped"
+            print(f"{service.uuid}  {state}  {service.config.bento_tag}  {service.config.model_uri}  {where}/ui/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
