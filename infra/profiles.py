@@ -11,6 +11,7 @@ import yaml
 from corpus.loaders import LOCAL_SCHEMES, parse_spec, source_fingerprint
 from corpus.schema import DataError
 from infra.stack import PROJECT_ROOT
+from infra.yaml_files import read_mapping
 
 # Top-level keys ZenML accepts in a run configuration that our profiles use.
 ALLOWED_KEYS = {"enable_cache", "parameters", "steps", "settings", "model", "run_name", "extra", "tags",
@@ -33,14 +34,7 @@ def load_profile(path: Path) -> dict[str, Any]:
     Raises:
         ProfileError: If the file is missing, not YAML, or has unknown top-level keys or no dataset.
     """
-    if not path.is_file():
-        raise ProfileError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path}: expected a mapping at the top level")
+    data = read_mapping(path, ProfileError)
     unknown = sorted(set(data) - ALLOWED_KEYS)
     if unknown:
         raise ProfileError(f"{path}: unknown top-level key(s) {unknown}; allowed: {sorted(ALLOWED_KEYS)}")

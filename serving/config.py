@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from infra.yaml_files import read_mapping
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "serving.yaml"
 
@@ -209,14 +211,7 @@ def load_serving_config(path: Path | None = None, env: dict[str, str] | None = N
     """
     env = {**bento_envs(), **os.environ} if env is None else env
     path = Path(path or env.get("CW_SERVING_CONFIG") or DEFAULT_PROFILE)
-    if not path.is_file():
-        raise ServingConfigError(f"serving config not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ServingConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ServingConfigError(f"{path}: expected a mapping at the top level")
+    data = read_mapping(path, ServingConfigError, "serving config")
     unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:
         raise ServingConfigError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(_SECTIONS)}")

@@ -35,11 +35,16 @@ def page():
             browser.close()
 
 
-def test_generate_in_the_browser_shows_text_and_provenance(served, page):
-    page.goto(served.url + "/ui/", wait_until="load")
+def write(page, url: str, prompt: str) -> None:
+    """Opens the UI, types the prompt and presses Generate."""
+    page.goto(url + "/ui/", wait_until="load")
     page.locator("#prompt textarea").wait_for(timeout=30_000)
-    page.locator("#prompt textarea").fill("A fox finds a silver key under a stone.")
+    page.locator("#prompt textarea").fill(prompt)
     page.locator("#generate").click()
+
+
+def test_generate_in_the_browser_shows_text_and_provenance(served, page):
+    write(page, served.url, "A fox finds a silver key under a stone.")
     draft = page.locator("#draft-0 textarea")
     page.wait_for_function("el => el.value.length > 10", arg=draft.element_handle(), timeout=60_000)
     provenance = page.locator("#provenance")
@@ -60,10 +65,7 @@ def test_generate_in_the_browser_shows_text_and_provenance(served, page):
 
 
 def test_bad_prompt_shows_a_readable_message_not_a_traceback(served, page):
-    page.goto(served.url + "/ui/", wait_until="load")
-    page.locator("#prompt textarea").wait_for(timeout=30_000)
-    page.locator("#prompt textarea").fill("   ")
-    page.locator("#generate").click()
+    write(page, served.url, "   ")
     toast = page.get_by_text("the prompt is empty")
     toast.first.wait_for(timeout=30_000)
     body = page.content()
