@@ -108,4 +108,5 @@ def print_deployment_summary(run: Any, seconds: float) -> None:
         print(f"  {key:<9} {info[key]}")
     print(f"  try it:   curl -s -X POST {info['generate']} -H 'content-type: application/json' "
           "-d '{\"prompt\": \"A fox finds a key.\"}'")
-    print("  manage:   zenml model-deployer models list   (running it again replaces this deployment)")
+    print("  manage:   zenml model-deployer models list; python -m infra.bento_deployment stop"
+          "  (a new run replaces it)")
