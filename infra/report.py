@@ -42,11 +42,7 @@ def dashboard_url(run_id: Any) -> str | None:
 
 def print_run_summary(run: Any, seconds: float, root: Path) -> None:
     """Prints the step table, the report artifacts and how to open the dashboard and the MLflow UI."""
-    statuses = step_statuses(run.id)
-    width = max(map(len, statuses)) if statuses else 10
-    print(f"\nRun '{run.name}' finished in {seconds:.1f} s:")
-    for name, status in statuses.items():
-        print(f"  {name:<{width}}  {status}")
+    statuses = _print_steps(run, seconds)
     cached = sum(s == "cached" for s in statuses.values())
     print(f"  ({cached} of {len(statuses)} steps cached)")
     url = dashboard_url(run.id)
@@ -74,12 +70,14 @@ def _step_output(run: Any, step: str) -> Any:
     return version.load()
 
 
-def _print_steps(run: Any, seconds: float) -> None:
+def _print_steps(run: Any, seconds: float) -> dict[str, str]:
+    """Prints the run's step table and returns the statuses."""
     statuses = step_statuses(run.id)
     width = max(map(len, statuses)) if statuses else 10
     print(f"\nRun '{run.name}' finished in {seconds:.1f} s:")
     for name, status in statuses.items():
         print(f"  {name:<{width}}  {status}")
+    return statuses
 
 
 def print_inference_summary(run: Any, seconds: float, output: Path) -> None:

@@ -119,14 +119,14 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, settings: Any, prove
     Raises:
         ValueError: If a row's form or genre is unknown to the model (row id named).
     """
+    from serving.engine import RequestError, check_controls
+
     controls = model.controls()
     for row in prompts.itertuples():
-        if row.form not in controls["form"]:
-            raise ValueError(f"prompt {row.id}: unknown form '{row.form}'; the model writes: "
-                             f"{', '.join(controls['form'])}")
-        if row.genre and row.genre not in controls["genre"]:
-            raise ValueError(f"prompt {row.id}: unknown genre '{row.genre}'; the model knows: "
-                             f"{', '.join(controls['genre'])}")
+        try:
+            check_controls(controls, row.form, row.genre)
+        except RequestError as exc:
+            raise ValueError(f"prompt {row.id}: {exc}") from None
     out = prompts.copy()
     out["seed"] = [int(s) if s >= 0 else settings.seed for s in out["seed"]]
     texts: dict[int, str] = {}

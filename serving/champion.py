@@ -65,12 +65,20 @@ class Provenance:
 
 @dataclass
 class LoadedModel:
-    """A model ready to generate, its provenance and when it was loaded."""
+    """A model ready to generate, its provenance, when it was loaded and the forms and genres it knows.
+
+    ``controls`` is read from the tokenizer once here rather than on every request.
+    """
 
     model: Any
     provenance: Provenance
     load_seconds: float
     loaded_at: float = field(default_factory=time.time)
+    controls: dict[str, list[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Reads the model's form and genre control values."""
+        self.controls = self.model.controls()
 
 
 def tracking_uri() -> str:

@@ -36,6 +36,58 @@ class RequestError(ValueError):
         self.field = field
 
 
+def check_controls(controls: dict[str, list[str]], form: str, genre: str) -> None:
+    """Raises RequestError (naming ``form`` or ``genre``) when the model has no control token for it.
+
+    Args:
+        controls: The model's ``{"form": [...], "genre": [...]}`` values.
+        form: The requested form.
+        genre: The requested genre ('' for none).
+    """
+    if form not in controls["form"]:
+        raise RequestError("form", f"unknown form '{form}'; this model writes: {', '.join(controls['form'])}")
+    if genre and genre not in controls["genre"]:
+        raise RequestError("genre", f"unknown genre '{genre}'; this model knows: "
+                                    f"{', '.join(g for g in controls['genre'] if g != 'none')} (or leave it empty)")
+
+
+async def iterate_in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
+    """Drives a blocking iterator in a worker thread (one copied contextvars context) and yields its items.
+
+    The event loop stays free while the model computes; when the consumer stops early, the worker ends
+    after its current item.
+    """
+    import contextvars
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+    context = contextvars.copy_context()
+
+    def produce() -> None:
+        try:
+            for piece in pieces:
+                if stop.is_set():
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
+        except Exception as exc:  # re-raised on the event loop
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+        loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+
+    worker = threading.Thread(target=context.run, args=(produce,), name="stream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()  # the client went away: let the worker finish its current step and end
+
+
 class Engine:
     """Holds the served model and turns requests into drafts.
 
@@ -108,13 +160,8 @@ class Engine:
         """The model's generation settings for a request (form and genre checked against the model)."""
         from models.contract import GenerationSettings
 
-        controls = self.loaded.model.controls()
         form, genre = request.form, request.genre or ""
-        if form not in controls["form"]:
-            raise RequestError("form", f"unknown form '{form}'; this model writes: {', '.join(controls['form'])}")
-        if genre and genre not in controls["genre"]:
-            raise RequestError("genre", f"unknown genre '{genre}'; this model knows: "
-                                        f"{', '.join(g for g in controls['genre'] if g != 'none')} (or leave it empty)")
+        check_controls(self.loaded.controls, form, genre)
         return GenerationSettings(max_new_tokens=request.max_new_tokens, temperature=float(request.temperature),
                                   top_k=request.top_k, top_p=float(request.top_p),
                                   repetition_penalty=float(request.repetition_penalty), seed=seed, form=form,
@@ -139,23 +186,30 @@ class Engine:
         return GenerateResponse(drafts=drafts, provenance=self.loaded.provenance.as_dict(),
                                 settings={**asdict(settings), "num_drafts": request.num_drafts}, timings=timings)
 
+    def _plan(self, request: GenerateRequest) -> tuple[list[int], Any, list[tuple[str, int]]]:
+        """The drafts' seeds, the checked settings (first seed) and the ``(prompt, seed)`` rows."""
+        seeds = self.seeds(request)
+        return seeds, self.settings(request, seeds[0]), [(request.prompt, s) for s in seeds]
+
+    def _write(self, settings: Any, rows: list[tuple[str, int]]) -> BatchResult:
+        started = time.perf_counter()
+        texts = self._run_rows(settings, rows)
+        return BatchResult(texts, 0.0, time.perf_counter() - started, len(rows))
+
     def generate(self, request: GenerateRequest) -> GenerateResponse:
         """Writes the request's drafts now, in the calling thread (no batching)."""
         started = time.perf_counter()
-        seeds = self.seeds(request)
-        settings = self.settings(request, seeds[0])
-        texts = self._run_rows(settings, [(request.prompt, s) for s in seeds])
-        took = time.perf_counter() - started
-        return self._response(request, settings, seeds, BatchResult(texts, 0.0, took, len(seeds)), started)
+        seeds, settings, rows = self._plan(request)
+        return self._response(request, settings, seeds, self._write(settings, rows), started)
 
     async def generate_async(self, request: GenerateRequest) -> GenerateResponse:
         """Writes the request's drafts off the event loop (batched with other requests when enabled)."""
         started = time.perf_counter()
-        seeds = self.seeds(request)
-        settings = self.settings(request, seeds[0])
+        seeds, settings, rows = self._plan(request)
         if self._batcher is None:
-            return await asyncio.to_thread(self.generate, request.model_copy(update={"seed": seeds[0]}))
-        result = await self._batcher.submit(settings.replace(seed=0), [(request.prompt, s) for s in seeds])
+            result = await asyncio.to_thread(self._write, settings, rows)
+        else:
+            result = await self._batcher.submit(settings.replace(seed=0), rows)
         return self._response(request, settings, seeds, result, started)
 
     def stream(self, request: GenerateRequest) -> tuple[Any, Iterator[str]]:
@@ -166,36 +220,9 @@ class Engine:
 
     async def stream_async(self, request: GenerateRequest) -> AsyncIterator[str]:
         """Streams one draft; the model runs in a worker thread so the event loop stays free."""
-        import contextvars
-
         _, pieces = self.stream(request)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop = threading.Event()
-        context = contextvars.copy_context()
-
-        def produce() -> None:
-            try:
-                for piece in pieces:
-                    if stop.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
-            except Exception as exc:  # re-raised on the event loop
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
-            loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
-
-        worker = threading.Thread(target=context.run, args=(produce,), name="stream", daemon=True)
-        worker.start()
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "end":
-                    return
-                if kind == "error":
-                    raise value
-                yield value
-        finally:
-            stop.set()  # the client went away: let the worker finish its current step and end
+        async for piece in iterate_in_thread(pieces):
+            yield piece
 
     def describe(self) -> dict[str, Any]:
         """What is served: provenance, metrics, the forms and genres it knows, limits and defaults."""
@@ -206,7 +233,7 @@ class Engine:
         if ready:
             loaded = self.loaded
             out.update(provenance=loaded.provenance.as_dict(), metrics=loaded.provenance.metrics,
-                       controls=loaded.model.controls(), load_seconds=round(loaded.load_seconds, 2),
+                       controls=loaded.controls, load_seconds=round(loaded.load_seconds, 2),
                        attention_map=hasattr(loaded.model, "attention_map"))
         return out
 

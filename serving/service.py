@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, StreamingResponse
 
-from serving.engine import Engine, NotReadyError, RequestError
+from serving.engine import Engine, NotReadyError, RequestError, iterate_in_thread
 from serving.middleware import GuardMiddleware
 from serving.schemas import CONFIG, GenerateRequest, GenerateResponse
 from serving.ui import build_ui, prepare_for_mount
@@ -99,17 +99,16 @@ class CreativeWriter:
         """Streams one draft as plain-text chunks (``X-Seed`` and ``X-Model-*`` headers say what wrote it)."""
         request = GenerateRequest.model_construct(**fields)
         try:
-            settings, _ = self.engine.stream(request)  # checks the request before anything is sent
+            settings, pieces = self.engine.stream(request)  # checks the request before anything is sent
         except (NotReadyError, RequestError) as exc:
             return self._refuse("stream", exc)  # type: ignore[return-value]
         provenance = self.engine.loaded.provenance
-        request = request.model_copy(update={"seed": settings.seed})
         engine, count = self.engine, self._count
 
         async def body() -> AsyncGenerator[str, None]:
             text, outcome = [], "error"
             try:
-                async for piece in engine.stream_async(request):
+                async for piece in iterate_in_thread(pieces):
                     text.append(piece)
                     yield piece
                 outcome = "ok"

@@ -189,7 +189,7 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
             """The served model's forms and genres, and what is served (on page load)."""
             try:
                 engine = get_engine()
-                controls = engine.loaded.model.controls()
+                controls = engine.loaded.controls
             except NotReadyError as exc:
                 return gr.update(), gr.update(), f"⚠ {exc}"
             genres = [""] + [g for g in controls["genre"] if g != "none"]
