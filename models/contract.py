@@ -43,6 +43,8 @@ class GenerationSettings:
         genre: Genre control value; empty for none.
         num_beams: Beam search width; 1 samples, > 1 runs beam search (deterministic).
         trim_to_sentence: Cut the output after its last complete sentence.
+        target_words: Asked length in words (0 = the model's choice); families with an instruction
+            layout put it in the instruction, the others ignore it.
     """
 
     max_new_tokens: int = 200
@@ -55,6 +57,7 @@ class GenerationSettings:
     genre: str = ""
     num_beams: int = 1
     trim_to_sentence: bool = False
+    target_words: int = 0
 
     def __post_init__(self) -> None:
         """Validates every field; raises ValueError naming the field."""
@@ -70,6 +73,8 @@ class GenerationSettings:
              "a number in [1, 10]"),
             ("seed", isinstance(self.seed, int) and 0 <= self.seed < 2**63, "an integer ≥ 0"),
             ("num_beams", isinstance(self.num_beams, int) and 1 <= self.num_beams <= 16, "an integer from 1 to 16"),
+            ("target_words", isinstance(self.target_words, int) and 0 <= self.target_words <= 3000,
+             "an integer from 0 to 3000"),
             ("form", isinstance(self.form, str) and self.form.strip() != "", "a non-empty string"),
             ("genre", isinstance(self.genre, str), "a string"),
         ]
@@ -257,6 +262,23 @@ class WriterModel(ABC):
         """
         settings = settings or GenerationSettings()
         return [self.generate([prompt], settings.replace(seed=seed))[0] for prompt, seed in rows]
+
+    def generate_requests(self, requests: Sequence[tuple[str, str, str]],
+                          settings: GenerationSettings | None = None) -> list[str]:
+        """One text per ``(prompt, form, genre)`` request, as ``generate`` gives it with that form and genre.
+
+        This default batches the requests that share a form and genre; a family that can mix them in
+        one batch does so.
+        """
+        settings = settings or GenerationSettings()
+        out: dict[int, str] = {}
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, (_, form, genre) in enumerate(requests):
+            groups.setdefault((form, genre), []).append(i)
+        for (form, genre), rows in groups.items():
+            texts = self.generate([requests[i][0] for i in rows], settings.replace(form=form, genre=genre))
+            out.update(zip(rows, texts, strict=True))
+        return [out[i] for i in range(len(requests))]
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the model's own tokenizer (no special tokens)."""

@@ -80,3 +80,23 @@ def finish_training(writer: Any, history: Any, prefix: str) -> tuple[Path, Any, 
     curves = training_curves(history, prefix)
     mlflow.log_image(curves, "training_curves.png")
     return model_dir, curves, log_pyfunc(model_dir).model_uri
+
+
+def saved_model_dir(mlflow_model: Path) -> Path:
+    """The saved model directory inside a downloaded MLflow pyfunc (its ``model_dir`` artifact).
+
+    Callers load that directory with *this* checkout's model code rather than through
+    ``mlflow.pyfunc.load_model``, which would import the copy of ``models/`` frozen into the logged model
+    (older code lacks methods that newer code relies on; the saved directory format is versioned in its
+    manifest and stays loadable).
+
+    Raises:
+        ValueError: If the MLflow model has no ``model_dir`` artifact.
+    """
+    import yaml
+
+    spec = yaml.safe_load((Path(mlflow_model) / "MLmodel").read_text())
+    artifacts = (spec.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+    if "model_dir" not in artifacts:
+        raise ValueError(f"{mlflow_model} is not a creative-writer pyfunc (no 'model_dir' artifact in MLmodel)")
+    return Path(mlflow_model) / artifacts["model_dir"]["path"]

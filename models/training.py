@@ -23,13 +23,17 @@ import torch.nn.functional as F
 
 from models.contract import require_min, word_count
 from models.seq2seq import Seq2SeqWriter, pad
+from models.threads import configure_threads
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (the profile's ``train_seq2seq`` ``train`` parameters)."""
+    """Optimisation settings (the profile's ``train_seq2seq`` ``train`` parameters).
+
+    ``torch_threads`` (0 = every core) follows :mod:`models.threads` (``$CW_TORCH_THREADS`` wins).
+    """
 
     epochs: int = 6
     batch_size: int = 32
@@ -42,11 +46,12 @@ class TrainConfig:
     max_train_pieces: int = 0
     time_budget_s: float = 0.0
     log_every: int = 50
+    torch_threads: int = 0
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
         require_min(self, ("epochs", "batch_size", "patience"), 1, integer=True)
-        require_min(self, ("max_train_pieces",), 0, integer=True)
+        require_min(self, ("max_train_pieces", "torch_threads"), 0, integer=True)
         require_min(self, ("time_budget_s",), 0)
         if self.lr <= 0:
             raise ValueError(f"{type(self).__name__}.lr must be > 0, got {self.lr}")
@@ -166,6 +171,7 @@ def train(writer: Seq2SeqWriter, train_frame: pd.DataFrame, val_frame: pd.DataFr
         ValueError: If there is nothing to train or validate on.
     """
     train_frame = training_pieces(train_frame, val_frame, cfg.max_train_pieces, cfg.seed)
+    configure_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     bf16 = resolve_bf16(cfg.bf16)

@@ -5,32 +5,41 @@ Two modes, one code path (:func:`build_transformer`):
 - **from scratch** (``base_model: ""``): a small ``GPT2LMHeadModel`` (layers, width, heads and context
   length from the profile) on the project's shared byte-level BPE tokenizer, so its likelihoods compare
   token for token with the seq2seq and GAN families;
-- **fine-tune** (``base_model:`` a local ``save_pretrained`` directory, or a hub id for users who are
-  online): the checkpoint and *its own* tokenizer, to which the separator, padding and form/genre control
-  tokens are added (embeddings resized). Comparisons with the other families then rest on per-word
-  perplexity, which does not depend on the tokenizer.
+- **pretrained base** (``base_model:`` a checkpoint spec, see :mod:`models.checkpoints`: a local
+  ``save_pretrained`` directory, a hub id when online, a GGUF file or a model shipped in a package on the
+  package index): the checkpoint and *its own* tokenizer, fine-tuned with a LoRA adapter (``adapter:
+  lora``, the default; :mod:`peft`) or in full (``adapter: full``). Comparisons with the other families
+  then rest on per-word perplexity, which does not depend on the tokenizer.
 
-Every example is laid out as ``<form:…> <genre:…> prompt <sep> piece <eos>``; the labels of the
-control/prompt/separator positions are ``-100``, so the loss (and :meth:`TransformerWriter.score`)
-covers the piece and its end token only: the NLL of the story given its prompt, like the other families.
+Two layouts; the labels of everything before the piece are ``-100``, so the loss (and
+:meth:`TransformerWriter.score`) covers the piece and its end token only: the NLL of the story given its
+prompt, like the other families.
 
-Generation goes through ``model.generate`` (KV cache) with our :class:`GenerationSettings` mapped onto a
-``GenerationConfig``; :meth:`TransformerWriter.stream` runs the same call in a thread with a streamer, so
-streamed pieces join to exactly the text :meth:`TransformerWriter.generate` returns for the same seed.
-``generate`` seeds the global torch RNG (as ``transformers`` requires); a per-model lock makes concurrent
-callers take turns, so a seed always gives the same text.
+- **chat** (a base whose tokenizer has a chat template, ``chat_template: auto``): the prompt, form and
+  genre become the user's instruction, the piece the assistant's answer, ended by the template's
+  end-of-turn token. Nothing is added to the vocabulary, so a LoRA adapter is all that training changes;
+- **control tokens** (from scratch, or a base without a chat template): ``<form:…> <genre:…> prompt
+  <sep> piece <eos>``; a base gets the separator, padding and control tokens added (embeddings resized).
+
+A model built on a base is saved as its adapter (or its full weights with ``adapter: full``) plus the
+base's spec, licence and attribution; loading resolves the base from the checkpoint cache and merges
+the adapter, so a saved model is megabytes, not a copy of the base.
+
+Sampling runs our own loop over the model's KV cache with the shared sampler
+(:func:`models.contract.sample_next`), one seeded generator per row: a row's text depends only on its
+prompt, seed and settings, so :meth:`TransformerWriter.generate_rows` batches requests with different
+seeds, and :meth:`TransformerWriter.stream` yields exactly what :meth:`TransformerWriter.generate`
+returns. Beam search goes through ``model.generate``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import queue
-import re
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +50,7 @@ from models.contract import (
     GenerationSettings,
     WriterModel,
     require_min,
+    sample_next,
     stream_text,
     trim_to_sentence,
     words_scored,
@@ -51,6 +61,7 @@ from models.tokenizer import (
     SEP,
     check_special_tokens,
     control_ids,
+    control_values,
     decode_ids,
     encode_text,
     form_token,
@@ -58,8 +69,11 @@ from models.tokenizer import (
 )
 
 log = logging.getLogger(__name__)
-HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 IGNORE = -100  # label of positions the loss skips (transformers' convention)
+ADAPTERS = ("lora", "full")
+DEFAULT_SYSTEM_PROMPT = "You write stories, fables and poems."
+FORM_HINTS = {"poem": "Write it in lines of verse.", "fable": "Tell it briefly and end with its moral.",
+              "story": "Write it in paragraphs."}
 
 
 @dataclass
@@ -67,27 +81,45 @@ class TransformerConfig:
     """Model settings (the profile's ``train_transformer`` ``model`` parameters).
 
     Attributes:
-        base_model: Empty to train from scratch on the shared tokenizer; otherwise a local directory
-            saved with ``save_pretrained`` or a hub id (needs network) to fine-tune.
+        base_model: Empty to train GPT-2 from scratch on the shared tokenizer; otherwise a checkpoint spec
+            (see :mod:`models.checkpoints`) to fine-tune.
         n_layer: Transformer blocks (from scratch only).
         n_embd: Model width (from scratch only).
         n_head: Attention heads; must divide ``n_embd`` (from scratch only).
-        context: Context length in tokens (prompt + separator + piece + end); at most the base model's.
+        context: Context length in tokens (prompt + instruction or separator + piece + end); at most the base's.
         dropout: Residual, embedding and attention dropout (from scratch only).
-        max_prompt_tokens: Prompts are cut to this many tokens (control tokens not counted).
+        max_prompt_tokens: Prompts are cut to this many tokens (instruction and control tokens not counted).
+        adapter: With a base: ``lora`` trains a low-rank adapter (the base stays frozen), ``full`` every weight.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_r``).
+        lora_dropout: Dropout on the LoRA path.
+        lora_targets: Module names that get adapters (empty: peft's default for the architecture).
+        chat_template: ``auto`` uses the base tokenizer's chat template when it has one; ``off`` never does.
+        system_prompt: The system message of the chat layout ('' for none).
+        forms: Forms the model was trained on (filled when it is built; the chat layout has no control tokens).
+        genres: Genres the model was trained on (as ``forms``).
     """
 
     base_model: str = ""
-    n_layer: int = 4
-    n_embd: int = 192
+    n_layer: int = 2
+    n_embd: int = 128
     n_head: int = 4
     context: int = 512
-    dropout: float = 0.1
+    dropout: float = 0.0
     max_prompt_tokens: int = 96
+    adapter: str = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=list)
+    chat_template: str = "auto"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    forms: list[str] = field(default_factory=list)
+    genres: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        require_min(self, ("n_layer", "n_embd", "n_head", "max_prompt_tokens"), 1, integer=True)
+        require_min(self, ("n_layer", "n_embd", "n_head", "max_prompt_tokens", "lora_r", "lora_alpha"), 1, integer=True)
         if self.n_embd % self.n_head:
             raise ValueError(f"TransformerConfig.n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
         if not isinstance(self.context, int) or self.context < self.max_prompt_tokens + 8:
@@ -95,8 +127,40 @@ class TransformerConfig:
                              f"({self.max_prompt_tokens + 8}), got {self.context!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"TransformerConfig.lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if not isinstance(self.base_model, str):
             raise ValueError(f"TransformerConfig.base_model must be a string, got {self.base_model!r}")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"TransformerConfig.adapter must be one of {ADAPTERS}, got {self.adapter!r}")
+        if self.chat_template not in ("auto", "off"):
+            raise ValueError(f"TransformerConfig.chat_template must be 'auto' or 'off', got {self.chat_template!r}")
+        targets = self.lora_targets
+        if not isinstance(targets, list | tuple) or not all(isinstance(t, str) for t in targets):
+            raise ValueError(f"TransformerConfig.lora_targets must be a list of module names, got {targets!r}")
+        self.lora_targets = list(self.lora_targets)
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether the tokenizer carries a chat template."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def turn_end_ids(tokenizer: Any) -> list[int]:
+    """Ids that end the assistant's turn in the chat template (its end-of-turn token first, then ``eos``).
+
+    Found by rendering a one-word answer and reading the special token that follows it.
+    """
+    marker = "Zq9x"
+    turn = [{"role": "user", "content": "a"}, {"role": "assistant", "content": marker}]
+    rendered = tokenizer.apply_chat_template(turn,
+                                             tokenize=False)
+    tail = rendered[rendered.rfind(marker) + len(marker):]
+    specials = set(tokenizer.all_special_ids)
+    ids = [i for i in encode_text(tokenizer, tail) if i in specials][:1]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids
 
 
 class TransformerWriter(WriterModel):
@@ -110,18 +174,23 @@ class TransformerWriter(WriterModel):
         self.tokenizer = tokenizer
         self.config = config
         self.metadata = metadata or {}
+        self.chat = bool(config.base_model) and config.chat_template == "auto" and has_chat_template(tokenizer)
+        self.stop_ids = turn_end_ids(tokenizer) if self.chat else [int(tokenizer.eos_token_id)]
+        if tokenizer.pad_token_id is None:  # no new token: padded positions are masked and never scored
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(self.stop_ids[-1])
+        self.adapter_dir: Path | None = None  # the adapter a loaded model was merged from (saved again as is)
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
     @property
     def sep_id(self) -> int:
-        """Id of the prompt/piece separator."""
+        """Id of the prompt/piece separator (control-token layout)."""
         return int(self.tokenizer.sep_token_id)
 
     @property
     def eos_id(self) -> int:
-        """Id of the end token."""
-        return int(self.tokenizer.eos_token_id)
+        """Id of the token that ends a piece (the chat template's end of turn, or ``eos``)."""
+        return self.stop_ids[0]
 
     @property
     def pad_id(self) -> int:
@@ -133,16 +202,46 @@ class TransformerWriter(WriterModel):
             self._warned.add(key)
             log.warning(message, *args)
 
+    def controls(self) -> dict[str, list[str]]:
+        """Forms and genres: the control tokens, or (chat layout) the ones the model was trained on."""
+        if self.chat:
+            return {"form": sorted(self.config.forms) or sorted(FORM_HINTS),
+                    "genre": sorted(g for g in self.config.genres if g)}
+        return {kind: control_values(self.tokenizer, kind) for kind in ("form", "genre")}
+
     # --- layout ----------------------------------------------------------------------------------------
-    def encode_prefix(self, prompt: str, form: str, genre: str) -> list[int]:
-        """``<form:…> <genre:…> prompt <sep>`` ids, the prompt cut to ``max_prompt_tokens``."""
+    def instruction(self, prompt: str, form: str, genre: str, target_words: int = 0) -> list[dict[str, str]]:
+        """The chat messages that ask for a piece: system message, then the user's instruction.
+
+        ``target_words`` > 0 asks for about that many words.
+        """
+        kind = f"{genre} {form}" if genre and genre != "none" else form
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        hint = " ".join(h for h in (FORM_HINTS.get(form, ""),
+                                    f"Use about {target_words} words." if target_words > 0 else "") if h)
+        user = f"Write {article} {kind} for this prompt: {prompt.strip()}" + (f"\n{hint}" if hint else "")
+        system = [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
+        return [*system, {"role": "user", "content": user}]
+
+    def encode_prefix(self, prompt: str, form: str, genre: str, target_words: int = 0) -> list[int]:
+        """Everything before the piece: the chat instruction, or ``<form:…> <genre:…> prompt <sep>``.
+
+        ``target_words`` (chat layout only) asks for a length.
+        """
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt must be a non-empty string")
+        if not isinstance(form, str) or not form.strip():
+            raise ValueError("form must be a non-empty string")
         ids = encode_text(self.tokenizer, prompt)
         if len(ids) > self.config.max_prompt_tokens:
             self._warn_once("prompt", "prompt of %d tokens cut to max_prompt_tokens=%d", len(ids),
                             self.config.max_prompt_tokens)
             ids = ids[: self.config.max_prompt_tokens]
+            prompt = decode_ids(self.tokenizer, ids)
+        if self.chat:
+            text = self.tokenizer.apply_chat_template(self.instruction(prompt, form, genre, target_words),
+                                                      tokenize=False, add_generation_prompt=True)
+            return encode_text(self.tokenizer, text)
         return control_ids(self.tokenizer, form, genre) + ids + [self.sep_id]
 
     def encode_example(self, prompt: str, text: str, form: str, genre: str) -> tuple[list[int], list[int]]:
@@ -153,113 +252,165 @@ class TransformerWriter(WriterModel):
         ids, labels, _ = self.encode_scored(prompt, text, form, genre)
         return ids, labels
 
-    def encode_scored(self, prompt: str, text: str, form: str, genre: str) -> tuple[list[int], list[int], int]:
-        """Like :meth:`encode_example`, plus the words of the part of the piece that fits (scored)."""
-        prefix = self.encode_prefix(prompt, form, genre)
+    def encode_scored(self, prompt: str, text: str, form: str, genre: str, max_piece_tokens: int = 0,
+                      target_words: int = 0) -> tuple[list[int], list[int], int]:
+        """Like :meth:`encode_example`, plus the words of the part of the piece that fits (scored).
+
+        ``max_piece_tokens`` (> 0) scores only the piece's first tokens (a shorter window, e.g. for
+        prompt ranking); the end token then is not scored. ``target_words`` puts a length request in
+        the instruction (training shows half the examples their own length, so both kinds of request work).
+        """
+        prefix = self.encode_prefix(prompt, form, genre, target_words)
         piece = encode_text(self.tokenizer, text)
         room = self.config.context - len(prefix) - 1
         if len(piece) > room:
             self._warn_once("piece", "piece of %d tokens cut to %d to fit the context of %d", len(piece), room,
                             self.config.context)
-            piece = piece[:room]
-        words = words_scored(text, piece, room, lambda kept: decode_ids(self.tokenizer, kept))
-        return prefix + piece + [self.eos_id], [IGNORE] * len(prefix) + piece + [self.eos_id], words
+        limit = min(room, max_piece_tokens) if max_piece_tokens > 0 else room
+        end = [self.eos_id] if len(piece) <= limit else []
+        piece = piece[:limit]
+        words = words_scored(text, piece, limit, lambda kept: decode_ids(self.tokenizer, kept))
+        return prefix + piece + end, [IGNORE] * len(prefix) + piece + end, words
 
     # --- the contract ----------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], settings: GenerationSettings | None = None) -> list[str]:
-        """Generates one piece per prompt (batched, left-padded, through ``model.generate``)."""
+        """Generates one piece per prompt (batched, left-padded; every row seeded with ``settings.seed``)."""
         settings = settings or GenerationSettings()
         rows = self._generate_ids(list(prompts), settings)
-        texts = [decode_ids(self.tokenizer, row) for row in rows]
-        return [trim_to_sentence(t) if settings.trim_to_sentence else t for t in texts]
+        return [self._text(row, settings) for row in rows]
+
+    def generate_rows(self, rows: Sequence[tuple[str, int]], settings: GenerationSettings | None = None) -> list[str]:
+        """One text per ``(prompt, seed)`` row in one batch over the KV cache (each row its own generator)."""
+        settings = settings or GenerationSettings()
+        if settings.num_beams > 1 or not rows:
+            return super().generate_rows(rows, settings)
+        ids = self._generate_ids([p for p, _ in rows], settings, seeds=[s for _, s in rows])
+        return [self._text(row, settings) for row in ids]
+
+    def generate_requests(self, requests: Sequence[tuple[str, str, str]],
+                          settings: GenerationSettings | None = None) -> list[str]:
+        """One text per ``(prompt, form, genre)`` request, all in one batch (each row seeded with ``settings.seed``)."""
+        settings = settings or GenerationSettings()
+        if settings.num_beams > 1 or not requests:
+            return super().generate_requests(requests, settings)
+        ids = self._generate_ids([r[0] for r in requests], settings, forms=[r[1] for r in requests],
+                                 genres=[r[2] for r in requests])
+        return [self._text(row, settings) for row in ids]
+
+    def _text(self, ids: list[int], settings: GenerationSettings) -> str:
+        text = decode_ids(self.tokenizer, ids)
+        return trim_to_sentence(text) if settings.trim_to_sentence else text
 
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
-        """Yields text as ``model.generate`` produces it; the pieces join to ``generate([prompt])[0]``."""
+        """Yields text as it is sampled; the pieces join to ``generate([prompt], settings)[0]``."""
         settings = settings or GenerationSettings()
         if settings.num_beams > 1:  # beam search has no stable prefix until it ends
             yield self.generate([prompt], settings)[0]
             return
-        streamer = _TokenStreamer(self.eos_id)
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                self._generate_ids([prompt], settings, streamer=streamer)
-            except BaseException as exc:  # handed to the consumer, raised there
-                failure.append(exc)
-            finally:
-                streamer.end()
-
-        self.encode_prefix(prompt, settings.form, settings.genre)  # bad input raises here, not in the thread
-        worker = threading.Thread(target=run, name="transformer-generate", daemon=True)
-        worker.start()
-        yield from stream_text(streamer, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence)
-        worker.join()
-        if failure:
-            raise failure[0]
+        tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
+        yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence)
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], texts: Sequence[str], forms: Sequence[str] | None = None,
-              genres: Sequence[str] | None = None, batch_size: int = 16) -> list[tuple[float, int]]:
-        """Total NLL (nats, end token included) of each text given its prompt, and its word count."""
+              genres: Sequence[str] | None = None, batch_size: int = 16,
+              max_piece_tokens: int = 0) -> list[tuple[float, int]]:
+        """Total NLL (nats, end token included) of each text given its prompt, and its word count.
+
+        Rows are scored in batches of similar length (less padding); ``max_piece_tokens`` > 0 scores only
+        each piece's first tokens.
+        """
         forms = forms or ["story"] * len(prompts)
         genres = genres or [""] * len(prompts)
-        out: list[tuple[float, int]] = []
-        for start in range(0, len(prompts), batch_size):
-            sl = slice(start, start + batch_size)
-            encoded = [self.encode_scored(p, t, f, g)
-                       for p, t, f, g in zip(prompts[sl], texts[sl], forms[sl], genres[sl], strict=True)]
-            batch = collate_examples([(ids, labels) for ids, labels, _ in encoded], self.pad_id)
-            device = self.model.device
+        encoded = [self.encode_scored(p, t, f, g, max_piece_tokens)
+                   for p, t, f, g in zip(prompts, texts, forms, genres, strict=True)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+        device = self.model.device
+        for start in range(0, len(order), batch_size):
+            rows = order[start: start + batch_size]
+            batch = collate_examples([encoded[i][:2] for i in rows], self.pad_id)
             logits = self.model(input_ids=batch["input_ids"].to(device),
                                 attention_mask=batch["attention_mask"].to(device)).logits
             nll = sequence_nll(logits, batch["labels"].to(device)).cpu()
-            out += [(float(n), e[2]) for n, e in zip(nll.tolist(), encoded, strict=True)]
+            for i, n in zip(rows, nll.tolist(), strict=True):
+                out[i] = (float(n), encoded[i][2])
         return out
 
     def save(self, directory: Path) -> Path:
-        """Writes ``model/`` and ``tokenizer/`` (``save_pretrained``), ``config.json`` and ``manifest.json``."""
+        """Writes the weights (``adapter/`` on a base, else ``model/``), ``tokenizer/``, ``config.json``, manifest.
+
+        A model built on a pretrained base with ``adapter: lora`` saves its adapter only; the manifest
+        names the base (spec, licence, attribution) that :meth:`load` resolves again.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(directory / "model"))
+        if is_peft_model(self.model):
+            self.model.save_pretrained(str(directory / "adapter"))
+        elif self.adapter_dir is not None:
+            shutil.copytree(self.adapter_dir, directory / "adapter", dirs_exist_ok=True)
+        else:
+            self.model.save_pretrained(str(directory / "model"))
         self.tokenizer.save_pretrained(str(directory / "tokenizer"))
         (directory / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
-        write_manifest(directory, self.family, {"base_model": self.config.base_model or None,
-                                                "parameters": parameter_count(self.model), **self.metadata})
+        extra = {"base_model": self.config.base_model or None, "parameters": parameter_count(self.model),
+                 "layout": "chat" if self.chat else "control-tokens", **self.metadata}
+        if (directory / "adapter").is_dir():
+            extra["adapter"] = self.config.adapter
+            extra["trainable_parameters"] = self.metadata.get("trainable_parameters", 0)
+        write_manifest(directory, self.family, extra)
         return directory
 
     @classmethod
     def load(cls, directory: Path) -> TransformerWriter:
-        """Restores a model saved with :meth:`save`."""
+        """Restores a model saved with :meth:`save` (resolving its base and merging its adapter if it has one).
+
+        Raises:
+            ValueError: If the base of an adapter cannot be resolved (the message names the spec).
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         directory = Path(directory)
         config = TransformerConfig(**json.loads((directory / "config.json").read_text()))
-        model = AutoModelForCausalLM.from_pretrained(str(directory / "model"))
         tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
         manifest = json.loads((directory / "manifest.json").read_text())
+        adapter = directory / "adapter"
+        if adapter.is_dir():
+            from peft import PeftModel
+
+            from models.checkpoints import resolve_checkpoint
+
+            base = resolve_checkpoint(config.base_model)
+            model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+            if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
+                model.resize_token_embeddings(len(tokenizer))
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            writer = cls(model, tokenizer, config, metadata=manifest)
+            writer.adapter_dir = adapter
+            return writer
+        model = AutoModelForCausalLM.from_pretrained(str(directory / "model"))
         return cls(model, tokenizer, config, metadata=manifest)
 
     # --- generation internals --------------------------------------------------------------------------
     def generation_config(self, settings: GenerationSettings, max_new_tokens: int) -> Any:
-        """Our settings as a ``transformers.GenerationConfig`` (sampling, or beam search if ``num_beams > 1``)."""
+        """Beam search settings as a ``transformers.GenerationConfig`` (sampling runs :meth:`_sample_iter`)."""
         from transformers import GenerationConfig
 
-        common = {"max_new_tokens": max_new_tokens, "eos_token_id": self.eos_id, "pad_token_id": self.pad_id,
-                  "repetition_penalty": float(settings.repetition_penalty)}
-        if settings.num_beams > 1:
-            return GenerationConfig(do_sample=False, num_beams=settings.num_beams, **common)
-        return GenerationConfig(do_sample=True, temperature=float(settings.temperature), top_k=settings.top_k,
-                                top_p=float(settings.top_p), **common)
+        return GenerationConfig(do_sample=False, num_beams=settings.num_beams, max_new_tokens=max_new_tokens,
+                                eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                                repetition_penalty=float(settings.repetition_penalty))
 
-    def _generate_ids(self, prompts: list[str], settings: GenerationSettings,
-                      streamer: Any = None) -> list[list[int]]:
-        """Generated ids per prompt, cut before the first end token."""
-        if not prompts:
-            return []
-        prefixes = [self.encode_prefix(p, settings.form, settings.genre) for p in prompts]
+    def _prefixes(self, prompts: list[str], settings: GenerationSettings, forms: Sequence[str] | None = None,
+                  genres: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Left-padded prefix ids and mask ``(B, W)``, and how many tokens may follow within the context.
+
+        Each row uses ``forms[i]``/``genres[i]`` when given, else the settings' form and genre.
+        """
+        forms = forms or [settings.form] * len(prompts)
+        genres = genres or [settings.genre] * len(prompts)
+        prefixes = [self.encode_prefix(p, f, g, settings.target_words)
+                    for p, f, g in zip(prompts, forms, genres, strict=True)]
         width = max(len(p) for p in prefixes)
-        max_new = min(settings.max_new_tokens, self.config.context - width)
+        max_new = max(0, min(settings.max_new_tokens, self.config.context - width))
         if max_new < settings.max_new_tokens:
             self._warn_once("max_new", "max_new_tokens %d cut to %d so that prompt + piece fit the context of %d",
                             settings.max_new_tokens, max_new, self.config.context)
@@ -268,48 +419,71 @@ class TransformerWriter(WriterModel):
         for i, ids in enumerate(prefixes):  # left padding: every row's next token is at the same column
             input_ids[i, width - len(ids):] = torch.tensor(ids)
             mask[i, width - len(ids):] = 1
-        with self._lock, torch.random.fork_rng(devices=[]), torch.inference_mode():
-            torch.manual_seed(settings.seed)
-            device = self.model.device
-            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), streamer=streamer,
-                                      generation_config=self.generation_config(settings, max_new))
-        rows = []
-        for row in out[:, width:].cpu().tolist():
-            rows.append(row[: row.index(self.eos_id)] if self.eos_id in row else row)
+        return input_ids, mask, max_new
+
+    @torch.inference_mode()
+    def _sample_iter(self, prompts: list[str], settings: GenerationSettings, seeds: Sequence[int] | None = None,
+                     ignore_end: bool = False, forms: Sequence[str] | None = None,
+                     genres: Sequence[str] | None = None) -> Iterator[torch.Tensor]:
+        """Yields ``(B,)`` sampled ids per step over the KV cache until every row ended or ``max_new_tokens``.
+
+        Row ``i`` samples with a generator seeded by ``seeds[i]`` (default ``settings.seed``), so its text
+        does not depend on the other rows. Rows that ended yield their end token. ``ignore_end`` keeps
+        every row going to ``max_new_tokens`` (for speed measurements). ``forms``/``genres`` set each row's.
+        """
+        input_ids, mask, max_new = self._prefixes(prompts, settings, forms, genres)
+        device = self.model.device
+        gens = [torch.Generator().manual_seed(int(s)) for s in (seeds or [settings.seed] * len(prompts))]
+        stops = torch.tensor(self.stop_ids)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                         position_ids=positions.to(device), use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1].float().cpu()
+        next_pos = positions[:, -1] + 1
+        history = torch.empty((len(prompts), 0), dtype=torch.long)
+        done = torch.zeros(len(prompts), dtype=torch.bool)
+        for _ in range(max_new):
+            nxt = sample_next(logits, settings, gens, history)
+            if not ignore_end:
+                nxt = torch.where(done, torch.full_like(nxt, self.eos_id), nxt)
+                done |= torch.isin(nxt, stops)
+                if done.all():
+                    break
+            yield nxt
+            history = torch.cat([history, nxt.unsqueeze(1)], dim=1)
+            mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=torch.long)], dim=1)
+            out = self.model(input_ids=nxt.unsqueeze(1).to(device), attention_mask=mask.to(device),
+                             position_ids=next_pos.unsqueeze(1).to(device), past_key_values=past, use_cache=True)
+            past, logits = out.past_key_values, out.logits[:, -1].float().cpu()
+            next_pos = next_pos + 1
+
+    def _generate_ids(self, prompts: list[str], settings: GenerationSettings, seeds: Sequence[int] | None = None,
+                      forms: Sequence[str] | None = None, genres: Sequence[str] | None = None) -> list[list[int]]:
+        """Generated ids per prompt, cut before the first end token."""
+        if not prompts:
+            return []
+        if settings.num_beams > 1:
+            return self._beam_ids(prompts, settings)
+        rows: list[list[int]] = [[] for _ in prompts]
+        finished = [False] * len(prompts)
+        for step in self._sample_iter(prompts, settings, seeds, forms=forms, genres=genres):
+            for i, tid in enumerate(step.tolist()):
+                finished[i] = finished[i] or tid in self.stop_ids
+                if not finished[i]:
+                    rows[i].append(tid)
         return rows
 
-
-class _TokenStreamer:
-    """A ``transformers`` streamer that hands generated ids to an iterating consumer (one prompt).
-
-    ``generate`` first ``put``s the prompt (skipped), then each new token; the end token stops the stream.
-    """
-
-    def __init__(self, eos_id: int) -> None:
-        self.eos_id = eos_id
-        self.queue: queue.Queue[int | None] = queue.Queue()
-        self.prompt_seen = False
-        self.ended = False
-
-    def put(self, value: torch.Tensor) -> None:
-        """Receives the prompt, then each new token."""
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        for tid in value.reshape(-1).tolist():
-            if not self.ended:
-                if tid == self.eos_id:
-                    self.ended = True
-                else:
-                    self.queue.put(int(tid))
-
-    def end(self) -> None:
-        """Marks the end of generation."""
-        self.queue.put(None)
-
-    def __iter__(self) -> Iterator[int]:
-        while (tid := self.queue.get()) is not None:
-            yield tid
+    def _beam_ids(self, prompts: list[str], settings: GenerationSettings) -> list[list[int]]:
+        input_ids, mask, max_new = self._prefixes(prompts, settings)
+        with self._lock, torch.inference_mode():
+            device = self.model.device
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                      generation_config=self.generation_config(settings, max(1, max_new)))
+        rows = []
+        for row in out[:, input_ids.shape[1]:].cpu().tolist():
+            cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
+            rows.append(row[:cut])
+        return rows
 
 
 # --- building ------------------------------------------------------------------------------------------
@@ -339,23 +513,40 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def trainable_count(model: torch.nn.Module) -> int:
+    """Parameters that receive gradients."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad)
+
+
+def is_peft_model(model: Any) -> bool:
+    """Whether ``model`` is wrapped by peft (carries an adapter)."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
 def build_transformer(tokenizer: Any, config: TransformerConfig, forms: Sequence[str] = (),
                       genres: Sequence[str] = ()) -> TransformerWriter:
     """A writer ready to train: a fresh GPT-2 on ``tokenizer``, or ``config.base_model`` prepared to fine-tune.
 
     Args:
-        tokenizer: The shared tokenizer (used from scratch; ignored when fine-tuning).
+        tokenizer: The shared tokenizer (used from scratch; ignored with a base).
         config: Model settings.
-        forms: Forms that need control tokens (fine-tuning adds them to the base tokenizer).
-        genres: Genres that need control tokens (empty → ``none``).
+        forms: Forms of the training data (control tokens, or the chat layout's known forms).
+        genres: Genres of the training data (empty → ``none``).
 
     Returns:
-        The writer.
+        The writer (with a LoRA adapter attached when ``adapter: lora``).
 
     Raises:
-        ValueError: For a missing or non-causal-LM base model, an unreachable hub, a context longer than
-            the base model allows, or a tokenizer without the special tokens the layout needs.
+        ValueError: For a base that cannot be resolved or is not a causal language model, a context longer
+            than the base allows, a tokenizer without the special tokens the layout needs, or LoRA targets
+            the base does not have.
     """
+    config.forms = sorted(set(forms))
+    config.genres = sorted(set(genres) - {""})
     if not config.base_model:
         return _from_scratch(tokenizer, config)
     return _from_pretrained(config, forms, genres)
@@ -372,58 +563,93 @@ def _from_scratch(tokenizer: Any, config: TransformerConfig) -> TransformerWrite
     return TransformerWriter(GPT2LMHeadModel(gpt), tokenizer, config)
 
 
-def _resolve_base(base: str) -> str:
-    """A local model directory as is; a hub id only when the hub is reachable (fails fast otherwise)."""
-    from corpus.loaders import hub_reachable
+def load_base(spec: str) -> tuple[Any, Any, Any]:
+    """Resolves a checkpoint spec and loads its causal LM (fp32) and tokenizer.
 
-    path = Path(base).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"base_model {base!r} is not a saved model directory (no config.json in it)")
-        return str(path)
-    if base.startswith((".", "/", "~")) or not HUB_ID.fullmatch(base):
-        raise ValueError(f"base_model {base!r} does not exist (neither a local directory nor a hub id)")
-    if os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "True") or not hub_reachable():
-        raise ValueError(f"base_model {base!r} is not a local directory and the Hugging Face hub is unreachable; "
-                         "download it where you are online (save_pretrained) and point base_model at the directory")
-    return base
+    Returns:
+        ``(model, tokenizer, checkpoint)``.
 
-
-def _from_pretrained(config: TransformerConfig, forms: Sequence[str], genres: Sequence[str]) -> TransformerWriter:
+    Raises:
+        ValueError: If the spec cannot be resolved, or is not a loadable causal language model.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    source = _resolve_base(config.base_model)
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    from models.checkpoints import CheckpointError, resolve_checkpoint
+
+    try:
+        checkpoint = resolve_checkpoint(spec)
+    except CheckpointError as exc:
+        raise ValueError(f"base_model: {exc}") from None
+    source = checkpoint.path
     base_config = AutoConfig.from_pretrained(source)
     if base_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ValueError(f"base_model {config.base_model!r} is not a causal language model (model_type "
-                         f"'{base_config.model_type}'; GPT-2-style decoders such as gpt2 or distilgpt2 are)")
+        raise ValueError(f"base_model {spec!r} is not a causal language model (model_type "
+                         f"'{base_config.model_type}'; decoders such as gpt2 or llama are)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"base_model {config.base_model!r} could not be loaded as a causal language model: "
+        raise ValueError(f"base_model {spec!r} could not be loaded as a causal language model: "
                          f"{str(exc).splitlines()[0]}") from exc
-    limit = getattr(base_config, "n_positions", None) or getattr(base_config, "max_position_embeddings", None)
-    if limit and config.context > limit:
-        raise ValueError(f"context {config.context} is longer than base_model {config.base_model!r} allows ({limit})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"base_model {config.base_model!r} has no loadable tokenizer: {exc}") from exc
+        raise ValueError(f"base_model {spec!r} has no loadable tokenizer: {exc}") from exc
+    return model, tokenizer, checkpoint
+
+
+def _from_pretrained(config: TransformerConfig, forms: Sequence[str], genres: Sequence[str]) -> TransformerWriter:
+    model, tokenizer, checkpoint = load_base(config.base_model)
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    if limit and config.context > limit:
+        raise ValueError(f"context {config.context} is longer than base_model {config.base_model!r} allows ({limit})")
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer of base_model {config.base_model!r} has no end token (eos_token)")
+    chat = config.chat_template == "auto" and has_chat_template(tokenizer)
     added: dict[str, Any] = {}
-    if tokenizer.pad_token is None:
-        added["pad_token"] = PAD
-    if tokenizer.sep_token is None:
-        added["sep_token"] = SEP
-    controls = sorted({form_token(f) for f in forms} | {genre_token(g) for g in [*genres, ""]})
-    new_controls = [t for t in controls if t not in tokenizer.get_vocab()]
-    if new_controls:
-        added["extra_special_tokens"] = new_controls
+    if not chat:
+        if tokenizer.pad_token is None:
+            added["pad_token"] = PAD
+        if tokenizer.sep_token is None:
+            added["sep_token"] = SEP
+        controls = sorted({form_token(f) for f in forms} | {genre_token(g) for g in [*genres, ""]})
+        new_controls = [t for t in controls if t not in tokenizer.get_vocab()]
+        if new_controls:
+            added["extra_special_tokens"] = new_controls
+    new_ids: list[int] = []
     if added:
+        before = len(tokenizer)
         tokenizer.add_special_tokens(added, replace_extra_special_tokens=False)
         model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return TransformerWriter(model, tokenizer, config)
+        new_ids = list(range(before, len(tokenizer)))
+    if tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if config.adapter == "lora":
+        model = attach_lora(model, config, new_ids)
+    metadata = {"base": checkpoint.as_dict(), "trainable_parameters": trainable_count(model)}
+    log.info("base %s (%s layout, %s): %d parameters, %d trainable", config.base_model, "chat" if chat else "control",
+             config.adapter, parameter_count(model), metadata["trainable_parameters"])
+    return TransformerWriter(model, tokenizer, config, metadata=metadata)
+
+
+def attach_lora(model: Any, config: TransformerConfig, new_token_ids: Sequence[int] = ()) -> Any:
+    """Wraps ``model`` with a LoRA adapter (the base frozen); rows of added tokens train with it.
+
+    Raises:
+        ValueError: If ``lora_targets`` names no module of the base (the message lists its linear layers).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    kwargs: dict[str, Any] = {}
+    if new_token_ids:
+        kwargs["trainable_token_indices"] = list(new_token_ids)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.lora_targets or None, task_type="CAUSAL_LM", **kwargs)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"})
+        raise ValueError(f"TransformerConfig.lora_targets {config.lora_targets or '(peft default)'} do not fit "
+                         f"base_model {config.base_model!r}: {str(exc).splitlines()[0]} (its linear layers: "
+                         f"{', '.join(linear)})") from None

@@ -13,6 +13,7 @@ logs to the stack's MLflow run through ``on_epoch``, so there is exactly one MLf
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import shutil
@@ -27,6 +28,8 @@ import pandas as pd
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from models.contract import require_min
+from models.threads import configure_threads
 from models.training import TrainConfig, resolve_bf16, training_pieces
 from models.transformer import TransformerWriter, collate_examples, sequence_nll
 
@@ -38,7 +41,8 @@ class TransformerTrainConfig(TrainConfig):
     """Optimisation settings (the profile's ``train_transformer`` ``train_config`` parameters).
 
     The seq2seq's :class:`~models.training.TrainConfig` fields with Transformer defaults, plus the
-    warm-up fraction, the progress bar and the device choice.
+    warm-up fraction, a cap on validation pieces (a seeded sample: validating a 135 M-parameter base on
+    every piece costs more than its training), the progress bar and the device choice.
     """
 
     epochs: int = 3
@@ -46,21 +50,33 @@ class TransformerTrainConfig(TrainConfig):
     lr: float = 1e-3
     log_every: int = 25
     warmup: float = 0.05
+    max_val_pieces: int = 0
     progress_bar: bool = True
     use_cpu: bool = True
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
         super().__post_init__()
+        require_min(self, ("max_val_pieces",), 0, integer=True)
         if not 0 <= self.warmup < 1:
             raise ValueError(f"TransformerTrainConfig.warmup must be a fraction of steps in [0, 1), got {self.warmup}")
 
 
-class _Examples(torch.utils.data.Dataset):
-    """Encoded ``(input_ids, labels)`` pairs as ``Trainer`` rows."""
+def length_request(prompt: str, text: str) -> int:
+    """The length a training example asks for: its own words rounded to tens, for half the examples, else 0.
 
-    def __init__(self, writer: TransformerWriter, frame: pd.DataFrame) -> None:
-        encoded = [writer.encode_scored(p, t, f, g)
+    Which half is fixed by a hash of the pair, so runs are reproducible; the model learns to follow a
+    length request and to choose a length itself.
+    """
+    digest = hashlib.sha256(f"{prompt}\x00{text}".encode()).digest()
+    return max(10, round(len(text.split()) / 10) * 10) if digest[0] % 2 == 0 else 0
+
+
+class _Examples(torch.utils.data.Dataset):
+    """Encoded ``(input_ids, labels)`` pairs as ``Trainer`` rows (chat layout: half with a length request)."""
+
+    def __init__(self, writer: TransformerWriter, frame: pd.DataFrame, length_requests: bool = False) -> None:
+        encoded = [writer.encode_scored(p, t, f, g, target_words=length_request(p, t) if length_requests else 0)
                    for p, t, f, g in zip(frame["prompt"], frame["text"], frame["form"], frame["genre"], strict=True)]
         self.rows = [(ids, labels) for ids, labels, _ in encoded]
         self.words = sum(words for _, _, words in encoded)  # of the part of each piece that fits the context
@@ -112,8 +128,12 @@ class _Reporter(TrainerCallback):
             raise FloatingPointError(f"training loss became {logs['loss']} at step {state.global_step}")
         self.losses.append(float(logs["loss"]))
         rate = (self.collator.tokens - self.epoch_tokens_start) / max(1e-9, time.perf_counter() - self.epoch_started)
-        log.info("step %d/%d loss %.3f lr %.2e %.0f tokens/s", state.global_step, state.max_steps, logs["loss"],
-                 logs.get("learning_rate", float("nan")), rate)
+        elapsed = time.perf_counter() - self.started
+        left = (state.max_steps - state.global_step) * elapsed / max(1, state.global_step)
+        if self.cfg.time_budget_s:
+            left = min(left, max(0.0, self.cfg.time_budget_s - elapsed))
+        log.info("step %d/%d loss %.3f lr %.2e %.0f tokens/s, ~%.0f s left", state.global_step, state.max_steps,
+                 logs["loss"], logs.get("learning_rate", float("nan")), rate, left)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.cfg.time_budget_s and time.perf_counter() - self.started > self.cfg.time_budget_s:
@@ -162,8 +182,12 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
         FloatingPointError: If the training loss stops being finite.
     """
     train_frame = training_pieces(train_frame, val_frame, cfg.max_train_pieces, cfg.seed)
+    if cfg.max_val_pieces and len(val_frame) > cfg.max_val_pieces:
+        val_frame = val_frame.sample(n=cfg.max_val_pieces, random_state=cfg.seed)
+    threads = configure_threads(cfg.torch_threads)
+    log.info("training on %d pieces, validating on %d, %d torch thread(s)", len(train_frame), len(val_frame), threads)
     set_seed(cfg.seed)
-    train_set, val_set = _Examples(writer, train_frame), _Examples(writer, val_frame)
+    train_set, val_set = _Examples(writer, train_frame, length_requests=writer.chat), _Examples(writer, val_frame)
     collator = _Collator(writer.pad_id)
     reporter = _Reporter(cfg, collator, on_epoch)
 
