@@ -1,11 +1,13 @@
 """Promotion through the MLflow model registry: candidates become versions, the alias ``champion`` moves on merit.
 
 Every candidate becomes a version of the registered model (default ``creative-writer``), tagged with its
-family, the ZenML run id, the data and test-split fingerprints and its metrics. The selected winner is
-compared with the current ``@champion`` on the *same* test set: the champion's tagged per-word
-perplexity is reused when its test fingerprint matches, and the champion is re-scored otherwise. The
-alias moves only when the winner is strictly better; the replaced version then gets
-``previous-champion``. Aliases, not the stages MLflow deprecated. The alias is only ever set to a
+family, the ZenML run id, the data, test-split and evaluation fingerprints, its base checkpoint (if any)
+and its metrics. The selected winner is compared with the current ``@champion`` by the selection rule's
+score on the *same* evaluation: the champion's tagged metrics are reused when its evaluation fingerprint
+matches (same test split, suite settings and open prompts), and the champion is evaluated again
+otherwise. The alias moves when the winner's score is strictly better, or when the champion fails a
+gate the winner passes (a champion that ignores its prompts is replaced); the replaced version then
+gets ``previous-champion``. Aliases, not the stages MLflow deprecated. The alias is only ever set to a
 version that has just been created or read back from the registry, so it never points at a missing one.
 """
 
@@ -32,6 +34,8 @@ class Decision:
     champion_before: str | None = None
     champion_before_ppl: float | None = None
     champion_after: str | None = None
+    winner_score: float | None = None
+    champion_before_score: float | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,52 +71,88 @@ def register_candidates(name: str, model_uris: dict[str, str], tags: dict[str, d
     return versions
 
 
-def decide(client: Any, name: str, winner: str | None, why: str, winner_ppl: float | None, versions: dict[str, str],
-           test_fingerprint: str, rescore: Callable[[str], float]) -> Decision:
-    """Compares the winner with the current champion and moves the aliases when it is better.
+def tagged_metrics(tags: dict[str, str]) -> dict[str, float]:
+    """The ``metric.<name>`` tags of a version as numbers."""
+    out = {}
+    for key, value in tags.items():
+        if key.startswith("metric."):
+            try:
+                out[key[len("metric."):]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dict[str, Any] | None,
+           versions: dict[str, str], evaluation_fingerprint: str, rescore: Callable[[str], dict[str, Any]],
+           rule: Any, chance: float = 0.1) -> Decision:
+    """Compares the winner with the current champion by the rule's score and moves the aliases when it is better.
 
     Args:
         client: An ``MlflowClient``.
         name: The registered model.
         winner: The selected candidate, or None when none passed the gates.
         why: The selection's reason (kept in the decision).
-        winner_ppl: The winner's per-word perplexity on this test split.
+        winner_row: The winner's metrics row (this run's evaluation).
         versions: ``candidate -> registry version`` of this run.
-        test_fingerprint: Fingerprint of this run's test split.
-        rescore: Per-word perplexity of a registry version on this test split (used when the champion was
-            measured on a different test split).
+        evaluation_fingerprint: Fingerprint of this run's evaluation (test split, suite, open prompts).
+        rescore: The metrics row of a registry version under this run's evaluation (used when the champion
+            was evaluated differently).
+        rule: The :class:`~evaluation.selection.SelectionRule` in force.
+        chance: Prompt-ranking chance level (for the champion's gates).
 
     Returns:
         The decision (also written as tags on the winner's version).
     """
+    import pandas as pd
+
+    from evaluation.selection import GATES, QUALITY, apply_gates, score
+
     champion = current_champion(client, name)
     before = str(champion.version) if champion is not None else None
-    if winner is None:
+    if winner is None or winner_row is None:
         return Decision(False, f"nothing promoted: {why}", champion_before=before, champion_after=before,
                         versions=versions)
     version = versions[winner]
-    champ_ppl = None
+    winner_score = score(winner_row, rule)
+    champ_ppl = champ_score = None
+    if champion is not None and before == version:
+        reason = f"{why}; it is already the champion (v{version}: the same model as this run's {winner})"
+        decision = Decision(False, reason, winner=winner, winner_version=version, champion_before=before,
+                            champion_after=before, versions=versions, winner_score=winner_score,
+                            champion_before_score=winner_score)
+        _tag(client, name, version, decision)
+        return decision
     if champion is not None:
-        tags = champion.tags or {}
-        if tags.get("test_fingerprint") == test_fingerprint and "metric.ppl_word" in tags:
-            champ_ppl = float(tags["metric.ppl_word"])
-            how = "its recorded score on this test split"
+        tags = dict(champion.tags or {})
+        recorded = tagged_metrics(tags)
+        needed = {"ppl_word", "ranking_acc", "distinct2", "repetition", "open_repetition", *QUALITY}
+        if tags.get("evaluation_fingerprint") == evaluation_fingerprint and needed <= set(recorded):
+            champ_row, how = recorded, "its recorded metrics under this evaluation"
         else:
-            champ_ppl = rescore(before)
-            how = "re-scored on this test split (it was measured on another)"
-        if not winner_ppl < champ_ppl:
-            decision = Decision(False, f"{winner} (v{version}, per-word perplexity {winner_ppl:.3f}) is not better "
-                                f"than champion v{before} ({champ_ppl:.3f}, {how}); the champion stays", winner,
-                                version, before, champ_ppl, before, versions)
+            champ_row, how = rescore(before), "evaluated again under this run's evaluation (it was measured otherwise)"
+
+        gated = apply_gates(pd.DataFrame([{"candidate": f"v{before}", "parameters": 0, **champ_row}]), rule, chance)
+        champ_ppl, champ_score = float(champ_row["ppl_word"]), float(gated.iloc[0]["score"])
+        champ_failed = [g for g in GATES if not bool(gated.iloc[0][f"gate_{g}"])]
+        if not champ_failed and not winner_score < champ_score:
+            decision = Decision(False, f"{winner} (v{version}, score {winner_score:.3f}) is not better than champion "
+                                f"v{before} (score {champ_score:.3f}, per-word perplexity {champ_ppl:.3f}; {how}); "
+                                "the champion stays", winner=winner, winner_version=version, champion_before=before,
+                                champion_before_ppl=champ_ppl, champion_after=before, versions=versions,
+                                winner_score=winner_score, champion_before_score=champ_score)
             _tag(client, name, version, decision)
             return decision
         client.set_registered_model_alias(name, PREVIOUS, before)
-        reason = (f"{why}; it beats champion v{before} ({champ_ppl:.3f}, {how}) and becomes the champion; "
-                  f"v{before} is now '{PREVIOUS}'")
+        beaten = (f"champion v{before} fails the gate(s) {', '.join(champ_failed)} ({how})" if champ_failed else
+                  f"it beats champion v{before} (score {champ_score:.3f}, {how})")
+        reason = f"{why}; {beaten} and becomes the champion; v{before} is now '{PREVIOUS}'"
     else:
         reason = f"{why}; first champion of '{name}'"
     client.set_registered_model_alias(name, CHAMPION, version)
-    decision = Decision(True, reason, winner, version, before, champ_ppl, version, versions)
+    decision = Decision(True, reason, winner=winner, winner_version=version, champion_before=before,
+                        champion_before_ppl=champ_ppl, champion_after=version, versions=versions,
+                        winner_score=winner_score, champion_before_score=champ_score)
     _tag(client, name, version, decision)
     return decision
 

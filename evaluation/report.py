@@ -11,9 +11,66 @@ from corpus.report import STYLE, _png, _table
 
 BARS = (("ppl_word", "per-word perplexity (lower is better)"), ("ranking_acc", "prompt-ranking accuracy"),
         ("distinct2", "distinct-2"), ("self_bleu4", "self-BLEU-4 (lower = more diverse)"),
-        ("repetition", "repeated 4-grams"), ("bleu4", "BLEU-4 vs reference"), ("tokens_per_s", "tokens/s"))
-SHOWN = ["rank", "candidate", "passed", "ppl_word", "ranking_acc", "distinct1", "distinct2", "self_bleu4",
-         "repetition", "bleu4", "mean_words", "complete_share", "tokens_per_s", "parameters", "disk_mb"]
+        ("repetition", "repeated 4-grams"), ("bleu4", "BLEU-4 vs reference"), ("tokens_per_s", "tokens/s"),
+        ("open_use", "open prompts: uses its prompt"), ("open_coverage", "open prompts: coverage"),
+        ("open_complete", "open prompts: complete ending"), ("score", "rule score (lower is better)"))
+SHOWN = ["rank", "candidate", "passed", "score", "ppl_word", "ranking_acc", "open_quality", "distinct1", "distinct2",
+         "self_bleu4", "repetition", "bleu4", "mean_words", "complete_share", "tokens_per_s", "parameters", "disk_mb"]
+OPEN_SHOWN = ["candidate", "open_use", "open_coverage", "open_form", "open_complete", "open_repetition",
+              "open_distinct2", "open_words", "open_fluency_ppl", "open_quality", "open_seconds"]
+
+
+def highlight(text: str, matched: str) -> str:
+    """HTML of ``text`` with the words whose lemma is among ``matched`` (comma-separated) marked."""
+    from evaluation.writing import _nlp
+
+    wanted = {w.strip() for w in matched.split(",") if w.strip()}
+    if not wanted:
+        return html.escape(text)
+    out = []
+    for token in _nlp()(text):
+        word = html.escape(token.text)
+        out.append((f"<mark>{word}</mark>" if token.lemma_.lower() in wanted else word) + token.whitespace_)
+    return "".join(out)
+
+
+def open_section(metrics: pd.DataFrame, open_samples: pd.DataFrame, selection: dict[str, Any],
+                 champion_open: list[str] | None, champion_before: str | None) -> str:
+    """The open-prompt table and, per prompt, every candidate's piece with its prompt's words marked."""
+    if open_samples is None or open_samples.empty:
+        return ""
+    from evaluation.writing import adherence
+
+    shown = metrics[[c for c in OPEN_SHOWN if c in metrics.columns]].round(3)
+    reference = selection.get("reference_model") or {}
+    judge = (f"Fluency: per-word perplexity of the pieces under the reference model "
+             f"<code>{html.escape(str(reference.get('spec', '')))}</code> (licence "
+             f"{html.escape(str(reference.get('license', '') or 'not stated'))}), fixed across runs and not a "
+             "candidate. Lower reads more like ordinary English to that model; it also rewards bland and "
+             "repetitive text, so it is shown, never gated on." if reference else "Fluency: no reference model set.")
+    candidates = list(metrics["candidate"])
+    blocks = []
+    for i, row in open_samples.reset_index(drop=True).iterrows():
+        cells = [f"<div class='pair'><div class='muted'>{html.escape(c)} · uses "
+                 f"{html.escape(row.get(f'{c}_matched', '') or 'none of its words')}</div>"
+                 f"<pre>{highlight(str(row[c]), str(row.get(f'{c}_matched', '')))}</pre></div>" for c in candidates]
+        if champion_open and i < len(champion_open):
+            _, used = adherence(row["prompt"], champion_open[i])
+            cells.append(f"<div class='pair'><div class='muted'>champion before this run (v{champion_before}) · uses "
+                         f"{html.escape(', '.join(used) or 'none of its words')}</div>"
+                         f"<pre>{highlight(champion_open[i], ', '.join(used))}</pre></div>")
+        tags = f"<span class='tag'>{html.escape(row['form'])}</span>" + (
+            f"<span class='tag'>{html.escape(row['genre'])}</span>" if row["genre"] else "")
+        blocks.append(f"<h3 style='font-size:14px'>{tags}{html.escape(row['prompt'])}</h3>"
+                      f"<div class='grid' style='display:grid;grid-template-columns:repeat({len(cells)},1fr);gap:8px'>"
+                      f"{''.join(cells)}</div>")
+    sizes = selection.get("sizes") or {}
+    size_line = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sizes.items())
+    return (f"<h2>Open prompts</h2><p>One sample per prompt the project wrote itself (none of its people, places "
+            f"or objects appear in any training source), same settings and seed for every candidate. Sizes: "
+            f"{html.escape(size_line)}.</p><div style='overflow-x:auto'>{_table(shown)}</div><p class='muted'>"
+            f"{judge}</p><h2>Open-prompt samples</h2><div class='muted'>marked: the prompt's content words the "
+            f"piece uses</div>{''.join(blocks)}")
 
 
 def metric_bars(metrics: pd.DataFrame) -> str:
@@ -46,15 +103,18 @@ def _gates(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_report(metrics: pd.DataFrame, samples: pd.DataFrame, selection: dict[str, Any],
-                 decision: dict[str, Any], champion_samples: list[str] | None = None) -> str:
+                 decision: dict[str, Any], champion_samples: list[str] | None = None,
+                 open_samples: pd.DataFrame | None = None, champion_open: list[str] | None = None) -> str:
     """The evaluation report as a complete HTML document.
 
     Args:
         metrics: The gated metrics frame (one row per candidate).
         samples: ``prompt, form, genre, reference`` plus one column per candidate.
-        selection: ``winner``, ``why`` and ``rule`` (the rule in words).
+        selection: ``winner``, ``why`` and ``rule`` (the rule in words), reference model, sizes.
         decision: The promotion decision (``promoted``, ``reason``, versions).
         champion_samples: The previous champion's samples for the same prompts, if there was one.
+        open_samples: The open-prompt samples (``id, form, genre, prompt`` + per candidate text and matches).
+        champion_open: The previous champion's open-prompt samples, if there was one.
     """
     shown = metrics[[c for c in SHOWN if c in metrics.columns]].sort_values("rank", na_position="last").round(4)
     verdict = decision.get("reason", "")
@@ -89,7 +149,8 @@ champion after: {html.escape(str(decision.get("champion_after") or "none"))}</di
 <h2>Metrics</h2><div style="overflow-x:auto">{_table(shown)}</div>
 <h2>Gates</h2>{_table(_gates(metrics))}
 <h2>Charts</h2><div class="muted">grey bars: the candidate failed a gate</div>{metric_bars(metrics)}
-<h2>Samples for the same prompts</h2>
+{open_section(metrics, open_samples, selection, champion_open, decision.get("champion_before"))}
+<h2>Samples for the same test prompts</h2>
 <div class="muted">every candidate with the same settings and seed{also}</div>
 {''.join(pairs)}
 </body></html>"""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +14,10 @@ import pandas as pd
 from corpus.split import split_fingerprint
 from evaluation.promotion import Decision, current_champion, decide, metric_tags, register_candidates
 from evaluation.selection import SelectionRule, select
-from evaluation.suite import SuiteConfig, evaluate_candidate, generate_samples, per_word_perplexity, suite_dict
+from evaluation.suite import SuiteConfig, evaluate_candidate, generate_samples, open_prompts, open_samples, suite_dict
+from evaluation.writing import ReferenceModel, open_prompt_metrics, prompts_fingerprint
 from models.contract import load_model
+from models.threads import configure_threads
 
 log = logging.getLogger(__name__)
 REGISTERED_MODEL = "creative-writer"
@@ -30,42 +35,74 @@ def test_part(split: pd.DataFrame) -> pd.DataFrame:
     return test
 
 
+def evaluation_fingerprint(test_fingerprint: str, suite: SuiteConfig, prompts: pd.DataFrame) -> str:
+    """What makes two evaluations comparable: the test split, the suite's settings and the open prompts."""
+    payload = json.dumps({"test": test_fingerprint, "suite": suite_dict(suite), "open": prompts_fingerprint(prompts)},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def reference_model(suite: SuiteConfig) -> ReferenceModel | None:
+    """The fluency judge named by the suite (None when it names none)."""
+    if not suite.reference_model:
+        return None
+    log.info("fluency judge: %s", suite.reference_model)
+    return ReferenceModel(suite.reference_model)
+
+
 def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite: SuiteConfig,
-                        rule: SelectionRule) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+                        rule: SelectionRule) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Runs the suite on every candidate and applies the selection rule.
 
     Returns:
         The gated metrics frame, the samples frame (``prompt, form, genre, reference`` + one column per
-        candidate) and the selection (``winner``, ``why``, ``rule``, ``suite``, fingerprints).
+        candidate), the open-prompt samples frame (``id, form, genre, prompt`` + per candidate its text
+        and ``<candidate>_matched``, the prompt words it used) and the selection (``winner``, ``why``,
+        ``rule``, ``suite``, ``reference_model``, fingerprints).
     """
     if not model_dirs:
         raise ValueError("evaluation needs at least one candidate model")
+    configure_threads(suite.torch_threads)
     test = test_part(split)
-    rows, columns = [], {}
+    opened = open_prompts(suite)
+    reference = reference_model(suite)
+    rows, columns, open_columns = [], {}, {}
     for name, directory in model_dirs.items():
-        row, samples = evaluate_candidate(name, load_model(Path(directory)), Path(directory), test, suite)
-        log.info("%s: per-word ppl %.3f, ranking %.2f, distinct-2 %.2f, repetition %.3f", name, row["ppl_word"],
-                 row["ranking_acc"], row["distinct2"], row["repetition"])
+        row, samples, open_texts = evaluate_candidate(name, load_model(Path(directory)), Path(directory), test, suite,
+                                                      reference)
+        log.info("%s: per-word ppl %.3f, ranking %.2f, open use %.2f, coverage %.2f, complete %.2f", name,
+                 row["ppl_word"], row["ranking_acc"], row["open_use"], row["open_coverage"], row["open_complete"])
         rows.append(row)
         columns[name] = samples
+        open_columns[name] = open_texts
+        open_columns[f"{name}_matched"] = [", ".join(w) for w in open_prompt_metrics(opened, open_texts)[1]]
     gated, winner, why = select(pd.DataFrame(rows), rule, suite.chance)
     prompts = test.head(suite.sample_prompts)
     samples_frame = pd.DataFrame({"prompt": prompts["prompt"], "form": prompts["form"], "genre": prompts["genre"],
                                   "reference": prompts["text"], **columns})
-    selection = {"winner": winner, "why": why, "rule": rule.describe(suite.chance), "suite": suite_dict(suite),
-                 "test_fingerprint": split_fingerprint(split, "test"),
-                 "data_fingerprint": split_fingerprint(split, "train")}
-    return gated, samples_frame, selection
+    open_frame = pd.DataFrame({**{c: list(opened[c]) for c in ("id", "form", "genre", "prompt")}, **open_columns})
+    test_fp = split_fingerprint(split, "test")
+    selection = {"winner": winner, "why": why, "rule": rule.describe(suite.chance), "rule_settings": asdict(rule),
+                 "suite": suite_dict(suite), "test_fingerprint": test_fp,
+                 "data_fingerprint": split_fingerprint(split, "train"),
+                 "evaluation_fingerprint": evaluation_fingerprint(test_fp, suite, opened),
+                 "reference_model": reference.checkpoint.as_dict() if reference is not None else None,
+                 "sizes": {"test_pieces": len(test), "ppl_pieces": min(len(test), suite.ppl_pieces or len(test)),
+                           "ranking_trials": min(len(test), suite.ranking_pieces), "open_prompts": len(opened),
+                           "fluency_samples": min(len(opened), suite.fluency_samples or len(opened))}}
+    return gated, samples_frame, open_frame, selection
 
 
 def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selection: dict[str, Any],
-                       split: pd.DataFrame, run_id: str, name: str = REGISTERED_MODEL) -> tuple[Decision, list[str]]:
+                       split: pd.DataFrame, run_id: str,
+                       name: str = REGISTERED_MODEL) -> tuple[Decision, dict[str, list[str]]]:
     """Logs and registers every candidate, compares the winner with the champion, moves the aliases.
 
     Must run inside an active MLflow run (the candidates are logged into it before registration).
 
     Returns:
-        The decision and the previous champion's samples for the report's prompts (empty if none).
+        The decision and the previous champion's samples for the report's ``test`` and ``open`` prompts
+        (empty lists if there was no champion).
     """
     from mlflow import MlflowClient
 
@@ -73,36 +110,62 @@ def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selec
 
     client = MlflowClient()
     suite = SuiteConfig(**selection["suite"])
+    rule = SelectionRule(**selection.get("rule_settings", {}))
     test = test_part(split)
     champion = current_champion(client, name)
-    champion_samples: list[str] = []
+    champion_samples: dict[str, list[str]] = {"test": [], "open": []}
     champion_model = None
     if champion is not None:
         champion_model = load_registered(name, str(champion.version))
-        champion_samples = generate_samples(champion_model, test.head(suite.sample_prompts), suite)[0]
+        champion_samples = {"test": generate_samples(champion_model, test.head(suite.sample_prompts), suite)[0],
+                            "open": open_samples(champion_model, open_prompts(suite), suite)[0]}
     by_name = metrics.set_index("candidate")
     tags = {c: {"family": str(by_name.loc[c, "family"]), "zenml_run_id": run_id,
                 "data_fingerprint": selection["data_fingerprint"], "test_fingerprint": selection["test_fingerprint"],
-                "passed_gates": str(bool(by_name.loc[c, "passed"])), **metric_tags(by_name.loc[c].to_dict())}
+                "evaluation_fingerprint": selection.get("evaluation_fingerprint", ""),
+                "passed_gates": str(bool(by_name.loc[c, "passed"])), **base_tags(Path(model_dirs[c])),
+                **metric_tags(by_name.loc[c].to_dict())}
             for c in model_dirs}
     uris = {c: log_pyfunc(Path(d), name=c).model_uri for c, d in model_dirs.items()}
     versions = register_candidates(name, uris, tags)
     winner = selection["winner"]
-    winner_ppl = float(by_name.loc[winner, "ppl_word"]) if winner else None
+    winner_row = by_name.loc[winner].to_dict() if winner else None
 
-    def rescore(version: str) -> float:
+    def rescore(version: str) -> dict[str, Any]:
         model = champion_model if champion is not None and version == str(champion.version) else \
             load_registered(name, version)
-        return per_word_perplexity(model, test)
+        return evaluate_candidate(f"v{version}", model, Path("."), test, suite, reference_model(suite))[0]
 
-    decision = decide(client, name, winner, selection["why"], winner_ppl, versions, selection["test_fingerprint"],
-                      rescore)
+    fingerprint = selection.get("evaluation_fingerprint", selection["test_fingerprint"])
+    decision = decide(client, name, winner, selection["why"], winner_row, versions, fingerprint, rescore, rule,
+                      suite.chance)
     log.info("promotion: %s", decision.reason)
     return decision, champion_samples
 
 
+def base_tags(model_dir: Path) -> dict[str, str]:
+    """``base_model`` (the base's spec) and ``base_license`` tags of a model built on a pretrained base."""
+    from models.contract import read_manifest
+
+    manifest = read_manifest(model_dir)
+    base = manifest.get("base") or {}
+    if not manifest.get("base_model"):
+        return {}
+    return {"base_model": str(manifest["base_model"]), "base_license": str(base.get("license", "")),
+            "base_attribution": str(base.get("attribution", ""))[:500]}
+
+
 def load_registered(name: str, version: str) -> Any:
-    """The model behind a registry version, as a model-contract object."""
+    """The model behind a registry version, as a model-contract object loaded with this checkout's code.
+
+    See :func:`models.mlflow_logging.saved_model_dir` for why the pyfunc itself is not loaded.
+    """
+    import tempfile
+
     import mlflow
 
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().model
+    from models.mlflow_logging import saved_model_dir
+
+    with tempfile.TemporaryDirectory(prefix="cw-champion-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))
+        return load_model(saved_model_dir(local))

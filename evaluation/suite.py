@@ -9,7 +9,14 @@
   self-BLEU-4, repetition (share of repeated 4-grams inside a sample, averaged), BLEU-4 against the
   reference pieces, mean length in words, share ending on a complete sentence;
 - generation speed (tokens of the model's own tokenizer per second over those samples) and model size
-  (parameters, MB on disk).
+  (parameters, MB on disk);
+- the open-prompt metrics of :mod:`evaluation.writing` (adherence, form, endings, repetition, fluency
+  under the reference model) on one sample per open prompt, all prompts in one batch.
+
+Sizes are fixed and seeded so that a 135 M-parameter candidate fits the pipeline's budget on 2 cores:
+``ppl_pieces`` test pieces for perplexity (0 = all), ``ranking_pieces`` trials scored on each piece's
+first ``ranking_words`` words (0 = whole pieces), ``open_limit`` open prompts (0 = all),
+``fluency_samples`` open samples per candidate under the reference model. The report states them.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from evaluation.writing import ReferenceModel, load_open_prompts, open_prompt_metrics
 from models.contract import GenerationSettings, WriterModel, require_min
 from models.metrics import bleu4, distinct_n, repetition, self_bleu4
 
@@ -43,10 +51,22 @@ class SuiteConfig:
     top_p: float = 0.95
     repetition_penalty: float = 1.1
     seed: int = 0
+    ppl_pieces: int = 0
+    ranking_words: int = 0
+    open_prompts: str = ""
+    open_limit: int = 0
+    open_max_new_tokens: int = 200
+    open_target_words: int = 80
+    reference_model: str = ""
+    fluency_samples: int = 24
+    torch_threads: int = 0
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        require_min(self, ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens"), 1, integer=True)
+        require_min(self, ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens", "open_max_new_tokens"),
+                    1, integer=True)
+        require_min(self, ("ppl_pieces", "ranking_words", "open_limit", "open_target_words", "fluency_samples",
+                           "torch_threads"), 0, integer=True)
 
     @property
     def chance(self) -> float:
@@ -57,6 +77,18 @@ class SuiteConfig:
 def _score(model: WriterModel, prompts: list[str], texts: list[str], forms: list[str],
            genres: list[str]) -> list[tuple[float, int]]:
     return model.score(prompts, texts, forms=forms, genres=genres)  # type: ignore[call-arg]
+
+
+def ppl_part(test: pd.DataFrame, cfg: SuiteConfig) -> pd.DataFrame:
+    """The test pieces perplexity is measured on: all, or a seeded sample of ``ppl_pieces``."""
+    if cfg.ppl_pieces and len(test) > cfg.ppl_pieces:
+        return test.sample(n=cfg.ppl_pieces, random_state=cfg.seed).reset_index(drop=True)
+    return test
+
+
+def first_words(text: str, words: int) -> str:
+    """The first ``words`` whitespace words of ``text`` (all of it when ``words`` is 0)."""
+    return " ".join(text.split()[:words]) if words else text
 
 
 def per_word_perplexity(model: WriterModel, test: pd.DataFrame) -> float:
@@ -99,7 +131,7 @@ def prompt_ranking(model: WriterModel, test: pd.DataFrame, cfg: SuiteConfig) -> 
     for piece, candidates in trials:
         for c in candidates:
             prompts.append(test["prompt"].iloc[c])
-            texts.append(test["text"].iloc[piece])
+            texts.append(first_words(test["text"].iloc[piece], cfg.ranking_words))
             forms.append(test["form"].iloc[piece])
             genres.append(test["genre"].iloc[piece])
     scored = [n for n, _ in _score(model, prompts, texts, forms, genres)]
@@ -143,9 +175,29 @@ def disk_mb(directory: Path) -> float:
     return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file()) / 1e6
 
 
-def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.DataFrame,
-                       cfg: SuiteConfig) -> tuple[dict[str, Any], list[str]]:
-    """The whole suite for one candidate; returns its metrics row and its samples.
+def open_prompts(cfg: SuiteConfig) -> pd.DataFrame:
+    """The open prompts the suite samples (the first ``open_limit`` when set)."""
+    prompts = load_open_prompts(cfg.open_prompts)
+    return prompts.head(cfg.open_limit) if cfg.open_limit else prompts
+
+
+def open_samples(model: WriterModel, prompts: pd.DataFrame, cfg: SuiteConfig) -> tuple[list[str], float]:
+    """One sample per open prompt, all in one batch (every row seeded with ``seed``, asking ``open_target_words``).
+
+    Returns the samples and the seconds taken.
+    """
+    settings = GenerationSettings(max_new_tokens=cfg.open_max_new_tokens, temperature=cfg.temperature,
+                                  top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
+                                  seed=cfg.seed, target_words=cfg.open_target_words)
+    t0 = time.perf_counter()
+    texts = model.generate_requests(list(zip(prompts["prompt"], prompts["form"], prompts["genre"], strict=True)),
+                                    settings)
+    return texts, time.perf_counter() - t0
+
+
+def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.DataFrame, cfg: SuiteConfig,
+                       reference: ReferenceModel | None = None) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The whole suite for one candidate; returns its metrics row, its test-prompt samples and open samples.
 
     Args:
         name: Candidate name (the family, normally).
@@ -153,6 +205,7 @@ def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.
         model_dir: Its saved directory (for the size on disk).
         test: The test split.
         cfg: Suite settings.
+        reference: The fluency judge (None: no fluency figure).
     """
     from models.tokenizer import encode_text
 
@@ -160,11 +213,17 @@ def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.
     samples, seconds = generate_samples(model, prompts, cfg)
     tokenizer = getattr(model, "tokenizer", None)
     tokens = sum(len(encode_text(tokenizer, s)) for s in samples) if tokenizer is not None else 0
+    opened = open_prompts(cfg)
+    open_texts, open_seconds = open_samples(model, opened, cfg)
+    open_metrics, _ = open_prompt_metrics(opened, open_texts)
+    fluency = (reference.per_word_perplexity(open_texts[: cfg.fluency_samples] if cfg.fluency_samples else open_texts)
+               if reference is not None else float("nan"))
     row = {"candidate": name, "family": getattr(model, "family", name),
-           "ppl_word": per_word_perplexity(model, test), "ranking_acc": prompt_ranking(model, test, cfg),
-           **sample_metrics(samples, list(prompts["text"])),
-           "tokens_per_s": tokens / max(seconds, 1e-9), "parameters": parameters(model), "disk_mb": disk_mb(model_dir)}
-    return row, samples
+           "ppl_word": per_word_perplexity(model, ppl_part(test, cfg)), "ranking_acc": prompt_ranking(model, test, cfg),
+           **sample_metrics(samples, list(prompts["text"])), **open_metrics, "open_fluency_ppl": fluency,
+           "tokens_per_s": tokens / max(seconds, 1e-9), "open_seconds": open_seconds,
+           "parameters": parameters(model), "disk_mb": disk_mb(model_dir)}
+    return row, samples, open_texts
 
 
 def suite_dict(cfg: SuiteConfig) -> dict[str, Any]:

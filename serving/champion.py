@@ -41,6 +41,9 @@ class Provenance:
         training_run_id: The ZenML pipeline run that trained and evaluated it.
         source: The URI or tag it was loaded from.
         metrics: Evaluation metrics recorded on the registry version (per-word perplexity, ...).
+        base_model: The pretrained base's checkpoint spec ('' for a model trained from scratch).
+        base_license: The base's licence, as its source declares it.
+        base_attribution: Who made the base.
     """
 
     family: str
@@ -51,6 +54,9 @@ class Provenance:
     training_run_id: str
     source: str
     metrics: dict[str, float] = field(default_factory=dict)
+    base_model: str = ""
+    base_license: str = ""
+    base_attribution: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (for JSON)."""
@@ -60,7 +66,8 @@ class Provenance:
         """One line for people: ``gan · creative-writer v3 @champion · run 1a2b3c4d``."""
         at = f" @{self.alias}" if self.alias else ""
         run = f" · run {self.training_run_id[:8]}" if self.training_run_id else ""
-        return f"{self.family} · {self.registered_name} v{self.version}{at}{run}"
+        base = f" · base {self.base_model.rsplit('#', 1)[-1]} ({self.base_license})" if self.base_model else ""
+        return f"{self.family} · {self.registered_name} v{self.version}{at}{run}{base}"
 
 
 @dataclass
@@ -153,6 +160,11 @@ def load(source: ModelSource) -> LoadedModel:
             model = load_model(saved_model_dir(Path(local)))
     if not provenance.family:
         provenance = Provenance(**{**provenance.as_dict(), "family": model.family})
+    base = (getattr(model, "metadata", None) or {}).get("base") or {}
+    if base:  # the saved model's own manifest names its base, whatever the registry tags say
+        provenance = Provenance(**{**provenance.as_dict(), "base_model": str(base.get("spec", "")),
+                                   "base_license": str(base.get("license", "")),
+                                   "base_attribution": str(base.get("attribution", ""))})
     loaded = LoadedModel(model=model, provenance=provenance, load_seconds=time.perf_counter() - start)
     log.info("serving %s (loaded in %.1f s)", provenance.short(), loaded.load_seconds)
     return loaded
@@ -175,23 +187,17 @@ def _load_bento(tag: str) -> tuple[Any, Provenance]:
 
 
 def saved_model_dir(mlflow_model: Path) -> Path:
-    """The saved model directory inside a logged MLflow pyfunc (its ``model_dir`` artifact).
-
-    Serving loads that directory with *this* checkout's model code rather than through
-    ``mlflow.pyfunc.load_model``: the pyfunc would import the copy of ``models/`` frozen into the logged
-    model, which lacks what the server relies on when the model was logged by older code (the saved
-    directory format is versioned in its manifest and stays loadable).
+    """The saved model directory inside a logged MLflow pyfunc (see :func:`models.mlflow_logging.saved_model_dir`).
 
     Raises:
         NoModelError: If the MLflow model has no ``model_dir`` artifact.
     """
-    import yaml
+    from models.mlflow_logging import saved_model_dir as model_dir_of
 
-    spec = yaml.safe_load((mlflow_model / "MLmodel").read_text())
-    artifacts = (spec.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
-    if "model_dir" not in artifacts:
-        raise NoModelError(f"{mlflow_model} is not a creative-writer pyfunc (no 'model_dir' artifact in MLmodel)")
-    return mlflow_model / artifacts["model_dir"]["path"]
+    try:
+        return model_dir_of(mlflow_model)
+    except ValueError as exc:
+        raise NoModelError(str(exc)) from None
 
 
 def import_to_bentoml(source: ModelSource, bento_model_name: str = "creative-writer",

@@ -15,7 +15,8 @@ def evaluation_report(
     samples: pd.DataFrame,
     selection: dict[str, Any],
     promotion: dict[str, Any],
-    champion_samples: list[str],
+    champion_samples: dict[str, list[str]],
+    open_samples: pd.DataFrame,
 ) -> Annotated[HTMLString, "evaluation_report"]:
     """Builds the one page that says which model won and why; also logs it to MLflow.
 
@@ -24,7 +25,8 @@ def evaluation_report(
         samples: The candidates' samples for the same prompts.
         selection: The selection with its rule and reasons.
         promotion: The promotion decision.
-        champion_samples: The previous champion's samples (empty when there was none).
+        champion_samples: The previous champion's samples, ``test`` and ``open`` (empty when there was none).
+        open_samples: Every candidate's open-prompt samples with the prompt words they use.
 
     Returns:
         The report as HTML.
@@ -33,6 +35,7 @@ def evaluation_report(
 
     from evaluation.report import build_report
 
-    page = build_report(metrics, samples, selection, promotion, champion_samples or None)
+    page = build_report(metrics, samples, selection, promotion, champion_samples.get("test") or None, open_samples,
+                        champion_samples.get("open") or None)
     mlflow.log_text(page, "evaluation_report.html")
     return HTMLString(page)

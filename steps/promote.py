@@ -20,7 +20,7 @@ def promote(
     transformer_model: Path,
     gan_model: Path,
     registered_model: str = "creative-writer",
-) -> tuple[Annotated[dict[str, Any], "promotion"], Annotated[list[str], "champion_samples"]]:
+) -> tuple[Annotated[dict[str, Any], "promotion"], Annotated[dict[str, list[str]], "champion_samples"]]:
     """Registers the candidates (tagged), compares the winner with the champion on this test set, promotes.
 
     Args:
@@ -33,7 +33,8 @@ def promote(
         registered_model: The MLflow registered model's name.
 
     Returns:
-        The decision (with reasons and versions) and the previous champion's samples for the report.
+        The decision (with reasons and versions) and the previous champion's samples for the report
+        (``test`` and ``open`` prompts).
     """
     import mlflow
 

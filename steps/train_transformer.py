@@ -1,4 +1,4 @@
-"""Step: train (or fine-tune) the GPT-2 Transformer, log it to MLflow, return its directory as a model artifact."""
+"""Step: fine-tune the pretrained base (LoRA) or train GPT-2 from scratch, log it to MLflow, return its directory."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def train_transformer(
     Args:
         split: The split corpus.
         tokenizer: The shared tokenizer directory (from scratch; a ``base_model`` brings its own).
-        model: ``TransformerConfig`` fields (base_model, n_layer, n_embd, n_head, context, ...).
-        train_config: ``TransformerTrainConfig`` fields (epochs, batch_size, lr, warmup, bf16, ...).
+        model: ``TransformerConfig`` fields (base_model spec, adapter, lora_*, or n_layer/n_embd/... from scratch).
+        train_config: ``TransformerTrainConfig`` fields (epochs, batch_size, lr, time_budget_s, torch_threads, ...).
 
     Returns:
         The saved model directory, the per-epoch history and the training curves.
@@ -46,11 +46,16 @@ def train_transformer(
     writer = build_transformer(load_tokenizer(tokenizer), TransformerConfig(**(model or {})),
                                forms=sorted(train_part["form"].unique()), genres=sorted(train_part["genre"].unique()))
     log_training_params("transformer", model, train_config)
-    mlflow.log_param("parameters", parameter_count(writer.model))
+    base = writer.metadata.get("base") or {}
+    total = parameter_count(writer.model)
+    mlflow.log_params({"parameters": total, "layout": "chat" if writer.chat else "control",
+                       "trainable_parameters": writer.metadata.get("trainable_parameters", total),
+                       **{f"base.{k}": v for k, v in base.items() if k != "path"}})
     history = train_transformer(writer, train_part, val_part, TransformerTrainConfig(**(train_config or {})),
                                 on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
     model_dir, curves, model_uri = finish_training(writer, history, "transformer")
     log_step_metadata({"best_val_ppl_word": writer.metadata["val_ppl_word"], "epochs": len(history),
-                       "parameters": parameter_count(writer.model), "mlflow_model_uri": model_uri},
+                       "parameters": parameter_count(writer.model), "mlflow_model_uri": model_uri,
+                       "base_model": base.get("spec", ""), "base_license": base.get("license", "")},
                       artifact_name="transformer_model")
     return model_dir, history, curves

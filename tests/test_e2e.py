@@ -20,8 +20,8 @@ from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 
-IGNORE = shutil.ignore_patterns(".git", ".zen", ".mlflow", ".runs", "__pycache__", ".pytest_cache", ".ruff_cache",
-                                "test-artifacts", "mlruns", ".venv")
+IGNORE = shutil.ignore_patterns(".git", ".cache", ".zen", ".mlflow", ".runs", "__pycache__", ".pytest_cache",
+                                ".ruff_cache", "test-artifacts", "mlruns", ".venv")
 
 MODELS_SCRIPT = """
 import json, mlflow
@@ -43,8 +43,11 @@ print(json.dumps([{name: str(s.status.value) for name, s in r.steps.items()} for
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    from tests.tiny_llama import write_tiny_llama
+
     root = tmp_path_factory.mktemp("e2e") / "project"
     shutil.copytree(PROJECT_ROOT, root, ignore=IGNORE)
+    write_tiny_llama(root / ".cache" / "tiny-llama-chat")  # the smoke profile's base model
     env = {**os.environ, "ZENML_CONFIG_PATH": str(root.parent / "zenml-config"), "ZENML_ANALYTICS_OPT_IN": "false",
            "PYTHONPATH": str(root), "BENTOML_HOME": str(root.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
     return root, env

@@ -79,16 +79,34 @@ def metrics_frame(**overrides):
     base = {"candidate": ["a", "b", "c"], "family": ["seq2seq", "transformer", "gan"], "ppl_word": [3.0, 2.0, 2.01],
             "ranking_acc": [0.5, 0.5, 0.5], "distinct1": [0.5] * 3, "distinct2": [0.6] * 3, "self_bleu4": [0.2] * 3,
             "repetition": [0.0] * 3, "bleu4": [0.1] * 3, "mean_words": [50.0] * 3, "complete_share": [1.0] * 3,
-            "tokens_per_s": [100.0, 50.0, 80.0]}
+            "tokens_per_s": [100.0, 50.0, 80.0], "open_use": [1.0] * 3, "open_coverage": [0.5] * 3,
+            "open_form": [1.0] * 3, "open_complete": [1.0] * 3, "open_repetition": [0.0] * 3,
+            "open_distinct2": [0.6] * 3, "parameters": [1000, 2000, 1000]}
     base.update(overrides)
     return pd.DataFrame(base)
 
 
-def test_selection_gates_then_perplexity_then_speed():
+def test_score_is_log_perplexity_minus_weighted_open_quality():
+    import math
+
+    from evaluation.selection import open_quality, score
+
+    row = metrics_frame().iloc[0]
+    assert open_quality(row) == pytest.approx((1.0 + 0.5 + 1.0 + 1.0 + 1.0) / 5)
+    assert score(row, SelectionRule(quality_weight=4.0)) == pytest.approx(math.log(3.0) - 4.0 * 0.9)
+    assert score(row, SelectionRule()) == pytest.approx(math.log(3.0) - 8.0 * 0.9)
+    assert score(row, SelectionRule(quality_weight=0.0)) == pytest.approx(math.log(3.0))
+
+
+def test_selection_gates_then_score_and_ties_go_to_quality_not_speed():
     rule = SelectionRule(tie_tolerance=0.01)
     gated, winner, why = select(metrics_frame(), rule, chance=0.1)
-    assert winner == "c" and "generates fastest" in why  # b and c tie within 1 %; c is faster
+    # b and c tie (ln 2.0 vs ln 2.01: 0.005 apart): same open quality, so the smaller model wins, not the faster
+    assert winner == "c" and "within 0.01 of the best score" in why
     assert list(gated.sort_values("rank")["candidate"]) == ["c", "b", "a"]
+    better_b = metrics_frame(open_coverage=[0.5, 0.6, 0.5])
+    assert select(better_b, rule, chance=0.1)[1] == "b"  # a tie again, now won by b's open quality
+    assert select(metrics_frame(tokens_per_s=[1.0, 1e6, 1.0]), rule, 0.1)[1] == "c"  # speed never decides
     gated, winner, _ = select(metrics_frame(), SelectionRule(tie_tolerance=0.0), chance=0.1)
     assert winner == "b"
     failing = metrics_frame(ranking_acc=[0.5, 0.12, 0.5], repetition=[0.0, 0.0, 0.5])
@@ -99,6 +117,29 @@ def test_selection_gates_then_perplexity_then_speed():
     gated, winner, why = select(nan, rule, chance=0.1)
     assert winner is None and "a failed finite" in why and "b failed ranking" in why
     assert not apply_gates(nan, rule, 0.1)["passed"].any()
+
+
+def test_the_lower_perplexity_candidate_loses_when_it_ignores_its_prompts():
+    # a memorised-template model: perplexity 1.6 on its own corpus, but its open-prompt pieces use no prompt word
+    frame_ = metrics_frame(candidate=["seq2seq", "transformer", "gan"], ppl_word=[1.6, 12.0, 1.64],
+                           open_use=[0.2, 0.97, 0.25], open_coverage=[0.03, 0.6, 0.04], open_complete=[0.5, 0.95, 0.5])
+    gated, winner, why = select(frame_, SelectionRule(), chance=0.1)
+    assert winner == "transformer"
+    assert list(gated["gate_prompt_use"]) == [False, True, False] and list(gated["gate_complete"]) == [False, True,
+                                                                                                        False]
+    assert "seq2seq failed prompt_use, complete" in why
+    # without the gates, the score alone still prefers the model that writes to its prompt
+    no_gates = SelectionRule(min_prompt_use=0.0, min_complete=0.0)
+    assert select(frame_, no_gates, chance=0.1)[1] == "transformer"
+    # and with the quality weight at 0 the rule is the old one: lowest perplexity
+    assert select(frame_, SelectionRule(min_prompt_use=0.0, min_complete=0.0, quality_weight=0.0), 0.1)[1] == "seq2seq"
+
+
+def test_rule_settings_are_checked_by_name():
+    with pytest.raises(ValueError, match=r"SelectionRule\.min_prompt_use"):
+        SelectionRule(min_prompt_use=1.5)
+    with pytest.raises(ValueError, match=r"SelectionRule\.quality_weight"):
+        SelectionRule(quality_weight=-1)
 
 
 # --- promotion against a real local registry -----------------------------------------------------------
@@ -117,11 +158,19 @@ def registry(tmp_path, monkeypatch, tiny_tokenizer):
     mlflow.end_run()
 
 
-def _run(client, model_uri, ppl, winner="w", fingerprint="fp1", rescore=None):
+def _row(ppl, use=1.0):
+    return {"ppl_word": ppl, "ranking_acc": 0.5, "distinct2": 0.6, "repetition": 0.0, "open_use": use,
+            "open_coverage": 0.5, "open_form": 1.0, "open_complete": 1.0, "open_repetition": 0.0}
+
+
+def _run(client, model_uri, ppl, winner="w", fingerprint="fp1", rescore=None, use=1.0):
+    from evaluation.promotion import metric_tags
+
+    row = _row(ppl, use)
     versions = register_candidates("cw", {"w": model_uri, "other": model_uri},
-                                   {"w": {"test_fingerprint": fingerprint, "metric.ppl_word": str(ppl)}})
-    return decide(client, "cw", winner if winner else None, "selected", ppl, versions, fingerprint,
-                  rescore or (lambda v: pytest.fail("no re-score expected")))
+                                   {"w": {"evaluation_fingerprint": fingerprint, **metric_tags(row)}})
+    return decide(client, "cw", winner if winner else None, "selected", row, versions, fingerprint,
+                  rescore or (lambda v: pytest.fail("no re-evaluation expected")), SelectionRule())
 
 
 def test_promotion_first_worse_better_and_gate_failure(registry):
@@ -133,6 +182,7 @@ def test_promotion_first_worse_better_and_gate_failure(registry):
     assert str(current_champion(client, "cw").version) == first.winner_version
     better = _run(client, model_uri, 2.0)
     assert better.promoted and f"v{first.winner_version} is now '{PREVIOUS}'" in better.reason
+    assert better.winner_score < better.champion_before_score
     assert str(client.get_model_version_by_alias("cw", PREVIOUS).version) == first.winner_version
     assert str(client.get_model_version_by_alias("cw", CHAMPION).version) == better.winner_version
     none = _run(client, model_uri, 1.0, winner=None)
@@ -143,15 +193,22 @@ def test_promotion_first_worse_better_and_gate_failure(registry):
         version = client.get_model_version_by_alias("cw", alias)
         assert client.get_model_version("cw", version.version).status == "READY"
     tags = client.get_model_version("cw", better.winner_version).tags
-    assert tags["promotion"] == "promoted" and tags["test_fingerprint"] == "fp1"
+    assert tags["promotion"] == "promoted" and tags["evaluation_fingerprint"] == "fp1"
 
 
-def test_champion_from_another_test_split_is_rescored(registry):
+def test_a_champion_that_ignores_its_prompts_is_replaced_even_by_a_worse_perplexity(registry):
+    client, model_uri = registry
+    _run(client, model_uri, 1.6, use=0.2, fingerprint="fp")  # first champion: no gate is checked against nothing
+    decision = _run(client, model_uri, 12.0, fingerprint="fp")
+    assert decision.promoted and "fails the gate(s) prompt_use" in decision.reason
+
+
+def test_champion_from_another_evaluation_is_evaluated_again(registry):
     client, model_uri = registry
     _run(client, model_uri, 3.0, fingerprint="old")
-    rescored = []
-    decision = _run(client, model_uri, 2.5, fingerprint="new", rescore=lambda v: rescored.append(v) or 2.0)
-    assert rescored and not decision.promoted and "re-scored on this test split" in decision.reason
+    again = []
+    decision = _run(client, model_uri, 2.5, fingerprint="new", rescore=lambda v: again.append(v) or _row(2.0))
+    assert again and not decision.promoted and "evaluated again under this run's evaluation" in decision.reason
 
 
 def test_promote_candidates_loads_the_champion_and_generates_for_the_report(registry, tiny_corpus, tmp_path,
@@ -160,15 +217,19 @@ def test_promote_candidates_loads_the_champion_and_generates_for_the_report(regi
     from tests.conftest import tiny_writer
 
     dirs = {"seq2seq": tiny_writer(tiny_tokenizer).save(tmp_path / "s")}
-    suite = SuiteConfig(ranking_pieces=5, distractors=3, sample_prompts=2, max_new_tokens=8)
-    rule = SelectionRule(min_ranking_margin=-1, min_distinct2=0, max_repetition=1)
-    metrics, samples, selection = evaluate_candidates(dirs, tiny_corpus, suite, rule)
+    suite = SuiteConfig(ranking_pieces=5, distractors=3, sample_prompts=2, max_new_tokens=8, open_limit=3,
+                        open_max_new_tokens=8)
+    rule = SelectionRule(min_ranking_margin=-1, min_distinct2=0, max_repetition=1, min_prompt_use=0, min_complete=0)
+    metrics, samples, open_samples, selection = evaluate_candidates(dirs, tiny_corpus, suite, rule)
     assert selection["winner"] == "seq2seq" and list(samples.columns[-1:]) == ["seq2seq"]
+    assert len(open_samples) == 3 and {"seq2seq", "seq2seq_matched"} <= set(open_samples.columns)
+    assert selection["sizes"]["open_prompts"] == 3 and selection["evaluation_fingerprint"]
     with mlflow.start_run():
         first, before = promote_candidates(dirs, metrics, selection, tiny_corpus, "run-1", name="writer")
         second, champion_samples = promote_candidates(dirs, metrics, selection, tiny_corpus, "run-2", name="writer")
-    assert first.promoted and before == []
-    assert not second.promoted and len(champion_samples) == 2  # equal, not better: the champion stays
+    assert first.promoted and before == {"test": [], "open": []}
+    assert not second.promoted  # equal, not better: the champion stays
+    assert len(champion_samples["test"]) == 2 and len(champion_samples["open"]) == 3
     loaded = mlflow.pyfunc.load_model("models:/writer@champion")
     assert isinstance(loaded.predict({"prompt": "A fox."}, params={"max_new_tokens": 5})[0], str)
 
@@ -181,8 +242,17 @@ def test_report_names_the_winner_the_gates_and_shows_samples_side_by_side():
                             "a": ["text a"], "b": ["text b"], "c": ["text c"]})
     decision = {"promoted": True, "winner": winner, "reason": "c wins", "versions": {"a": "1", "b": "2", "c": "3"},
                 "champion_before": "0", "champion_after": "3"}
-    page = build_report(gated, samples, {"winner": winner, "why": why, "rule": SelectionRule().describe(0.1)},
-                        decision, ["old champion text"])
+    open_samples = pd.DataFrame({"id": ["s1"], "form": ["story"], "genre": [""],
+                                 "prompt": ["A glassblower named Odile finds a bottle."],
+                                 "a": ["Odile held the bottles."], "a_matched": ["bottle, odile"],
+                                 "b": ["Nothing here."], "b_matched": [""], "c": ["x"], "c_matched": [""]})
+    selection = {"winner": winner, "why": why, "rule": SelectionRule().describe(0.1),
+                 "reference_model": {"spec": "pypi:judge==1#m.gguf", "license": "apache-2.0"},
+                 "sizes": {"open_prompts": 1}}
+    page = build_report(gated, samples, selection, decision, ["old champion text"], open_samples,
+                        ["Odile is here."])
     assert "<b>c</b> is the new champion" in page and "A fox &lt;b&gt;" in page
-    assert page.count("class='pair'") == 5  # three candidates, the previous champion, the reference
+    assert page.count("class='pair'") == 5 + 4  # test prompts: 3 + champion + reference; open: 3 + champion
     assert "gate_ranking" in page and "champion before this run (v0)" in page and "data:image/png;base64" in page
+    assert "<mark>Odile</mark> held the <mark>bottles</mark>." in page and "gate_prompt_use" in page
+    assert "pypi:judge==1#m.gguf" in page and "open prompts 1" in page
