@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -227,3 +229,93 @@ def test_shared_tokenizer_without_the_needed_special_tokens_is_rejected():
     bare = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>")
     with pytest.raises(ValueError, match=r"lacks special token\(s\) \['<bos>', '<eos>', '<sep>'\]"):
         build_transformer(bare, TransformerConfig(**TINY))
+
+
+# --- a pretrained base with a chat template, fine-tuned with LoRA ---------------------------------------
+@pytest.fixture(scope="module")
+def tiny_chat_base(tmp_path_factory):
+    """A tiny random Llama with a chat template, as the smoke profile uses it."""
+    from tests.tiny_llama import write_tiny_llama
+
+    return write_tiny_llama(tmp_path_factory.mktemp("base") / "tiny-llama", vocab=500)
+
+
+@pytest.fixture(scope="module")
+def lora_writer(tiny_chat_base, tiny_corpus):
+    train = tiny_corpus[tiny_corpus["split"] == "train"]
+    torch.manual_seed(0)
+    writer = build_transformer(None, TransformerConfig(base_model=str(tiny_chat_base), context=256,
+                                                       max_prompt_tokens=40, lora_r=4, lora_alpha=8),
+                               forms=sorted(train["form"].unique()), genres=sorted(train["genre"].unique()))
+    history = train_transformer(writer, train.head(32), tiny_corpus[tiny_corpus["split"] == "validation"],
+                                TransformerTrainConfig(epochs=1, batch_size=8, lr=5e-3, max_val_pieces=6,
+                                                       progress_bar=False))
+    return writer, history
+
+
+def test_chat_layout_asks_in_words_and_adds_no_tokens(lora_writer, tiny_chat_base):
+    from transformers import AutoTokenizer
+
+    writer, history = lora_writer
+    assert writer.chat and len(writer.tokenizer) == len(AutoTokenizer.from_pretrained(str(tiny_chat_base)))
+    prefix = writer.tokenizer.decode(writer.encode_prefix(PROMPT, "poem", "fantasy", target_words=60))
+    assert prefix.endswith("<|im_start|>assistant\n")
+    assert "Write a fantasy poem for this prompt: " + PROMPT in prefix and "Use about 60 words." in prefix
+    ids, labels = writer.encode_example(PROMPT, "The end came.", "story", "")
+    assert ids[-1] == writer.eos_id == writer.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert labels.count(IGNORE) == len(writer.encode_prefix(PROMPT, "story", ""))
+    assert writer.controls()["form"] == ["fable", "poem", "story"] and "fantasy" in writer.controls()["genre"]
+    assert len(history) == 1 and history["val_ppl_word"].iloc[0] > 0
+
+
+def test_lora_trains_only_the_adapter(lora_writer):
+    from models.transformer import is_peft_model, parameter_count, trainable_count
+
+    writer, _ = lora_writer
+    assert is_peft_model(writer.model)
+    assert 0 < trainable_count(writer.model) < 0.2 * parameter_count(writer.model)
+    assert writer.metadata["base"]["license"] == "apache-2.0"
+
+
+def test_length_requests_go_to_half_of_the_training_examples(tiny_corpus):
+    from models.transformer_training import length_request
+
+    asked = [length_request(p, t) for p, t in zip(tiny_corpus["prompt"], tiny_corpus["text"], strict=True)]
+    share = sum(1 for a in asked if a) / len(asked)
+    assert 0.35 < share < 0.65 and all(a % 10 == 0 for a in asked)
+    assert asked == [length_request(p, t) for p, t in zip(tiny_corpus["prompt"], tiny_corpus["text"], strict=True)]
+
+
+def test_adapter_sampling_streaming_rows_and_requests_agree(lora_writer):
+    writer, _ = lora_writer
+    settings = GenerationSettings(max_new_tokens=16, seed=4, form="poem", genre="fantasy")
+    text = writer.generate([PROMPT], settings)[0]
+    assert "".join(writer.stream(PROMPT, settings)) == text
+    rows = writer.generate_rows([("Another prompt entirely.", 9), (PROMPT, 4), ("A third one.", 1)], settings)
+    assert rows[1] == text  # a row's text does not depend on the other rows of its batch
+    mixed = writer.generate_requests([("A third one.", "story", ""), (PROMPT, "poem", "fantasy")], settings)
+    assert mixed[1] == text
+    assert mixed[0] == writer.generate(["A third one."], settings.replace(form="story", genre=""))[0]
+
+
+def test_adapter_saves_without_the_base_and_loads_merged(lora_writer, tmp_path, tiny_chat_base):
+    writer, _ = lora_writer
+    directory = writer.save(tmp_path / "tuned")
+    assert (directory / "adapter").is_dir() and not (directory / "model").exists()
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["base_model"] == str(tiny_chat_base) and manifest["adapter"] == "lora"
+    assert manifest["base"]["license"] == "apache-2.0" and manifest["layout"] == "chat"
+    loaded = load_model(directory)
+    settings = GenerationSettings(max_new_tokens=12, seed=2)
+    assert loaded.generate([PROMPT], settings) == writer.generate([PROMPT], settings)
+    assert loaded.score([PROMPT], ["A short piece."])[0][0] == pytest.approx(
+        writer.score([PROMPT], ["A short piece."])[0][0], rel=1e-4)
+    resaved = loaded.save(tmp_path / "again")  # a loaded model saves its adapter again, not the merged weights
+    assert (resaved / "adapter").is_dir() and not (resaved / "model").exists()
+
+
+def test_bad_lora_targets_and_adapter_are_named(tiny_chat_base):
+    with pytest.raises(ValueError, match=r"lora_targets \['nope'\] do not fit .*its linear layers: .*q_proj"):
+        build_transformer(None, TransformerConfig(base_model=str(tiny_chat_base), context=256, lora_targets=["nope"]))
+    with pytest.raises(ValueError, match=r"TransformerConfig\.adapter must be one of"):
+        TransformerConfig(adapter="qlora")
