@@ -2,8 +2,14 @@ r"""Quality of the model families at equal wall-clock training time on the same 
 
 Usage:
     python -m benchmarks.family_quality                                   # built-in corpus, 240 s each
-    python -m benchmarks.family_quality --budget-s 300 --families seq2seq transformer \\
+    python -m benchmarks.family_quality --budget-s 300 --families seq2seq scratch transformer \\
         --dataset "tinystories:../shared/datasets/tinystories"
+
+Families: ``seq2seq`` (attention LSTM), ``transformer`` (the profile's: the pretrained base fine-tuned with
+LoRA in the default profile), ``scratch`` (GPT-2 from scratch on the shared tokenizer, the profile's
+Transformer settings with no base), ``zero-shot`` (the pretrained base with no training, for reference).
+For WritingPrompts it also reports per-word perplexity over the *original tokenised words* of the
+fairseq files (``ca n't`` is two words, ``<newline>`` one), the unit Fan et al. (2018) report in.
 
 Every family trains on the same split and shared tokenizer, with its profile settings (epochs,
 learning-rate schedule), on as many training pieces as fit ``--budget-s`` seconds at its throughput,
@@ -54,14 +60,24 @@ def train_family(name: str, data: Prepared, budget_s: float) -> tuple[WriterMode
         writer = build_writer(data.tokenizer, **params["model"])  # fresh weights after the probe
         train(writer, tr, va, TrainConfig(**{**train_cfg, "max_train_pieces": pieces}))
         return writer, pieces
-    if name == "transformer":
+    if name in ("transformer", "scratch", "zero-shot"):
         from benchmarks.train_transformer import train_tokens_per_s
         from models.transformer import TransformerConfig, build_transformer, collate_examples
         from models.transformer_training import TransformerTrainConfig, train_transformer
 
+        model_params = dict(params["model"])
+        if name == "scratch":  # GPT-2 from scratch: the dataclass's own sizes, no base, no adapter
+            model_params = {k: v for k, v in model_params.items() if not k.startswith("lora") and k != "adapter"}
+            model_params["base_model"] = ""
+        if name == "zero-shot":
+            model_params["adapter"] = "full"
+
         def fresh() -> Any:
-            return build_transformer(data.tokenizer, TransformerConfig(**params["model"]),
+            return build_transformer(data.tokenizer, TransformerConfig(**model_params),
                                      forms=sorted(tr["form"].unique()), genres=sorted(tr["genre"].unique()))
+
+        if name == "zero-shot":
+            return fresh(), 0
 
         writer = fresh()
         rows = [writer.encode_example(p, t, f, g)
@@ -73,16 +89,49 @@ def train_family(name: str, data: Prepared, budget_s: float) -> tuple[WriterMode
         pieces = pieces_for_budget(rate, per_piece, train_cfg["epochs"], budget_s, len(tr))
         writer = fresh()
         train_transformer(writer, tr, va, TransformerTrainConfig(**{**train_cfg, "max_train_pieces": pieces,
+                                                                     "max_val_pieces": min(32, len(va)),
                                                                      "progress_bar": False}))
         return writer, pieces
     raise SystemExit(f"unknown family '{name}'")
 
 
-def per_word_ppl(writer: Any, frame: Any) -> float:
-    """exp(total NLL ÷ total words) of the pieces given their prompts."""
+def per_word_ppl(writer: Any, frame: Any, token_ratio: list[float] | None = None) -> tuple[float, float]:
+    """exp(total NLL ÷ total words) of the pieces given their prompts, and the same over original tokens.
+
+    ``token_ratio[i]`` is piece ``i``'s original tokens per whitespace word (WritingPrompts); the second
+    figure divides by the scored words times that ratio (NaN without ratios).
+    """
     scored = writer.score(list(frame["prompt"]), list(frame["text"]), forms=list(frame["form"]),
                           genres=list(frame["genre"]))
-    return math.exp(sum(n for n, _ in scored) / max(1, sum(w for _, w in scored)))
+    nll = sum(n for n, _ in scored)
+    words = math.exp(nll / max(1, sum(w for _, w in scored)))
+    if not token_ratio:
+        return words, float("nan")
+    tokens = sum(w * r for (_, w), r in zip(scored, token_ratio, strict=True))
+    return words, math.exp(nll / max(1.0, tokens))
+
+
+def writingprompts_token_ratios(frame: Any, specs: list[str]) -> list[float] | None:
+    """Original fairseq tokens per detokenised word for each WritingPrompts piece (None for other data).
+
+    Read from the raw ``.wp_target`` line behind each piece's id (``wp-<split>-<line>``).
+    """
+    from pathlib import Path
+
+    from corpus.cleaning import fix_writingprompts_text
+
+    roots = [s.split(":", 1)[1].split("?", 1)[0] for s in specs if s.startswith("writingprompts:")]
+    if not roots or not frame["id"].str.startswith("wp-").all():
+        return None
+    ratios, cache = [], {}
+    for piece_id in frame["id"]:
+        _, split, line = piece_id.split("-", 2)
+        key = (roots[0], split)
+        if key not in cache:
+            cache[key] = (Path(roots[0]) / f"{split}.wp_target").read_text(encoding="utf-8").splitlines()
+        raw = cache[key][int(line)]
+        ratios.append(len(raw.split()) / max(1, len(fix_writingprompts_text(raw, force=True).split())))
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", action="append", help="source spec(s); default: the profile's")
     parser.add_argument("--profile", default="configs/default.yaml")
-    parser.add_argument("--families", nargs="+", default=["seq2seq", "transformer"])
+    parser.add_argument("--families", nargs="+", default=["seq2seq", "scratch", "transformer"],
+                        choices=["seq2seq", "scratch", "transformer", "zero-shot"])
     parser.add_argument("--budget-s", type=float, default=240.0, help="training seconds per family")
     parser.add_argument("--samples", type=int, default=30, help="validation prompts for relevance")
     parser.add_argument("--max-val", type=int, default=300, help="validation pieces scored")
@@ -98,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = prepare(args.profile, args.dataset)
     tr, va = data.part("train"), data.part("validation").head(args.max_val)
+    ratios = writingprompts_token_ratios(va, data.specs)
     rows, samples = [], {}
     for name in args.families:
         t0 = time.perf_counter()
@@ -106,15 +157,17 @@ def main(argv: list[str] | None = None) -> int:
         texts = [writer.generate([r.prompt], GenerationSettings(max_new_tokens=160, seed=0, form=r.form,
                                                                 genre=r.genre, temperature=0.7))[0]
                  for r in va.head(args.samples).itertuples()]
-        rows.append({"family": name, "train_s": seconds, "pieces": pieces, "val_ppl_word": per_word_ppl(writer, va),
-                     "relevance": relevance(list(va["prompt"][: args.samples]), texts)})
+        ppl, ppl_tokens = per_word_ppl(writer, va, ratios)
+        rows.append({"family": name, "train_s": seconds, "pieces": pieces, "val_ppl_word": ppl,
+                     "val_ppl_fan": ppl_tokens, "relevance": relevance(list(va["prompt"][: args.samples]), texts)})
         samples[name] = list(zip(va["prompt"][:2], texts[:2], strict=True))
     unigram = unigram_per_word_ppl(tr["text"], va["text"], data.tokenizer)
     print(f"\ndataset: {' + '.join(data.specs)}; train {len(tr)} pieces, validation scored {len(va)}; "
           f"budget {args.budget_s:.0f} s per family")
-    print(f"{'family':<13}{'pieces':>8}{'train s':>9}{'val ppl/word':>14}{'relevance':>11}")
+    print(f"{'family':<13}{'pieces':>8}{'train s':>9}{'val ppl/word':>14}{'ppl/orig token':>16}{'relevance':>11}")
     for r in rows:
-        print(f"{r['family']:<13}{r['pieces']:>8}{r['train_s']:>9.0f}{r['val_ppl_word']:>14.2f}{r['relevance']:>11.2f}")
+        print(f"{r['family']:<13}{r['pieces']:>8}{r['train_s']:>9.0f}{r['val_ppl_word']:>14.2f}"
+              f"{r['val_ppl_fan']:>16.2f}{r['relevance']:>11.2f}")
     print(f"{'unigram':<13}{'':>9}{unigram:>14.2f}")
     for name, pairs in samples.items():
         print(f"\n--- samples, {name}")

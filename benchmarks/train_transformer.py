@@ -63,37 +63,31 @@ def train_tokens_per_s(model: torch.nn.Module, batches: list[dict[str, torch.Ten
 
 
 def generation_rates(writer: Any, prompts: list[str], runs: int) -> dict[str, tuple[float, float]]:
-    """``label -> (ours tokens/s, plain generate tokens/s)`` for 1 and 16 prompts, 128 tokens per row."""
+    """``label -> (ours tokens/s, plain generate tokens/s)`` for 1 and 16 prompts, 128 tokens per row.
+
+    Ours is the family's sampling loop over the KV cache (one seeded generator per row); plain is
+    ``model.generate`` with the same sampling settings. Both write exactly 128 tokens per row.
+    """
+    from transformers import GenerationConfig
+
     settings = GenerationSettings(max_new_tokens=128, seed=0, repetition_penalty=1.0)
-    own_config = writer.generation_config
-
-    def full_length(s: GenerationSettings, max_new: int) -> Any:
-        cfg = own_config(s, max_new)
-        cfg.min_new_tokens = max_new  # the end token is never sampled: every row runs 128 steps
-        return cfg
-
-    writer.generation_config = full_length
+    plain_cfg = GenerationConfig(do_sample=True, temperature=settings.temperature, top_k=settings.top_k,
+                                 top_p=settings.top_p, max_new_tokens=128, min_new_tokens=128,
+                                 pad_token_id=writer.pad_id, eos_token_id=writer.eos_id)
     out = {}
     for label, batch in (("1 prompt", prompts[:1]), ("16 prompts", prompts[:16])):
-        prefixes = [writer.encode_prefix(p, settings.form, settings.genre) for p in batch]
-        width = max(len(p) for p in prefixes)
-        ids = torch.full((len(batch), width), writer.pad_id)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(prefixes):
-            ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(p), 1
-        plain_cfg = full_length(settings, 128)
+        ids, mask, _ = writer._prefixes(batch, settings)
         ours, plain = [], []
         for _ in range(runs):
             t0 = time.perf_counter()
-            writer.generate(batch, settings)
-            ours.append(128 * len(batch) / (time.perf_counter() - t0))
+            steps = sum(1 for _ in writer._sample_iter(batch, settings, ignore_end=True))
+            ours.append(steps * len(batch) / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             with torch.inference_mode():
                 torch.manual_seed(0)
                 writer.model.generate(input_ids=ids, attention_mask=mask, generation_config=plain_cfg)
             plain.append(128 * len(batch) / (time.perf_counter() - t0))
         out[label] = (statistics.median(ours), statistics.median(plain))
-    writer.generation_config = own_config
     return out
 
 
