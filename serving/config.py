@@ -61,12 +61,16 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Where and how the HTTP server listens."""
+    """Where and how the HTTP server listens, and how many torch threads its model uses.
+
+    ``torch_threads`` 0 means every core; ``$CW_TORCH_THREADS`` wins (see :mod:`models.threads`).
+    """
 
     host: str = "127.0.0.1"
     port: int = 3000
     token_env: str = "CW_API_TOKEN"
     timeout_s: int = 120
+    torch_threads: int = 0
 
 
 @dataclass(frozen=True)
