@@ -13,10 +13,12 @@ version that has just been created or read back from the registry, so it never p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,34 @@ def register_candidates(name: str, model_uris: dict[str, str], tags: dict[str, d
         versions[candidate] = str(mv.version)
         log.info("registered %s as %s version %s", candidate, name, mv.version)
     return versions
+
+
+def content_fingerprint(directory: Path) -> str:
+    """SHA-256 (first 20 hex digits) of a saved model directory: every file's relative path and bytes.
+
+    The same trained model (a cached training step hands over the same directory) gives the same
+    fingerprint, so promotion can tell a model the registry already holds.
+    """
+    digest = hashlib.sha256()
+    root = Path(directory)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def registered_with_fingerprint(client: Any, name: str, fingerprint: str) -> str | None:
+    """The newest version of ``name`` tagged with this content fingerprint, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.content_fingerprint = '{fingerprint}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    ready = [v for v in found if (v.tags or {}).get("content_fingerprint") == fingerprint]
+    return str(max(int(v.version) for v in ready)) if ready else None
 
 
 def tagged_metrics(tags: dict[str, str]) -> dict[str, float]:

@@ -17,8 +17,8 @@ Among the candidates that pass, the lowest **score** wins::
     open quality = mean(open_use, open_coverage, open_form, open_complete, 1 − open_repetition)   (0…1)
 
 The perplexity term is in-domain (the test split of the training data); the quality term is what a
-writer sees on prompts no training source contains. With ``quality_weight`` 8, ten points of open
-quality are worth a factor e^0.8 ≈ 2.2 in perplexity. Candidates within ``tie_tolerance`` of the best
+writer sees on prompts no training source contains. With ``quality_weight`` 10, ten points of open
+quality are worth a factor e ≈ 2.7 in perplexity. Candidates within ``tie_tolerance`` of the best
 score are a tie, decided by the higher open quality, then the fewer parameters: never by speed, which
 differs by noise between identical networks.
 """
@@ -47,7 +47,7 @@ class SelectionRule:
     max_repetition: float = 0.3
     min_prompt_use: float = 0.8
     min_complete: float = 0.6
-    quality_weight: float = 8.0
+    quality_weight: float = 10.0
     tie_tolerance: float = 0.01
 
     def __post_init__(self) -> None:

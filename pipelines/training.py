@@ -43,6 +43,7 @@ def training_pipeline(dataset: list[str], source_fingerprint: str = "") -> None:
     transformer_model, _, _ = train_transformer(split=split, tokenizer=tokenizer)
     models = {"seq2seq_model": seq2seq_model, "transformer_model": transformer_model, "gan_model": gan_model}
     metrics, samples, open_samples, selection = evaluate(split=split, **models)
-    promotion, champion_samples = promote(split=split, metrics=metrics, selection=selection, **models)
+    promotion, champion_samples = promote(split=split, metrics=metrics, selection=selection, samples=samples,
+                                          open_samples=open_samples, **models)
     evaluation_report(metrics=metrics, samples=samples, selection=selection, promotion=promotion,
                       champion_samples=champion_samples, open_samples=open_samples)

@@ -66,7 +66,8 @@ class Provenance:
         """One line for people: ``gan · creative-writer v3 @champion · run 1a2b3c4d``."""
         at = f" @{self.alias}" if self.alias else ""
         run = f" · run {self.training_run_id[:8]}" if self.training_run_id else ""
-        base = f" · base {self.base_model.rsplit('#', 1)[-1]} ({self.base_license})" if self.base_model else ""
+        name = Path(self.base_model.rsplit("#", 1)[-1]).name
+        base = f" · base {name} ({self.base_license or 'licence not stated'})" if self.base_model else ""
         return f"{self.family} · {self.registered_name} v{self.version}{at}{run}{base}"
 
 

@@ -16,17 +16,21 @@ def promote(
     split: pd.DataFrame,
     metrics: pd.DataFrame,
     selection: dict[str, Any],
+    samples: pd.DataFrame,
+    open_samples: pd.DataFrame,
     seq2seq_model: Path,
     transformer_model: Path,
     gan_model: Path,
     registered_model: str = "creative-writer",
 ) -> tuple[Annotated[dict[str, Any], "promotion"], Annotated[dict[str, list[str]], "champion_samples"]]:
-    """Registers the candidates (tagged), compares the winner with the champion on this test set, promotes.
+    """Registers new candidates (tagged; a model the registry holds is reused), compares the winner with the champion.
 
     Args:
         split: The split corpus (the champion is re-scored on its test rows when needed).
         metrics: The gated metrics of this run's candidates.
         selection: The selection (winner, reasons, suite settings, fingerprints).
+        samples: This run's test-prompt samples (the champion's, when it is one of this run's models).
+        open_samples: This run's open-prompt samples (likewise).
         seq2seq_model: The attention seq2seq model directory.
         transformer_model: The Transformer model directory.
         gan_model: The GAN model directory.
@@ -46,7 +50,8 @@ def promote(
     except RuntimeError:  # called through .entrypoint() in tests
         run_id = "no-zenml-run"
     candidates = {"seq2seq": seq2seq_model, "transformer": transformer_model, "gan": gan_model}
-    decision, champion_samples = promote_candidates(candidates, metrics, selection, split, run_id, registered_model)
+    decision, champion_samples = promote_candidates(candidates, metrics, selection, split, run_id, registered_model,
+                                                    samples, open_samples)
     mlflow.log_text(decision_json(decision), "promotion.json")
     winner_metrics = metrics[metrics["candidate"] == decision.winner].to_dict("records")
     update_model_version({"decision": decision.as_dict(), "metrics": winner_metrics[0] if winner_metrics else {}},

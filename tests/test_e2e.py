@@ -105,7 +105,10 @@ def test_second_identical_run_is_cached_except_promotion_and_changes_no_stack(pr
     last = statuses(project)[-1]
     assert {last[s] for s in STEPS - ALWAYS_RUN} == {"cached"}
     assert {last[s] for s in ALWAYS_RUN} == {"completed"}
-    assert "the champion stays" in out
+    assert "is already the champion" in out or "the champion stays" in out
+    # the same three models: nothing logged or registered again (content fingerprints match)
+    champion = json.loads(run(project, "-c", CHAMPION_SCRIPT).stdout.strip().splitlines()[-1])
+    assert champion["versions"] == 3
 
 
 def test_changing_only_gan_settings_reruns_only_the_gan_and_what_follows(project):

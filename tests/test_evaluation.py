@@ -5,6 +5,7 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from evaluation.promotion import CHAMPION, PREVIOUS, current_champion, decide, register_candidates
@@ -94,7 +95,7 @@ def test_score_is_log_perplexity_minus_weighted_open_quality():
     row = metrics_frame().iloc[0]
     assert open_quality(row) == pytest.approx((1.0 + 0.5 + 1.0 + 1.0 + 1.0) / 5)
     assert score(row, SelectionRule(quality_weight=4.0)) == pytest.approx(math.log(3.0) - 4.0 * 0.9)
-    assert score(row, SelectionRule()) == pytest.approx(math.log(3.0) - 8.0 * 0.9)
+    assert score(row, SelectionRule()) == pytest.approx(math.log(3.0) - 10.0 * 0.9)
     assert score(row, SelectionRule(quality_weight=0.0)) == pytest.approx(math.log(3.0))
 
 
@@ -224,12 +225,28 @@ def test_promote_candidates_loads_the_champion_and_generates_for_the_report(regi
     assert selection["winner"] == "seq2seq" and list(samples.columns[-1:]) == ["seq2seq"]
     assert len(open_samples) == 3 and {"seq2seq", "seq2seq_matched"} <= set(open_samples.columns)
     assert selection["sizes"]["open_prompts"] == 3 and selection["evaluation_fingerprint"]
+    client = MlflowClient()
     with mlflow.start_run():
         first, before = promote_candidates(dirs, metrics, selection, tiny_corpus, "run-1", name="writer")
-        second, champion_samples = promote_candidates(dirs, metrics, selection, tiny_corpus, "run-2", name="writer")
+        second, champion_samples = promote_candidates(dirs, metrics, selection, tiny_corpus, "run-2", name="writer",
+                                                      samples=samples, open_samples=open_samples)
     assert first.promoted and before == {"test": [], "open": []}
-    assert not second.promoted  # equal, not better: the champion stays
-    assert len(champion_samples["test"]) == 2 and len(champion_samples["open"]) == 3
+    # the same model again (a cached rerun): nothing logged or registered, the version reused, champion unchanged
+    assert second.versions == first.versions and len(client.search_model_versions("name='writer'")) == 1
+    assert not second.promoted and "already the champion" in second.reason
+    assert champion_samples == {"test": list(samples["seq2seq"]), "open": list(open_samples["seq2seq"])}
+    tags = client.get_model_version("writer", first.winner_version).tags
+    assert len(tags["content_fingerprint"]) == 20 and tags["evaluation_fingerprint"] == selection[
+        "evaluation_fingerprint"]
+    # a different model (one weight changed) is a new version
+    other = tiny_writer(tiny_tokenizer)
+    with torch.no_grad():
+        next(other.net.parameters()).add_(0.01)
+    dirs2 = {"seq2seq": other.save(tmp_path / "s2")}
+    with mlflow.start_run():
+        third, _ = promote_candidates(dirs2, metrics, selection, tiny_corpus, "run-3", name="writer")
+    assert third.versions["seq2seq"] != first.versions["seq2seq"]
+    assert len(client.search_model_versions("name='writer'")) == 2
     loaded = mlflow.pyfunc.load_model("models:/writer@champion")
     assert isinstance(loaded.predict({"prompt": "A fox."}, params={"max_new_tokens": 5})[0], str)
 

@@ -280,3 +280,52 @@ def test_ui_export_formats_and_readable_errors(tmp_path):
     long = "First sentence here. " * 40 + "The end is near."
     assert continuation_prompt(long).endswith("The end is near.") and len(continuation_prompt(long)) <= 400
     assert continuation_prompt("Short text.") == "Short text."
+
+
+# --- a champion built on a pretrained base (LoRA adapter on a tiny chat Llama) ---------------------------
+@pytest.fixture(scope="module")
+def lora_champion(tmp_path_factory, tiny_corpus):
+    """A tiny chat-base Transformer with an adapter, saved and loaded back as the server would."""
+    import torch
+
+    from models.contract import load_model
+    from models.transformer import TransformerConfig, build_transformer
+    from tests.tiny_llama import write_tiny_llama
+
+    folder = tmp_path_factory.mktemp("lora")
+    base = write_tiny_llama(folder / "base", vocab=400)
+    torch.manual_seed(0)
+    writer = build_transformer(None, TransformerConfig(base_model=str(base), context=256, lora_r=4, lora_alpha=8),
+                               forms=["fable", "poem", "story"], genres=["fantasy", "mystery"])
+    return load_model(writer.save(folder / "saved"))
+
+
+def test_a_lora_champion_is_served_with_its_base_named_and_batched_like_the_others(lora_champion):
+    from dataclasses import replace
+
+    from serving.champion import Provenance
+
+    base = lora_champion.metadata["base"]
+    prov = replace(PROV, family="transformer", base_model=base["spec"], base_license=base["license"],
+                   base_attribution=base["attribution"])
+    config = load_serving_config(env={})
+    plain = Engine(replace(config, batching=replace(config.batching, enabled=False)),
+                   loader=lambda source: LoadedModel(lora_champion, prov, 0.1))
+    batched = Engine(replace(config, batching=replace(config.batching, enabled=True, max_latency_ms=50)),
+                     loader=lambda source: LoadedModel(lora_champion, prov, 0.1))
+    assert plain.load() and batched.load()
+    requests = [GenerateRequest(prompt=f"A {thing} in the snow.", form="poem", max_new_tokens=10, seed=i)
+                for i, thing in enumerate(["lamp", "bell", "kite", "boat"])]
+
+    async def together():
+        return await asyncio.gather(*(batched.generate_async(r) for r in requests))
+
+    results = asyncio.run(together())
+    assert [r.drafts[0].text for r in results] == [plain.generate(r).drafts[0].text for r in requests]
+    assert max(batched.batch_sizes) > 1
+    response = plain.generate(requests[0])
+    assert response.provenance["base_model"] == base["spec"] and response.provenance["base_license"] == "apache-2.0"
+    assert "base base" in Provenance(**response.provenance).short() and "(apache-2.0)" in Provenance(
+        **response.provenance).short()
+    with pytest.raises(RequestError, match="unknown form 'limerick'"):
+        plain.generate(GenerateRequest(prompt="A fox", form="limerick"))
