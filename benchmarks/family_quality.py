@@ -43,7 +43,7 @@ def pieces_for_budget(rate: float, tokens_per_piece: float, epochs: int, budget_
 
 def train_family(name: str, data: Prepared, budget_s: float) -> tuple[WriterModel, int]:
     """Builds and trains one family with its profile settings on what fits the budget; returns it and the pieces."""
-    params = data.steps[f"train_{name}"]["parameters"]
+    params = data.steps["train_seq2seq" if name == "seq2seq" else "train_transformer"]["parameters"]
     tr, va = data.part("train"), data.part("validation")
     train_cfg = {**params["train_config"], "time_budget_s": budget_s}
     if name == "seq2seq":

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         name = "int8 dynamic" if quantized else "fp32"
         for threads in args.threads:
             torch.set_num_threads(threads)
-            bandwidth = memory_bandwidth()
+            bandwidth = memory_bandwidth() * 1e9  # bytes/s (read + write counted)
             bound = bandwidth / weight_bytes(writer.model)
             b1 = tokens_per_s(writer, 1, args.tokens, args.runs)
             rows.append({"variant": name, "threads": threads, "batch1_tok_s": b1,
