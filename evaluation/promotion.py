@@ -101,18 +101,6 @@ def registered_with_fingerprint(client: Any, name: str, fingerprint: str) -> str
     return str(max(int(v.version) for v in ready)) if ready else None
 
 
-def tagged_metrics(tags: dict[str, str]) -> dict[str, float]:
-    """The ``metric.<name>`` tags of a version as numbers."""
-    out = {}
-    for key, value in tags.items():
-        if key.startswith("metric."):
-            try:
-                out[key[len("metric."):]] = float(value)
-            except ValueError:
-                continue
-    return out
-
-
 def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dict[str, Any] | None,
            versions: dict[str, str], evaluation_fingerprint: str, rescore: Callable[[str], dict[str, Any]],
            rule: Any, chance: float = 0.1) -> Decision:
@@ -137,6 +125,7 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
     import pandas as pd
 
     from evaluation.selection import GATES, QUALITY, apply_gates, score
+    from models.mlflow_logging import tagged_metrics
 
     champion = current_champion(client, name)
     before = str(champion.version) if champion is not None else None

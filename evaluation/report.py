@@ -20,6 +20,15 @@ OPEN_SHOWN = ["candidate", "open_use", "open_coverage", "open_form", "open_compl
               "open_distinct2", "open_words", "open_fluency_ppl", "open_quality", "open_seconds"]
 
 
+def prompt_grid(row: Any, cells: list[str]) -> str:
+    """One prompt (with its form and genre tags) and its pieces side by side."""
+    tags = f"<span class='tag'>{html.escape(row['form'])}</span>" + (
+        f"<span class='tag'>{html.escape(row['genre'])}</span>" if row["genre"] else "")
+    return (f"<h3 style='font-size:14px'>{tags}{html.escape(row['prompt'])}</h3>"
+            f"<div class='grid' style='display:grid;grid-template-columns:repeat({len(cells)},1fr);gap:8px'>"
+            f"{''.join(cells)}</div>")
+
+
 def highlight(text: str, matched: str) -> str:
     """HTML of ``text`` with the words whose lemma is among ``matched`` (comma-separated) marked."""
     from evaluation.writing import _nlp
@@ -59,11 +68,7 @@ def open_section(metrics: pd.DataFrame, open_samples: pd.DataFrame, selection: d
             cells.append(f"<div class='pair'><div class='muted'>champion before this run (v{champion_before}) · uses "
                          f"{html.escape(', '.join(used) or 'none of its words')}</div>"
                          f"<pre>{highlight(champion_open[i], ', '.join(used))}</pre></div>")
-        tags = f"<span class='tag'>{html.escape(row['form'])}</span>" + (
-            f"<span class='tag'>{html.escape(row['genre'])}</span>" if row["genre"] else "")
-        blocks.append(f"<h3 style='font-size:14px'>{tags}{html.escape(row['prompt'])}</h3>"
-                      f"<div class='grid' style='display:grid;grid-template-columns:repeat({len(cells)},1fr);gap:8px'>"
-                      f"{''.join(cells)}</div>")
+        blocks.append(prompt_grid(row, cells))
     sizes = selection.get("sizes") or {}
     size_line = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sizes.items())
     return (f"<h2>Open prompts</h2><p>One sample per prompt the project wrote itself (none of its people, places "
@@ -131,11 +136,7 @@ def build_report(metrics: pd.DataFrame, samples: pd.DataFrame, selection: dict[s
                          f"<pre>{html.escape(champion_samples[i])}</pre></div>")
         cells.append(f"<div class='pair'><div class='muted'>reference</div><pre>{html.escape(row['reference'])}"
                      f"</pre></div>")
-        tags = f"<span class='tag'>{html.escape(row['form'])}</span>" + (
-            f"<span class='tag'>{html.escape(row['genre'])}</span>" if row["genre"] else "")
-        pairs.append(f"<h3 style='font-size:14px'>{tags}{html.escape(row['prompt'])}</h3>"
-                     f"<div class='grid' style='display:grid;grid-template-columns:repeat({len(cells)},1fr);gap:8px'>"
-                     f"{''.join(cells)}</div>")
+        pairs.append(prompt_grid(row, cells))
     also = "; and the champion before this run" if champion_samples else ""
     versions = ", ".join(f"{k} v{v}" for k, v in (decision.get("versions") or {}).items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Evaluation</title>{STYLE}</head><body>

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from models.contract import load_model
+from models.mlflow_logging import tagged_metrics
 from serving.config import ModelSource
 
 log = logging.getLogger(__name__)
@@ -96,17 +97,6 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or project_uri()
 
 
-def _metrics(tags: dict[str, str]) -> dict[str, float]:
-    out = {}
-    for key, value in tags.items():
-        if key.startswith("metric."):
-            try:
-                out[key[len("metric."):]] = float(value)
-            except ValueError:
-                continue
-    return out
-
-
 def resolve_registry(source: ModelSource) -> Provenance:
     """The registry version ``source`` points at, as provenance (no model is loaded).
 
@@ -138,7 +128,7 @@ def resolve_registry(source: ModelSource) -> Provenance:
     return Provenance(family=tags.get("family", ""), registered_name=source.registered_name, version=str(mv.version),
                       alias="" if source.version else source.alias, mlflow_run_id=mv.run_id or "",
                       training_run_id=tags.get("zenml_run_id", ""),
-                      source=f"models:/{source.registered_name}/{mv.version}", metrics=_metrics(tags))
+                      source=f"models:/{source.registered_name}/{mv.version}", metrics=tagged_metrics(tags))
 
 
 def load(source: ModelSource) -> LoadedModel:
