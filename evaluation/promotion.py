@@ -79,13 +79,12 @@ def content_fingerprint(directory: Path) -> str:
     The same trained model (a cached training step hands over the same directory) gives the same
     fingerprint, so promotion can tell a model the registry already holds.
     """
+    from models.checkpoints import file_sha256
+
     digest = hashlib.sha256()
     root = Path(directory)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(f"{path.relative_to(root)}\0{file_sha256(path)}\0".encode())
     return digest.hexdigest()[:20]
 
 

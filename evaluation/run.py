@@ -24,7 +24,7 @@ from evaluation.promotion import (
 from evaluation.selection import SelectionRule, select
 from evaluation.suite import SuiteConfig, evaluate_candidate, generate_samples, open_prompts, suite_dict
 from evaluation.suite import open_samples as open_samples_of
-from evaluation.writing import ReferenceModel, open_prompt_metrics, prompts_fingerprint
+from evaluation.writing import ReferenceModel, prompts_fingerprint
 from models.contract import load_model
 from models.threads import configure_threads
 
@@ -77,14 +77,14 @@ def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite:
     reference = reference_model(suite)
     rows, columns, open_columns = [], {}, {}
     for name, directory in model_dirs.items():
-        row, samples, open_texts = evaluate_candidate(name, load_model(Path(directory)), Path(directory), test, suite,
-                                                      reference)
+        row, samples, open_texts, matched = evaluate_candidate(name, load_model(Path(directory)), Path(directory),
+                                                               test, suite, reference)
         log.info("%s: per-word ppl %.3f, ranking %.2f, open use %.2f, coverage %.2f, complete %.2f", name,
                  row["ppl_word"], row["ranking_acc"], row["open_use"], row["open_coverage"], row["open_complete"])
         rows.append(row)
         columns[name] = samples
         open_columns[name] = open_texts
-        open_columns[f"{name}_matched"] = [", ".join(w) for w in open_prompt_metrics(opened, open_texts)[1]]
+        open_columns[f"{name}_matched"] = [", ".join(w) for w in matched]
     gated, winner, why = select(pd.DataFrame(rows), rule, suite.chance)
     prompts = test.head(suite.sample_prompts)
     samples_frame = pd.DataFrame({"prompt": prompts["prompt"], "form": prompts["form"], "genre": prompts["genre"],

@@ -196,8 +196,12 @@ def open_samples(model: WriterModel, prompts: pd.DataFrame, cfg: SuiteConfig) ->
 
 
 def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.DataFrame, cfg: SuiteConfig,
-                       reference: ReferenceModel | None = None) -> tuple[dict[str, Any], list[str], list[str]]:
-    """The whole suite for one candidate; returns its metrics row, its test-prompt samples and open samples.
+                       reference: ReferenceModel | None = None,
+                       ) -> tuple[dict[str, Any], list[str], list[str], list[list[str]]]:
+    """The whole suite for one candidate.
+
+    Returns its metrics row, its test-prompt samples, its open-prompt samples and, per open sample, the
+    prompt words it uses.
 
     Args:
         name: Candidate name (the family, normally).
@@ -215,7 +219,7 @@ def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.
     tokens = sum(len(encode_text(tokenizer, s)) for s in samples) if tokenizer is not None else 0
     opened = open_prompts(cfg)
     open_texts, open_seconds = open_samples(model, opened, cfg)
-    open_metrics, _ = open_prompt_metrics(opened, open_texts)
+    open_metrics, matched = open_prompt_metrics(opened, open_texts)
     fluency = (reference.per_word_perplexity(open_texts[: cfg.fluency_samples] if cfg.fluency_samples else open_texts)
                if reference is not None else float("nan"))
     row = {"candidate": name, "family": getattr(model, "family", name),
@@ -223,7 +227,7 @@ def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.
            **sample_metrics(samples, list(prompts["text"])), **open_metrics, "open_fluency_ppl": fluency,
            "tokens_per_s": tokens / max(seconds, 1e-9), "open_seconds": open_seconds,
            "parameters": parameters(model), "disk_mb": disk_mb(model_dir)}
-    return row, samples, open_texts
+    return row, samples, open_texts, matched
 
 
 def suite_dict(cfg: SuiteConfig) -> dict[str, Any]:

@@ -192,24 +192,18 @@ class ReferenceModel:
     """
 
     def __init__(self, spec: str) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from models.checkpoints import resolve_checkpoint
+        from models.transformer import load_base
 
         self.spec = spec
-        self.checkpoint = resolve_checkpoint(spec)
-        self.model = AutoModelForCausalLM.from_pretrained(self.checkpoint.path, dtype=torch.float32).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.checkpoint.path)
+        self.model, self.tokenizer, self.checkpoint = load_base(spec)
+        self.model.eval()
         start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         self.start_id = int(start)
 
     def per_word_perplexity(self, texts: Sequence[str], batch_size: int = 16, max_tokens: int = 256) -> float:
         """``exp(Σ NLL ÷ Σ words)`` of the texts (each after a start token, its first ``max_tokens`` tokens)."""
-        import torch
-
         from models.tokenizer import decode_ids, encode_text
-        from models.transformer import IGNORE, collate_examples, sequence_nll
+        from models.transformer import IGNORE, summed_nll
 
         pairs, words = [], 0
         for text in texts:
@@ -220,12 +214,6 @@ class ReferenceModel:
             pairs.append(([self.start_id, *ids], [IGNORE, *ids]))
         if not pairs:
             return float("nan")
-        pairs.sort(key=lambda p: len(p[0]))
-        total = 0.0
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.start_id
-        with torch.inference_mode():
-            for start in range(0, len(pairs), batch_size):
-                batch = collate_examples(pairs[start: start + batch_size], int(pad))
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                total += float(sequence_nll(logits, batch["labels"]).sum())
+        total = sum(summed_nll(self.model, pairs, int(pad), batch_size))
         return math.exp(min(total / max(1, words), 50))

@@ -4,12 +4,11 @@ Two torch processes that each use every core collapse on a small machine (a trai
 slower while another torch job ran), so the thread count is set on purpose, in one place:
 
 1. ``$CW_TORCH_THREADS`` when set (an integer ≥ 1) — what a user or a test runner says wins;
-2. else the profile's setting (``torch_threads`` in a training config, ``runtime.torch_threads`` in the
-   serving profile) when it is ≥ 1;
+2. else the profile's setting (``torch_threads`` in a training or evaluation config,
+   ``server.torch_threads`` in ``configs/serving.yaml``) when it is ≥ 1;
 3. else every core (torch's own default), which is fastest when the process runs alone.
 
-The README's figures for 1 and 2 threads, alone and beside a second job, come from
-``python -m benchmarks.threads``.
+The README ("Threads") gives the figures measured for 1 and 2 threads.
 """
 
 from __future__ import annotations

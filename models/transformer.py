@@ -153,8 +153,7 @@ def turn_end_ids(tokenizer: Any) -> list[int]:
     """
     marker = "Zq9x"
     turn = [{"role": "user", "content": "a"}, {"role": "assistant", "content": marker}]
-    rendered = tokenizer.apply_chat_template(turn,
-                                             tokenize=False)
+    rendered = tokenizer.apply_chat_template(turn, tokenize=False)
     tail = rendered[rendered.rfind(marker) + len(marker):]
     specials = set(tokenizer.all_special_ids)
     ids = [i for i in encode_text(tokenizer, tail) if i in specials][:1]
@@ -323,18 +322,8 @@ class TransformerWriter(WriterModel):
         genres = genres or [""] * len(prompts)
         encoded = [self.encode_scored(p, t, f, g, max_piece_tokens)
                    for p, t, f, g in zip(prompts, texts, forms, genres, strict=True)]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-        out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
-        device = self.model.device
-        for start in range(0, len(order), batch_size):
-            rows = order[start: start + batch_size]
-            batch = collate_examples([encoded[i][:2] for i in rows], self.pad_id)
-            logits = self.model(input_ids=batch["input_ids"].to(device),
-                                attention_mask=batch["attention_mask"].to(device)).logits
-            nll = sequence_nll(logits, batch["labels"].to(device)).cpu()
-            for i, n in zip(rows, nll.tolist(), strict=True):
-                out[i] = (float(n), encoded[i][2])
-        return out
+        nll = summed_nll(self.model, [e[:2] for e in encoded], self.pad_id, batch_size)
+        return [(n, e[2]) for n, e in zip(nll, encoded, strict=True)]
 
     def save(self, directory: Path) -> Path:
         """Writes the weights (``adapter/`` on a base, else ``model/``), ``tokenizer/``, ``config.json``, manifest.
@@ -356,7 +345,6 @@ class TransformerWriter(WriterModel):
                  "layout": "chat" if self.chat else "control-tokens", **self.metadata}
         if (directory / "adapter").is_dir():
             extra["adapter"] = self.config.adapter
-            extra["trainable_parameters"] = self.metadata.get("trainable_parameters", 0)
         write_manifest(directory, self.family, extra)
         return directory
 
@@ -377,10 +365,7 @@ class TransformerWriter(WriterModel):
         if adapter.is_dir():
             from peft import PeftModel
 
-            from models.checkpoints import resolve_checkpoint
-
-            base = resolve_checkpoint(config.base_model)
-            model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+            model, _, _ = load_base(config.base_model)
             if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
                 model.resize_token_embeddings(len(tokenizer))
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
@@ -508,6 +493,26 @@ def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll.sum(dim=1)
 
 
+@torch.inference_mode()
+def summed_nll(model: Any, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int,
+               batch_size: int = 16) -> list[float]:
+    """Summed NLL of each ``(input_ids, labels)`` pair under a causal LM, in the pairs' order.
+
+    Pairs run in batches of similar length (less padding); labels of ``-100`` are not scored.
+    """
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
+    out = [0.0] * len(pairs)
+    device = model.device
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        batch = collate_examples([pairs[i] for i in rows], pad_id)
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits
+        for i, n in zip(rows, sequence_nll(logits, batch["labels"].to(device)).cpu().tolist(), strict=True):
+            out[i] = float(n)
+    return out
+
+
 def parameter_count(model: torch.nn.Module) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -520,10 +525,8 @@ def trainable_count(model: torch.nn.Module) -> int:
 
 def is_peft_model(model: Any) -> bool:
     """Whether ``model`` is wrapped by peft (carries an adapter)."""
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
+    from peft import PeftModel
+
     return isinstance(model, PeftModel)
 
 
