@@ -47,6 +47,15 @@ def prepare(profile_path: str, specs: list[str] | None = None) -> Prepared:
     return Prepared(steps, specs, split, train_on_split(split, **steps["train_tokenizer"]["parameters"]))
 
 
+def scratch_settings(model: dict[str, Any]) -> dict[str, Any]:
+    """A profile's Transformer settings for GPT-2 from scratch: no base, no adapter or LoRA settings.
+
+    The default profile's Transformer fine-tunes a pretrained base; the benchmarks that measure the
+    from-scratch option keep only what applies to it (sizes, context, dropout, prompt length).
+    """
+    return {**{k: v for k, v in model.items() if k != "adapter" and not k.startswith("lora")}, "base_model": ""}
+
+
 def matmul_peak(n: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
     """Median GFLOP/s of an ``n × n`` matmul (this machine's practical peak, timed in the same run)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)

@@ -30,7 +30,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.common import Prepared, prepare
+from benchmarks.common import Prepared, prepare, scratch_settings
 from benchmarks.seq2seq_quality import relevance
 from models.contract import GenerationSettings, WriterModel
 from models.training import unigram_per_word_ppl
@@ -67,8 +67,7 @@ def train_family(name: str, data: Prepared, budget_s: float) -> tuple[WriterMode
 
         model_params = dict(params["model"])
         if name == "scratch":  # GPT-2 from scratch: the dataclass's own sizes, no base, no adapter
-            model_params = {k: v for k, v in model_params.items() if not k.startswith("lora") and k != "adapter"}
-            model_params["base_model"] = ""
+            model_params = scratch_settings(model_params)
         if name == "zero-shot":
             model_params["adapter"] = "full"
 

@@ -25,13 +25,18 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import matmul_peak, memory_bandwidth, prepare
+from benchmarks.common import matmul_peak, memory_bandwidth, prepare, scratch_settings
 from models.contract import GenerationSettings
 from models.transformer import TransformerConfig, build_transformer, collate_examples, parameter_count
 
 
 def parse_size(text: str, profile_model: dict[str, Any]) -> dict[str, Any]:
-    """``"4x192x4"`` → layer/width/head overrides; ``"profile"`` → the profile's model."""
+    """``"4x192x4"`` → layer/width/head overrides; ``"profile"`` → the profile's model, from scratch.
+
+    This benchmark measures GPT-2 from scratch, so a base and its adapter settings are left out
+    (the default profile's Transformer fine-tunes a pretrained base; ``benchmarks.generate_speed`` measures it).
+    """
+    profile_model = scratch_settings(profile_model)
     if text == "profile":
         return dict(profile_model)
     try:
