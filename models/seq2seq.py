@@ -290,9 +290,8 @@ class Seq2SeqWriter(WriterModel):
         if settings.num_beams > 1:  # beam search has no stable prefix until it ends
             yield self.generate([prompt], settings)[0]
             return
-        with torch.inference_mode():
-            tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
-            yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence)
+        tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
+        yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence)
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], texts: Sequence[str], forms: Sequence[str] | None = None,
@@ -335,6 +334,7 @@ class Seq2SeqWriter(WriterModel):
         return cls(net, load_tokenizer(directory / "tokenizer"), metadata=manifest)
 
     # --- decoding internals ----------------------------------------------------------------------------
+    @torch.inference_mode()  # on a generator, torch enters the mode at every resume, on whichever thread resumes
     def _sample_iter(self, prompts: list[str], settings: GenerationSettings,
                      seeds: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
         """Yields ``(B,)`` sampled ids per step until every row ended or ``max_new_tokens``.

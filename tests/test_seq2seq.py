@@ -183,3 +183,35 @@ def test_training_pieces_checks_both_parts_and_samples_with_the_seed(tiny_corpus
     assert len(picked) == 20 and picked.index.equals(training_pieces(train, val, 20, seed=3).index)
     with pytest.raises(ValueError, match="GAN training needs train and validation pieces, got 0 and"):
         training_pieces(train.head(0), val, 0, seed=0, what="GAN training")
+
+
+def stream_across_threads(writer, prompt: str, settings) -> str:
+    """Drives ``writer.stream`` with each piece pulled on a new thread, as the UI's worker threads do."""
+    import threading
+
+    stream, pieces, errors = writer.stream(prompt, settings), [], []
+
+    def pull() -> None:
+        try:
+            pieces.append(next(stream))
+        except StopIteration:
+            pass
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    for _ in range(settings.max_new_tokens + 1):
+        thread = threading.Thread(target=pull)
+        thread.start()
+        thread.join()
+    stream.close()
+    assert errors == []
+    return "".join(pieces)
+
+
+def test_a_stream_resumed_on_other_threads_writes_the_same_text(tiny_tokenizer):
+    from models.contract import GenerationSettings
+
+    writer = tiny_writer(tiny_tokenizer)
+    settings = GenerationSettings(max_new_tokens=12, seed=1)
+    assert stream_across_threads(writer, "A fox finds a key.", settings) == writer.generate(["A fox finds a key."],
+                                                                                              settings)[0]

@@ -319,3 +319,11 @@ def test_bad_lora_targets_and_adapter_are_named(tiny_chat_base):
         build_transformer(None, TransformerConfig(base_model=str(tiny_chat_base), context=256, lora_targets=["nope"]))
     with pytest.raises(ValueError, match=r"TransformerConfig\.adapter must be one of"):
         TransformerConfig(adapter="qlora")
+
+
+def test_lora_stream_resumed_on_other_threads_writes_the_same_text(lora_writer):
+    from tests.test_seq2seq import stream_across_threads
+
+    writer, _ = lora_writer
+    settings = GenerationSettings(max_new_tokens=10, seed=3)
+    assert stream_across_threads(writer, PROMPT, settings) == writer.generate([PROMPT], settings)[0]
