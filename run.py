@@ -4,6 +4,7 @@ Examples:
     python run.py --pipeline training
     python run.py --pipeline training --config configs/smoke.yaml --no-cache
     python run.py --pipeline training --dataset writingprompts:../shared/datasets/writingprompts
+    python run.py --pipeline training --real-test tinystories:../shared/datasets/tinystories/FILE.txt?limit=400
     python run.py --pipeline deployment --port 3000
     python run.py --pipeline inference --prompts examples/prompts.txt --output outputs/generations.jsonl
 """
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", action="append", metavar="SPEC",
                         help="data source spec replacing the profile's (repeat to combine sources), "
                              "e.g. builtin?n=500, writingprompts:DIR, tinystories:FILE, text:FILE, jsonl:FILE")
+    parser.add_argument("--real-test", action="append", metavar="SPEC", dest="real_tests",
+                        help="training: a held-out real test set replacing the profile's parameters.real_tests "
+                             "(repeat for several); measured for every candidate, never trained on")
     parser.add_argument("--prompts", type=Path, help="inference: a text (one prompt per line) or JSONL prompts file")
     parser.add_argument("--output", type=Path, default=Path("outputs/generations.jsonl"),
                         help="inference: where to write the generations (.jsonl or .csv)")
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail("--pipeline inference needs --prompts FILE (a text or JSONL file of prompts)", 2)
         if args.output.suffix.lower() not in {".jsonl", ".csv"}:
             return fail(f"--output {args.output}: use a .jsonl or .csv file name", 2)
+    if args.real_tests and args.pipeline != "training":
+        return fail("--real-test is for --pipeline training (the evaluation measures the candidates on it)", 2)
     if args.port is not None and not 0 < args.port < 65536:
         return fail(f"--port {args.port}: not a port number", 2)
     quiet_defaults()
@@ -76,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         profile = load_profile(config)
-        resolved = resolve_profile(profile, args.dataset, str(config_arg)) if args.pipeline == "training" else profile
+        training = args.pipeline == "training"
+        resolved = resolve_profile(profile, args.dataset, str(config_arg), args.real_tests) if training else profile
     except (ProfileError, DataError) as exc:
         return fail(str(exc), 2)
     if args.no_cache:

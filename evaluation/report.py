@@ -43,6 +43,34 @@ def highlight(text: str, matched: str) -> str:
     return "".join(out)
 
 
+def real_table(real_metrics: pd.DataFrame) -> pd.DataFrame:
+    """Candidates as rows, and per real test set its per-word perplexity and prompt-ranking accuracy."""
+    wide = real_metrics.pivot(index="candidate", columns="test_set", values=["ppl_word", "ranking_acc"])
+    wide.columns = [f"{name}: {'per-word ppl' if kind == 'ppl_word' else 'ranking'}" for kind, name in wide.columns]
+    order = [f"{name}: {kind}" for name in dict.fromkeys(real_metrics["test_set"])
+             for kind in ("per-word ppl", "ranking")]
+    candidates = list(dict.fromkeys(real_metrics["candidate"]))
+    return wide.loc[candidates, order].round(3).reset_index()
+
+
+def real_section(real_metrics: pd.DataFrame | None, selection: dict[str, Any]) -> str:
+    """The real-test table, each set's size and fingerprint, and the held-out check (empty without real tests)."""
+    if real_metrics is None or real_metrics.empty:
+        return ""
+    sets = selection.get("real_tests") or {}
+    chance = float(real_metrics["chance"].iloc[0])
+    lines = "".join(f"<li><code>{html.escape(name)}</code>: {info['pieces']} pieces after cleaning, fingerprint "
+                    f"<code>{html.escape(info['fingerprint'])}</code>; shares no piece with the training split "
+                    f"(<code>{html.escape(str(selection.get('data_fingerprint', '')))}</code>) or validation "
+                    "split</li>" for name, info in sets.items())
+    first = real_metrics.iloc[0]
+    return (f"<h2>Real test sets</h2><p>Held-out text no template wrote, cleaned by the training data's rules. Per "
+            f"set the same seeded {int(first['pieces'])} pieces (or all, if fewer) for every candidate: per-word "
+            f"perplexity, and prompt ranking on {int(first['ranking_trials'])} of them against other prompts of the "
+            f"same set (chance {chance:.0%}). Shown, not gated on.</p><div style='overflow-x:auto'>"
+            f"{_table(real_table(real_metrics))}</div><ul class='muted'>{lines}</ul>")
+
+
 def open_section(metrics: pd.DataFrame, open_samples: pd.DataFrame, selection: dict[str, Any],
                  champion_open: list[str] | None, champion_before: str | None) -> str:
     """The open-prompt table and, per prompt, every candidate's piece with its prompt's words marked."""
@@ -109,7 +137,8 @@ def _gates(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def build_report(metrics: pd.DataFrame, samples: pd.DataFrame, selection: dict[str, Any],
                  decision: dict[str, Any], champion_samples: list[str] | None = None,
-                 open_samples: pd.DataFrame | None = None, champion_open: list[str] | None = None) -> str:
+                 open_samples: pd.DataFrame | None = None, champion_open: list[str] | None = None,
+                 real_metrics: pd.DataFrame | None = None) -> str:
     """The evaluation report as a complete HTML document.
 
     Args:
@@ -120,6 +149,7 @@ def build_report(metrics: pd.DataFrame, samples: pd.DataFrame, selection: dict[s
         champion_samples: The previous champion's samples for the same prompts, if there was one.
         open_samples: The open-prompt samples (``id, form, genre, prompt`` + per candidate text and matches).
         champion_open: The previous champion's open-prompt samples, if there was one.
+        real_metrics: One row per candidate and real test set (``evaluation.real_tests``), if any.
     """
     shown = metrics[[c for c in SHOWN if c in metrics.columns]].sort_values("rank", na_position="last").round(4)
     verdict = decision.get("reason", "")
@@ -150,6 +180,7 @@ champion after: {html.escape(str(decision.get("champion_after") or "none"))}</di
 <h2>Metrics</h2><div style="overflow-x:auto">{_table(shown)}</div>
 <h2>Gates</h2>{_table(_gates(metrics))}
 <h2>Charts</h2><div class="muted">grey bars: the candidate failed a gate</div>{metric_bars(metrics)}
+{real_section(real_metrics, selection)}
 {open_section(metrics, open_samples, selection, champion_open, decision.get("champion_before"))}
 <h2>Samples for the same test prompts</h2>
 <div class="muted">every candidate with the same settings and seed{also}</div>

@@ -16,7 +16,9 @@
 Sizes are fixed and seeded so that a 135 M-parameter candidate fits the pipeline's budget on 2 cores:
 ``ppl_pieces`` test pieces for perplexity (0 = all), ``ranking_pieces`` trials scored on each piece's
 first ``ranking_words`` words (0 = whole pieces), ``open_limit`` open prompts (0 = all),
-``fluency_samples`` open samples per candidate under the reference model. The report states them.
+``fluency_samples`` open samples per candidate under the reference model, and per real test set
+(:mod:`evaluation.real_tests`) a seeded sample of ``real_pieces`` pieces for perplexity, the first
+``real_ranking_pieces`` of them for prompt ranking. The report states them.
 """
 
 from __future__ import annotations
@@ -59,14 +61,16 @@ class SuiteConfig:
     open_target_words: int = 80
     reference_model: str = ""
     fluency_samples: int = 24
+    real_pieces: int = 24
+    real_ranking_pieces: int = 16
     torch_threads: int = 0
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        require_min(self, ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens", "open_max_new_tokens"),
-                    1, integer=True)
+        require_min(self, ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens", "open_max_new_tokens",
+                           "real_pieces"), 1, integer=True)
         require_min(self, ("ppl_pieces", "ranking_words", "open_limit", "open_target_words", "fluency_samples",
-                           "torch_threads"), 0, integer=True)
+                           "torch_threads", "real_ranking_pieces"), 0, integer=True)
 
     @property
     def chance(self) -> float:
@@ -124,9 +128,16 @@ def ranking_accuracy(nll: list[list[float]]) -> float:
     return sum(hits) / max(1, len(hits))
 
 
-def prompt_ranking(model: WriterModel, test: pd.DataFrame, cfg: SuiteConfig) -> float:
-    """Prompt-ranking accuracy of ``model`` on the test split (see the module docstring)."""
-    trials = ranking_trials(test, cfg.ranking_pieces, cfg.distractors, cfg.seed)
+def prompt_ranking(model: WriterModel, test: pd.DataFrame, cfg: SuiteConfig, pieces: int | None = None) -> float:
+    """Prompt-ranking accuracy of ``model`` on ``test`` (see the module docstring).
+
+    Args:
+        model: The candidate.
+        test: The pieces (the first ``pieces`` are the trials; distractor prompts come from all of them).
+        cfg: Suite settings (distractors, seed, ranking window).
+        pieces: Trials (default ``cfg.ranking_pieces``).
+    """
+    trials = ranking_trials(test, cfg.ranking_pieces if pieces is None else pieces, cfg.distractors, cfg.seed)
     prompts, texts, forms, genres = [], [], [], []
     for piece, candidates in trials:
         for c in candidates:
@@ -228,6 +239,33 @@ def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.
            "tokens_per_s": tokens / max(seconds, 1e-9), "open_seconds": open_seconds,
            "parameters": parameters(model), "disk_mb": disk_mb(model_dir)}
     return row, samples, open_texts, matched
+
+
+def real_test_metrics(name: str, model: WriterModel, real: pd.DataFrame, cfg: SuiteConfig) -> list[dict[str, Any]]:
+    """Per-word perplexity and prompt ranking of one candidate on every real test set.
+
+    Each set (``source`` column) is sampled once with the suite's seed (``real_pieces`` pieces), so every
+    candidate sees the same pieces; ranking uses the first ``real_ranking_pieces`` of them as trials and
+    the sample's other prompts as distractors.
+
+    Returns:
+        One row per set: ``candidate, test_set, pieces, ppl_word, ranking_trials, ranking_acc, chance``.
+
+    Raises:
+        ValueError: If a set has too few distinct prompts for the distractors (the set is named).
+    """
+    rows = []
+    for set_name, part in real.groupby("source", sort=False):
+        sample = part.sample(n=min(len(part), cfg.real_pieces), random_state=cfg.seed).reset_index(drop=True)
+        trials = min(len(sample), cfg.real_ranking_pieces)
+        try:
+            ranking = prompt_ranking(model, sample, cfg, trials) if trials else float("nan")
+        except ValueError as exc:
+            raise ValueError(f"real test '{set_name}': {exc}; raise real_pieces or use a larger set") from None
+        rows.append({"candidate": name, "test_set": str(set_name), "pieces": len(sample),
+                     "ppl_word": per_word_perplexity(model, sample), "ranking_trials": trials,
+                     "ranking_acc": ranking, "chance": cfg.chance})
+    return rows
 
 
 def suite_dict(cfg: SuiteConfig) -> dict[str, Any]:

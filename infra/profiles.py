@@ -41,20 +41,33 @@ def load_profile(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve_profile(profile: dict[str, Any], datasets: list[str] | None, where: str) -> dict[str, Any]:
-    """Applies command-line overrides and adds the data fingerprint.
+def _check_specs(specs: list[str], what: str) -> None:
+    """Fails here, with the spec named, rather than inside the pipeline."""
+    for raw in specs:
+        spec = parse_spec(raw)
+        if spec.scheme in LOCAL_SCHEMES and not Path(spec.target).exists():
+            raise DataError(f"{what} '{raw}': {spec.target} does not exist")
+
+
+def resolve_profile(profile: dict[str, Any], datasets: list[str] | None, where: str,
+                    real_tests: list[str] | None = None) -> dict[str, Any]:
+    """Applies command-line overrides and adds the data fingerprints.
+
+    Real test sets (``parameters.real_tests``) get the ``clean_data`` step's cleaning rules as the
+    ``load_real_tests`` step's ``cleaning`` unless the profile sets that step's own.
 
     Args:
         profile: A loaded profile.
         datasets: ``--dataset`` values, replacing ``parameters.dataset`` when given.
         where: The profile's path, named in errors.
+        real_tests: ``--real-test`` values, replacing ``parameters.real_tests`` when given.
 
     Returns:
         A new dict, ready to write as the ZenML run configuration.
 
     Raises:
-        ProfileError: If no dataset is configured.
-        corpus.schema.DataError: If a dataset spec is malformed.
+        ProfileError: If no dataset is configured or ``real_tests`` is not a list of specs.
+        corpus.schema.DataError: If a dataset or real-test spec is malformed or names a missing file.
     """
     resolved = yaml.safe_load(yaml.safe_dump(profile))  # deep copy
     params = resolved.setdefault("parameters", {})
@@ -65,11 +78,25 @@ def resolve_profile(profile: dict[str, Any], datasets: list[str] | None, where: 
         specs = params["dataset"] = [specs]
     if not specs:
         raise ProfileError(f"{where}: no dataset: set parameters.dataset or pass --dataset SPEC")
-    for raw in specs:  # fail here, with the spec named, rather than inside the pipeline
-        spec = parse_spec(raw)
-        if spec.scheme in LOCAL_SCHEMES and not Path(spec.target).exists():
-            raise DataError(f"dataset '{raw}': {spec.target} does not exist")
+    _check_specs(specs, "dataset")
     params["source_fingerprint"] = source_fingerprint(specs)
+    if real_tests:
+        params["real_tests"] = list(real_tests)
+    tests = params.get("real_tests") or []
+    if isinstance(tests, str):
+        tests = params["real_tests"] = [tests]
+    if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+        raise ProfileError(f"{where}: parameters.real_tests must be a list of source specs, got {tests!r}")
+    if tests:
+        _check_specs(tests, "real test")
+        params["real_tests_fingerprint"] = source_fingerprint(tests)
+        steps = resolved.setdefault("steps", {})
+        cleaning = ((steps.get("clean_data") or {}).get("parameters") or {}).get("config")
+        loader = steps.setdefault("load_real_tests", {}).setdefault("parameters", {})
+        if cleaning is not None:
+            loader.setdefault("cleaning", cleaning)
+    else:
+        params.pop("real_tests", None)
     return resolved
 
 

@@ -7,6 +7,7 @@ from steps.deployment import build_bento, deploy_bento
 from steps.evaluate import evaluate
 from steps.evaluation_report import evaluation_report
 from steps.ingest_data import ingest_data
+from steps.load_real_tests import load_real_tests
 from steps.promote import promote
 from steps.split_data import split_data
 from steps.train_gan import train_gan
@@ -25,6 +26,7 @@ __all__ = [
     "generations_report",
     "ingest_data",
     "load_prompts",
+    "load_real_tests",
     "promote",
     "split_data",
     "train_gan",

@@ -17,12 +17,14 @@ def evaluate(
     seq2seq_model: Path,
     transformer_model: Path,
     gan_model: Path,
+    real_tests: pd.DataFrame | None = None,
     suite: dict[str, Any] | None = None,
     rule: dict[str, Any] | None = None,
 ) -> tuple[
     Annotated[pd.DataFrame, "evaluation_metrics"],
     Annotated[pd.DataFrame, "evaluation_samples"],
     Annotated[pd.DataFrame, "open_prompt_samples"],
+    Annotated[pd.DataFrame, "real_test_metrics"],
     Annotated[dict[str, Any], "selection"],
 ]:
     """Scores the three families on the same test pieces, open prompts and seeds; gates and ranks them.
@@ -32,11 +34,13 @@ def evaluate(
         seq2seq_model: The attention seq2seq model directory.
         transformer_model: The Transformer model directory.
         gan_model: The GAN model directory.
+        real_tests: Real test sets (``load_real_tests``); checked to be held out, then measured per candidate.
         suite: ``SuiteConfig`` fields (sample sizes, open prompts, reference model, sampling settings).
         rule: ``SelectionRule`` fields (gate thresholds, quality weight, tie tolerance).
 
     Returns:
-        The gated metrics, the test-prompt samples side by side, the open-prompt samples, and the selection.
+        The gated metrics, the test-prompt samples side by side, the open-prompt samples, the real-test
+        metrics (empty without real tests) and the selection.
     """
     import mlflow
 
@@ -45,12 +49,22 @@ def evaluate(
     from evaluation.suite import SuiteConfig
 
     candidates = {"seq2seq": seq2seq_model, "transformer": transformer_model, "gan": gan_model}
-    metrics, samples, open_samples, selection = evaluate_candidates(candidates, split, SuiteConfig(**(suite or {})),
-                                                      SelectionRule(**(rule or {})))
+    result = evaluate_candidates(candidates, split, SuiteConfig(**(suite or {})), SelectionRule(**(rule or {})),
+                                 real_tests)
+    metrics, selection = result.metrics, result.selection
     for _, row in metrics.iterrows():
         mlflow.log_metrics({f"{row['candidate']}.{k}": float(row[k]) for k in (*NUMERIC, "score", "open_quality")})
+    for _, row in result.real_metrics.iterrows():
+        mlflow.log_metrics({f"{row['candidate']}.real.{row['test_set']}.{k}": float(row[k])
+                            for k in ("ppl_word", "ranking_acc")})
+    if selection["real_tests"]:
+        mlflow.log_params({f"real_test.{name}.fingerprint": info["fingerprint"]
+                           for name, info in selection["real_tests"].items()}
+                          | {"train_fingerprint": selection["data_fingerprint"]})
     mlflow.log_dict(selection, "selection.json")
     log_step_metadata({"winner": selection["winner"] or "none", "why": selection["why"],
-                       **{f"{r['candidate']}.ppl_word": float(r["ppl_word"]) for _, r in metrics.iterrows()}},
+                       **{f"{r['candidate']}.ppl_word": float(r["ppl_word"]) for _, r in metrics.iterrows()},
+                       **{f"{r['candidate']}.real.{r['test_set']}.ppl_word": float(r["ppl_word"])
+                          for _, r in result.real_metrics.iterrows()}},
                       artifact_name="evaluation_metrics")
-    return metrics, samples, open_samples, selection
+    return metrics, result.samples, result.open_samples, result.real_metrics, selection

@@ -17,6 +17,7 @@ def evaluation_report(
     promotion: dict[str, Any],
     champion_samples: dict[str, list[str]],
     open_samples: pd.DataFrame,
+    real_metrics: pd.DataFrame | None = None,
 ) -> Annotated[HTMLString, "evaluation_report"]:
     """Builds the one page that says which model won and why; also logs it to MLflow.
 
@@ -27,6 +28,7 @@ def evaluation_report(
         promotion: The promotion decision.
         champion_samples: The previous champion's samples, ``test`` and ``open`` (empty when there was none).
         open_samples: Every candidate's open-prompt samples with the prompt words they use.
+        real_metrics: Every candidate's figures on the real test sets (none when the profile names none).
 
     Returns:
         The report as HTML.
@@ -36,6 +38,6 @@ def evaluation_report(
     from evaluation.report import build_report
 
     page = build_report(metrics, samples, selection, promotion, champion_samples.get("test") or None, open_samples,
-                        champion_samples.get("open") or None)
+                        champion_samples.get("open") or None, real_metrics)
     mlflow.log_text(page, "evaluation_report.html")
     return HTMLString(page)

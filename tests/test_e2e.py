@@ -111,6 +111,56 @@ def test_second_identical_run_is_cached_except_promotion_and_changes_no_stack(pr
     assert champion["versions"] == 3
 
 
+SENTENCES = ["The kettle sang while the rain tapped on the roof of the small house.",
+             "Her grandmother kept a jar of buttons that rattled when she walked past it.",
+             "They walked along the canal until the bells of the old church rang for supper.",
+             "A paper boat drifted past the bakery, and the baker waved at it with floury hands.",
+             "He counted the stairs to the attic and always got a different number.",
+             "The market smelled of oranges, wet cardboard and the smoke of chestnuts.",
+             "When the wind came up, the washing on the line flapped like a row of flags.",
+             "She wrote the word on the window with her finger and watched it fade.",
+             "The tram was late again, so they shared a bag of warm bread on the bench."]
+
+
+def write_real_test(path: Path, stories: int = 10) -> Path:
+    """A TinyStories-style file of stories no template wrote (seeded shuffles of plain sentences)."""
+    import random
+
+    rng = random.Random(3)
+    texts = [f"Story {i}: Mira found a note in a library book. " + " ".join(rng.sample(SENTENCES, 6))
+             for i in range(stories)]
+    path.write_text("\n<|endoftext|>\n".join(texts) + "\n")
+    return path
+
+
+def test_a_real_test_set_is_measured_without_retraining_and_a_leaking_one_stops_the_run(project):
+    root, env = project
+    spec = f"tinystories:{write_real_test(root.parent / 'real-stories.txt')}"
+    out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml", "--real-test", spec).stdout
+    last = statuses(project)[-1]
+    rerun = {"load_real_tests", "evaluate"} | ALWAYS_RUN
+    assert {last[s] for s in rerun} == {"completed"} and {last[s] for s in STEPS - rerun} == {"cached"}
+    report = json.loads(run(project, "-c", REPORT_SCRIPT).stdout.strip().splitlines()[-1])
+    assert "<h2>Real test sets</h2>" in report["page"] and "tinystories-real-stories: per-word ppl" in report["page"]
+    assert report["sets"]["tinystories-real-stories"]["pieces"] == 10 and "[promote]" in out
+    # the training data itself as a "real test": stopped by the held-out check, before any training
+    leak = subprocess.run([sys.executable, "run.py", "--config", "configs/smoke.yaml", "--real-test",
+                           "builtin?n=300&seed=13"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert leak.returncode == 1 and leak.stderr.strip().splitlines()[-1].startswith(
+        "run.py: error: the training pipeline failed: step load_real_tests failed: real test 'builtin': ")
+    assert "pieces are also in the training data" in leak.stderr
+
+
+REPORT_SCRIPT = """
+import json
+from zenml.client import Client
+run = Client().get_pipeline("training_pipeline").last_run
+page = run.steps["evaluation_report"].outputs["evaluation_report"][0].load()
+sets = run.steps["evaluate"].outputs["selection"][0].load()["real_tests"]
+print(json.dumps({"page": str(page), "sets": sets}))
+"""
+
+
 def test_changing_only_gan_settings_reruns_only_the_gan_and_what_follows(project):
     root, _ = project
     profile = (root / "configs" / "smoke.yaml").read_text()

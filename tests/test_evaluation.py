@@ -221,7 +221,9 @@ def test_promote_candidates_loads_the_champion_and_generates_for_the_report(regi
     suite = SuiteConfig(ranking_pieces=5, distractors=3, sample_prompts=2, max_new_tokens=8, open_limit=3,
                         open_max_new_tokens=8)
     rule = SelectionRule(min_ranking_margin=-1, min_distinct2=0, max_repetition=1, min_prompt_use=0, min_complete=0)
-    metrics, samples, open_samples, selection = evaluate_candidates(dirs, tiny_corpus, suite, rule)
+    result = evaluate_candidates(dirs, tiny_corpus, suite, rule)
+    metrics, samples, open_samples, selection = result.metrics, result.samples, result.open_samples, result.selection
+    assert result.real_metrics.empty and selection["real_tests"] == {}
     assert selection["winner"] == "seq2seq" and list(samples.columns[-1:]) == ["seq2seq"]
     assert len(open_samples) == 3 and {"seq2seq", "seq2seq_matched"} <= set(open_samples.columns)
     assert selection["sizes"]["open_prompts"] == 3 and selection["evaluation_fingerprint"]
