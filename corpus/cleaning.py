@@ -472,6 +472,8 @@ def clean_corpus(frame: pd.DataFrame, cfg: CleaningConfig | None = None) -> tupl
         chunks = [(current.iloc[lo:hi], cfg) for lo, hi in itertools.pairwise(bounds)]
         with mp.get_context("fork").Pool(cfg.workers) as pool:
             results = pool.map(_run_row_rules_chunk, chunks)
+            pool.close()  # let the workers exit: the with-block's terminate() would SIGTERM them, and the
+            pool.join()   # signal handler a forked ZenML step inherits logs "Received signal 15" for each
         current = pd.concat([r[0] for r in results])
         row_stats = _sum_stats([r[1] for r in results])
     else:

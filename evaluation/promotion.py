@@ -105,6 +105,9 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
            rule: Any, chance: float = 0.1) -> Decision:
     """Compares the winner with the current champion by the rule's score and moves the aliases when it is better.
 
+    Better means a score lower by more than the rule's ``tie_tolerance`` (recorded metrics are rounded
+    tags, so an identical model must not win on rounding), or a champion that fails a gate the winner passes.
+
     Args:
         client: An ``MlflowClient``.
         name: The registered model.
@@ -153,10 +156,10 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
         gated = apply_gates(pd.DataFrame([{"candidate": f"v{before}", "parameters": 0, **champ_row}]), rule, chance)
         champ_ppl, champ_score = float(champ_row["ppl_word"]), float(gated.iloc[0]["score"])
         champ_failed = [g for g in GATES if not bool(gated.iloc[0][f"gate_{g}"])]
-        if not champ_failed and not winner_score < champ_score:
+        if not champ_failed and not winner_score < champ_score - rule.tie_tolerance:
             decision = Decision(False, f"{winner} (v{version}, score {winner_score:.3f}) is not better than champion "
-                                f"v{before} (score {champ_score:.3f}, per-word perplexity {champ_ppl:.3f}; {how}); "
-                                "the champion stays", winner=winner, winner_version=version, champion_before=before,
+                                f"v{before} (score {champ_score:.3f}, per-word perplexity {champ_ppl:.3f}; {how}) by "
+                                f"more than the tie tolerance {rule.tie_tolerance:g}; the champion stays", winner=winner, winner_version=version, champion_before=before,
                                 champion_before_ppl=champ_ppl, champion_after=before, versions=versions,
                                 winner_score=winner_score, champion_before_score=champ_score)
             _tag(client, name, version, decision)

@@ -50,7 +50,11 @@ def real_table(real_metrics: pd.DataFrame) -> pd.DataFrame:
     order = [f"{name}: {kind}" for name in dict.fromkeys(real_metrics["test_set"])
              for kind in ("per-word ppl", "ranking")]
     candidates = list(dict.fromkeys(real_metrics["candidate"]))
-    return wide.loc[candidates, order].round(3).reset_index()
+    shown = wide.loc[candidates, order].astype(object)
+    for column in order:  # perplexities of models trained on templates reach 1e11: one readable format each
+        fmt = (lambda v: f"{v:,.1f}" if v < 1e6 else f"{v:.2e}") if column.endswith("ppl") else "{:.0%}".format
+        shown[column] = [fmt(float(v)) if pd.notna(v) else "–" for v in shown[column]]
+    return shown.reset_index()
 
 
 def real_section(real_metrics: pd.DataFrame | None, selection: dict[str, Any]) -> str:

@@ -197,6 +197,17 @@ def test_promotion_first_worse_better_and_gate_failure(registry):
     assert tags["promotion"] == "promoted" and tags["evaluation_fingerprint"] == "fp1"
 
 
+def test_an_equal_model_registered_again_does_not_win_on_rounding(registry):
+    client, model_uri = registry
+    first = _run(client, model_uri, 18.84414)  # tagged as 18.8441
+    # the champion's recorded tags are rounded: the same model measured again scores a hair lower
+    again = _run(client, model_uri, 18.84406)
+    assert not again.promoted and "by more than the tie tolerance 0.01" in again.reason
+    assert str(current_champion(client, "cw").version) == first.winner_version
+    clearly = _run(client, model_uri, 18.0)  # ln(18.84 / 18.0) = 0.046 > 0.01
+    assert clearly.promoted
+
+
 def test_a_champion_that_ignores_its_prompts_is_replaced_even_by_a_worse_perplexity(registry):
     client, model_uri = registry
     _run(client, model_uri, 1.6, use=0.2, fingerprint="fp")  # first champion: no gate is checked against nothing

@@ -158,3 +158,15 @@ def test_profile_real_tests_get_the_training_cleaning_rules_and_are_checked(tmp_
         resolve_profile(profile, None, "p.yaml", ["tinystories:nowhere.txt"])
     with pytest.raises(ProfileError, match=r"p\.yaml: parameters\.real_tests must be a list of source specs"):
         resolve_profile({"parameters": {"dataset": ["builtin"], "real_tests": [3]}}, None, "p.yaml")
+
+
+def test_real_table_reads_at_any_magnitude():
+    from evaluation.report import real_table
+
+    rows = pd.DataFrame([{"candidate": "a", "test_set": "x", "ppl_word": 4.5e9, "ranking_acc": 0.375},
+                         {"candidate": "a", "test_set": "y", "ppl_word": 19.079, "ranking_acc": 0.875},
+                         {"candidate": "b", "test_set": "x", "ppl_word": 1234.56, "ranking_acc": float("nan")},
+                         {"candidate": "b", "test_set": "y", "ppl_word": 2.0, "ranking_acc": 1.0}])
+    table = real_table(rows)
+    assert list(table.columns) == ["candidate", "x: per-word ppl", "x: ranking", "y: per-word ppl", "y: ranking"]
+    assert table.values.tolist() == [["a", "4.50e+09", "38%", "19.1", "88%"], ["b", "1,234.6", "–", "2.0", "100%"]]
