@@ -159,7 +159,8 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
         if not champ_failed and not winner_score < champ_score - rule.tie_tolerance:
             decision = Decision(False, f"{winner} (v{version}, score {winner_score:.3f}) is not better than champion "
                                 f"v{before} (score {champ_score:.3f}, per-word perplexity {champ_ppl:.3f}; {how}) by "
-                                f"more than the tie tolerance {rule.tie_tolerance:g}; the champion stays", winner=winner, winner_version=version, champion_before=before,
+                                f"more than the tie tolerance {rule.tie_tolerance:g}; the champion stays",
+                                winner=winner, winner_version=version, champion_before=before,
                                 champion_before_ppl=champ_ppl, champion_after=before, versions=versions,
                                 winner_score=winner_score, champion_before_score=champ_score)
             _tag(client, name, version, decision)

@@ -1,16 +1,21 @@
-"""ASGI guard in front of the service: an optional bearer token and a cap on request bodies.
+"""ASGI guards in front of the service: an optional bearer token, a cap on request bodies, and the UI's routes.
 
 - With a token configured, every path except the health and metrics probes needs
   ``Authorization: Bearer <token>``; a browser opens the UI once as ``/ui/?token=<token>``, which sets an
   HTTP-only cookie and redirects to the clean address. Wrong or missing token: 401 with a JSON message.
 - A body over ``max_body_bytes`` gets 413 before the application sees it (by ``Content-Length``, or by
   counting when the body is chunked).
+- :class:`UiGuardMiddleware`: the mounted Gradio app answers malformed requests to its internal routes
+  with 500s (a fuzzer found a dozen: undecodable query strings, unknown API names, a zero icon size). The
+  guard serves only the routes the writing UI's page uses, 404 for Gradio's other routes (its REST API,
+  proxy, file, login, monitoring and editing routes), and 400 for a query string that is not UTF-8.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
@@ -22,6 +27,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
+JSON_ONLY = ("/generate", "/stream")  # the API's operations take JSON bodies only (BentoML would try multipart)
 COOKIE = "cw_token"
 
 
@@ -83,6 +89,11 @@ class GuardMiddleware:
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await self._too_large(send)
             return
+        kind = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if scope.get("method") == "POST" and path in JSON_ONLY and kind != b"application/json":
+            await _json(send, 415, {"error": f"send the request as JSON (Content-Type: application/json), not "
+                                             f"{kind.decode('latin-1')!r}"})
+            return
         if scope.get("method") in {"POST", "PUT", "PATCH"} and length is None:
             receive = await self._buffered(receive, send)
             if receive is None:
@@ -106,13 +117,113 @@ class GuardMiddleware:
                 await self._too_large(send)
                 return None
             more = message.get("more_body", False)
-        body, sent = b"".join(chunks), False
+        return _replaying(b"".join(chunks), receive)
 
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        return replay
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over ``body`` once (as the whole request body), then the connection's messages."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+UI_PREFIX = "/ui"
+# Gradio routes the UI page never calls: its REST API for scripts (the page talks through queue/join + data),
+# the Spaces proxy, file serving (the UI has no file components), login, monitoring, vibe editing, dev reload.
+UI_UNUSED = re.compile(
+    r"^/ui/(login|logout|monitoring|pwa_icon|manifest\.json|gradio_api/(call|run|api|proxy=|file=|file/|stream/|"
+    r"upload|process_recording|component_server|login_check|token|user|dev/|vibe|undo-vibe|run-history|"
+    r"custom_component|openapi\.json|mcp))")
+
+
+def query_is_text(query: bytes) -> bool:
+    """Whether a raw query string decodes (after percent-decoding) as UTF-8."""
+    from urllib.parse import unquote_to_bytes
+
+    try:
+        for part in query.replace(b"+", b" ").split(b"&"):
+            unquote_to_bytes(part).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class UiGuardMiddleware:
+    """Lets only the writing UI's own routes and well-formed requests reach the mounted Gradio app.
+
+    Args:
+        app: The wrapped ASGI app.
+        blocks: The mounted ``gradio.Blocks`` (its pages and event handlers are what a request may name);
+            None checks only routes and query strings.
+    """
+
+    def __init__(self, app: Any, blocks: Any = None) -> None:
+        self.app = app
+        self.blocks = blocks
+
+    def _pages(self) -> set[str]:
+        return {str(page[0]) for page in getattr(self.blocks, "pages", None) or [("",)]}
+
+    def _event_problem(self, body: bytes) -> str:
+        """What is wrong with a ``queue/join`` body ('' when nothing this guard can see)."""
+        try:
+            event = json.loads(body)
+        except ValueError:
+            return ""  # Gradio answers malformed JSON with 422 itself
+        if not isinstance(event, dict) or self.blocks is None:
+            return ""
+        fns = self.blocks.fns
+        index, data, trigger = event.get("fn_index"), event.get("data"), event.get("trigger_id")
+        if not isinstance(index, int) or isinstance(index, bool) or index not in fns:
+            return f"fn_index {index!r} is not an event handler of this UI"
+        if trigger is not None and (not isinstance(trigger, int) or trigger not in self.blocks.blocks):
+            return f"trigger_id {trigger!r} is not a component of this UI"
+        if not isinstance(data, list) or len(data) != len(fns[index].inputs):
+            return f"event handler {index} takes {len(fns[index].inputs)} input value(s)"
+        return ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """404 for unused UI routes and unknown pages, 400/422 for bad queries and events; the rest passes."""
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path == UI_PREFIX or path.startswith(UI_PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        if UI_UNUSED.match(path):
+            await _json(send, 404, {"error": f"not found: {path} is an internal route of the UI that this "
+                                             "server does not offer; the API is /generate, /stream, /model"})
+            return
+        query = scope.get("query_string", b"")
+        if not query_is_text(query):
+            await _json(send, 400, {"error": "the query string is not valid UTF-8"})
+            return
+        page = dict(parse_qsl(query.decode("utf-8", "replace"))).get("page")
+        if page is not None and page not in self._pages():
+            await _json(send, 404, {"error": f"the UI has no page {page!r}"})
+            return
+        if path.endswith("/gradio_api/queue/join") and scope.get("method") == "POST":
+            body, receive = await _read_body(receive)
+            problem = self._event_problem(body)
+            if problem:
+                await _json(send, 422, {"error": problem})
+                return
+        await self.app(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """The whole request body (already capped by :class:`GuardMiddleware`) and a receive that replays it."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    return body, _replaying(body, receive)

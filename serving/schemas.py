@@ -7,6 +7,7 @@ model's control tokens by :mod:`serving.engine`.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -43,17 +44,22 @@ def check_prompt(text: str, reject_emoji: bool = True) -> str:
     return stripped
 
 
-class GenerateRequest(BaseModel):
-    """What to write and how."""
+CONTROL_WORD = r"^[A-Za-z0-9 _-]*$"  # form and genre: what the check below accepts, documented as the pattern
 
-    model_config = ConfigDict(extra="forbid")
+
+class GenerateRequest(BaseModel):
+    """What to write and how (strict types: ``true`` is not a seed, ``"3"`` is not a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1, max_length=_LIMITS.max_prompt_chars,
                         description="The writing prompt (plain text, no emoji or control characters).",
-                        examples=["A lighthouse keeper finds a message in a bottle."])
+                        examples=["A lighthouse keeper finds a message in a bottle."],
+                        json_schema_extra={"pattern": r"\S"})
     form: str = Field("story", max_length=40, description="The form to write in: story, fable or poem "
-                      "(GET /model lists what the served model knows).")
-    genre: str = Field("", max_length=40, description="Genre, e.g. fantasy, mystery, science fiction; empty for none.")
+                      "(GET /model lists what the served model knows).", json_schema_extra={"pattern": CONTROL_WORD})
+    genre: str = Field("", max_length=40, description="Genre, e.g. fantasy, mystery, science fiction; empty for none.",
+                       json_schema_extra={"pattern": CONTROL_WORD})
     max_new_tokens: int = Field(_DEFAULTS.max_new_tokens, ge=1, le=_LIMITS.max_new_tokens,
                                 description="Upper bound on generated tokens.")
     temperature: float = Field(_DEFAULTS.temperature, gt=0, le=5,
@@ -76,8 +82,8 @@ class GenerateRequest(BaseModel):
     @field_validator("form", "genre")
     @classmethod
     def _control_is_plain(cls, value: str) -> str:
-        if any(not (c.isalnum() or c in " -_") for c in value):
-            raise ValueError("use letters, digits, spaces, '-' or '_' only")
+        if not re.match(CONTROL_WORD, value):
+            raise ValueError("use ASCII letters, digits, spaces, '-' or '_' only")
         return value.strip().lower()
 
 

@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, StreamingResponse
 
 from serving.engine import Engine, NotReadyError, RequestError, iterate_in_thread
-from serving.middleware import GuardMiddleware
+from serving.middleware import GuardMiddleware, UiGuardMiddleware
+from serving.openapi import ApiDocsMiddleware
 from serving.schemas import CONFIG, GenerateRequest, GenerateResponse
 from serving.ui import build_ui, prepare_for_mount
 
@@ -52,10 +53,13 @@ def _current_engine() -> Engine:
     return bentoml.get_current_service().engine
 
 
+UI = prepare_for_mount(build_ui(_current_engine, CONFIG))  # mounted at /ui; its guard checks events against it
+
+
 @bentoml.service(name="creative_writer", http={"host": CONFIG.server.host, "port": CONFIG.server.port},
                  traffic={"timeout": CONFIG.server.timeout_s}, workers=1)
 @bentoml.asgi_app(info_app, path="/")
-@bentoml.gradio.mount_gradio_app(prepare_for_mount(build_ui(_current_engine, CONFIG)), path="/ui")
+@bentoml.gradio.mount_gradio_app(UI, path="/ui")
 class CreativeWriter:
     """Serves the registry's champion (or the Bento's imported model) to writers."""
 
@@ -121,5 +125,7 @@ class CreativeWriter:
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)  # type: ignore[return-value]
 
 
+CreativeWriter.add_asgi_middleware(ApiDocsMiddleware)
+CreativeWriter.add_asgi_middleware(UiGuardMiddleware, blocks=UI)
 CreativeWriter.add_asgi_middleware(GuardMiddleware, token=CONFIG.token, max_body_bytes=CONFIG.limits.max_body_bytes)
 
