@@ -102,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             return fail(str(exc), 2)
 
+    from infra.stale_runs import OWNER_KEY, mark_stale_runs, owner_record
+
+    for stale in mark_stale_runs():
+        print(f"[runs] {stale.name} marked failed: {stale.reason}")
+
     from infra.zenml_utils import limit_eager_integrations
 
     limit_eager_integrations(args.pipeline)
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = getattr(pipelines, f"{args.pipeline}_pipeline")
     run_config = write_resolved(resolved, args.pipeline)
     try:
-        run = chosen.with_options(config_path=str(run_config))()
+        run = chosen.with_options(config_path=str(run_config), extra={OWNER_KEY: owner_record()})()
     except RuntimeError as exc:  # ZenML's "Pipeline run has failed due to failure in step(s): ..."
         from infra.report import failure_messages
 

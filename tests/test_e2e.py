@@ -161,6 +161,46 @@ print(json.dumps({"page": str(page), "sets": sets}))
 """
 
 
+RUNS_SCRIPT = """
+import json, mlflow
+from zenml.client import Client
+from infra.stack import tracking_uri
+runs = Client().list_pipeline_runs(sort_by="asc:created", size=100).items
+mlflow.set_tracking_uri(tracking_uri())
+client = mlflow.MlflowClient()
+aliases = {a: str(client.get_model_version_by_alias("creative-writer", a).version) for a in ("champion",)}
+versions = {str(v.version): v.status for v in client.search_model_versions("name='creative-writer'")}
+print(json.dumps({"runs": [[r.name, str(r.status.value)] for r in runs], "aliases": aliases, "versions": versions}))
+"""
+
+
+def test_a_killed_run_is_marked_failed_at_the_next_start_and_the_rerun_completes(project):
+    import signal
+
+    root, env = project
+    before = json.loads(run(project, "-c", RUNS_SCRIPT).stdout.strip().splitlines()[-1])
+    process = subprocess.Popen([sys.executable, "run.py", "--config", "configs/smoke.yaml", "--no-cache"], cwd=root,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        for line in process.stdout:  # kill it in the middle of the first trainer
+            if "train_seq2seq" in line and "has started" in line:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+    killed = json.loads(run(project, "-c", RUNS_SCRIPT).stdout.strip().splitlines()[-1])["runs"][-1]
+    assert killed[1] == "running"  # what ZenML shows for a dead run
+    out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml").stdout
+    assert f"[runs] {killed[0]} marked failed: its process (pid {process.pid}) is gone" in out
+    after = json.loads(run(project, "-c", RUNS_SCRIPT).stdout.strip().splitlines()[-1])
+    statuses_by_name = dict(after["runs"])
+    assert statuses_by_name[killed[0]] == "failed" and after["runs"][-1][1] == "completed"
+    # the registry stayed consistent: the champion is a version that exists and is ready
+    assert after["versions"][after["aliases"]["champion"]] == "READY"
+    assert set(before["versions"]) <= set(after["versions"])
+
+
 def test_changing_only_gan_settings_reruns_only_the_gan_and_what_follows(project):
     root, _ = project
     profile = (root / "configs" / "smoke.yaml").read_text()
