@@ -48,7 +48,10 @@ def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("e2e") / "project"
     shutil.copytree(PROJECT_ROOT, root, ignore=IGNORE)
     write_tiny_llama(root / ".cache" / "tiny-llama-chat")  # the smoke profile's base model
-    env = {**os.environ, "ZENML_CONFIG_PATH": str(root.parent / "zenml-config"), "ZENML_ANALYTICS_OPT_IN": "false",
+    # the project's own stack decides where MLflow is: drop what other tests' mlflow.set_tracking_uri() left
+    # in this process's environment (MLflow exports it for subprocesses)
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = {**inherited, "ZENML_CONFIG_PATH": str(root.parent / "zenml-config"), "ZENML_ANALYTICS_OPT_IN": "false",
            "PYTHONPATH": str(root), "BENTOML_HOME": str(root.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
     return root, env
 
