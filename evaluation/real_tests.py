@@ -133,5 +133,14 @@ def describe_sets(real: pd.DataFrame, checked: dict[str, int]) -> dict[str, dict
             for name, part in real.groupby("source", sort=False)}
 
 
-__all__ = ["REAL_COLUMNS", "check_held_out", "describe_sets", "load_real_tests", "set_fingerprint", "set_name",
-           "text_key"]
+def held_out_sets(real: pd.DataFrame, split: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """:func:`check_held_out`, then :func:`describe_sets` (what the load step logs and the evaluation records).
+
+    Raises:
+        DataError: If a set shares a piece with the training data.
+    """
+    return describe_sets(real, check_held_out(real, split))
+
+
+__all__ = ["REAL_COLUMNS", "check_held_out", "describe_sets", "held_out_sets", "load_real_tests", "set_fingerprint",
+           "set_name", "text_key"]

@@ -21,7 +21,7 @@ from evaluation.promotion import (
     register_candidates,
     registered_with_fingerprint,
 )
-from evaluation.real_tests import REAL_COLUMNS, check_held_out, describe_sets
+from evaluation.real_tests import REAL_COLUMNS, held_out_sets
 from evaluation.selection import SelectionRule, select
 from evaluation.suite import (
     SuiteConfig,
@@ -109,8 +109,8 @@ def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite:
     """
     if not model_dirs:
         raise ValueError("evaluation needs at least one candidate model")
-    real = real if real is not None else pd.DataFrame(columns=["source", "text"])
-    real_sets = describe_sets(real, check_held_out(real, split)) if not real.empty else {}
+    has_real = real is not None and not real.empty
+    real_sets = held_out_sets(real, split) if has_real else {}
     configure_threads(suite.torch_threads)
     test = test_part(split)
     opened = open_prompts(suite)
@@ -121,7 +121,7 @@ def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite:
         row, samples, open_texts, matched = evaluate_candidate(name, model, Path(directory), test, suite, reference)
         log.info("%s: per-word ppl %.3f, ranking %.2f, open use %.2f, coverage %.2f, complete %.2f", name,
                  row["ppl_word"], row["ranking_acc"], row["open_use"], row["open_coverage"], row["open_complete"])
-        for real_row in real_test_metrics(name, model, real, suite) if not real.empty else []:
+        for real_row in real_test_metrics(name, model, real, suite) if has_real else []:
             log.info("%s on %s: per-word ppl %.1f, ranking %.2f", name, real_row["test_set"], real_row["ppl_word"],
                      real_row["ranking_acc"])
             real_rows.append(real_row)

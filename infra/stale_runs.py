@@ -9,6 +9,7 @@ other way (no record) or on another host are left alone: nothing here can tell w
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -64,16 +65,14 @@ def mark_stale_runs(client: Any = None) -> list[StaleRun]:
 
     client = client or Client()
     marked = []
-    for status in UNFINISHED:
-        for run in client.list_pipeline_runs(status=status, size=100).items:
-            owner = (run.config.extra or {}).get(OWNER_KEY) or {}
-            reason = process_gone(owner)
-            if not reason:
-                continue
-            for step in run.steps.values():
-                if str(step.status.value) in UNFINISHED:
-                    publish_failed_step_run(step.id)
-            message = f"marked failed by run.py: {reason}; a rerun continues from the cached steps"
-            publish_failed_pipeline_run(run.id, ExceptionInfo(traceback="", message=message))
-            marked.append(StaleRun(run.name, reason))
+    for run in client.list_pipeline_runs(status="oneof:" + json.dumps(UNFINISHED), size=100).items:
+        reason = process_gone((run.config.extra or {}).get(OWNER_KEY) or {})
+        if not reason:
+            continue
+        for step in run.steps.values():
+            if str(step.status.value) in UNFINISHED:
+                publish_failed_step_run(step.id)
+        message = f"marked failed by run.py: {reason}; a rerun continues from the cached steps"
+        publish_failed_pipeline_run(run.id, ExceptionInfo(traceback="", message=message))
+        marked.append(StaleRun(run.name, reason))
     return marked

@@ -106,18 +106,11 @@ class GuardMiddleware:
 
     async def _buffered(self, receive: Receive, send: Send) -> Receive | None:
         """Reads a body of unknown length up to the cap; None (after a 413) when it is larger."""
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body_bytes:
-                await self._too_large(send)
-                return None
-            more = message.get("more_body", False)
-        return _replaying(b"".join(chunks), receive)
+        body, replay = await _read_body(receive, self.max_body_bytes)
+        if body is None:
+            await self._too_large(send)
+            return None
+        return replay
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:
@@ -208,22 +201,25 @@ class UiGuardMiddleware:
             await _json(send, 404, {"error": f"the UI has no page {page!r}"})
             return
         if path.endswith("/gradio_api/queue/join") and scope.get("method") == "POST":
-            body, receive = await _read_body(receive)
-            problem = self._event_problem(body)
+            body, receive = await _read_body(receive)  # GuardMiddleware has capped it already
+            problem = self._event_problem(body or b"")
             if problem:
                 await _json(send, 422, {"error": problem})
                 return
         await self.app(scope, receive, send)
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
-    """The whole request body (already capped by :class:`GuardMiddleware`) and a receive that replays it."""
-    chunks, more = [], True
+async def _read_body(receive: Receive, limit: int | None = None) -> tuple[bytes | None, Receive]:
+    """The whole request body and a receive that replays it; the body is None once it passes ``limit`` bytes."""
+    chunks, size, more = [], 0, True
     while more:
         message = await receive()
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if limit is not None and size > limit:
+            return None, receive
         more = message.get("more_body", False)
     body = b"".join(chunks)
     return body, _replaying(body, receive)

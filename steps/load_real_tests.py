@@ -29,9 +29,9 @@ def load_real_tests(split: pd.DataFrame, specs: list[str], source_fingerprint: s
     Returns:
         The real test pieces.
     """
-    from evaluation.real_tests import check_held_out, describe_sets
+    from evaluation.real_tests import held_out_sets
     from evaluation.real_tests import load_real_tests as load
 
     frame = load(specs, cleaning)
-    log_step_metadata({"specs": specs, "sets": describe_sets(frame, check_held_out(frame, split))})
+    log_step_metadata({"specs": specs, "sets": held_out_sets(frame, split)})
     return frame
