@@ -112,6 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     limit_eager_integrations(args.pipeline)
     import pipelines
 
+    if args.pipeline == "deployment":  # before building anything: is the port ours to take?
+        import inspect
+
+        from infra.bento_deployment import DeploymentError, check_port
+
+        defaults = inspect.signature(pipelines.deployment_pipeline.entrypoint).parameters
+        params = {"host": defaults["host"].default, "port": defaults["port"].default, **resolved["parameters"]}
+        try:
+            check_port(str(params["host"]), int(params["port"]))
+        except DeploymentError as exc:
+            return fail(str(exc))
+
     chosen = getattr(pipelines, f"{args.pipeline}_pipeline")
     run_config = write_resolved(resolved, args.pipeline)
     try:

@@ -10,6 +10,8 @@ The YAML holds the defaults a deployment shares; the environment holds what diff
 ``CW_BATCHING``           ``on`` / ``off``: adaptive batching of ``/generate``
 ``CW_HOST``, ``CW_PORT``  where ``python -m serving`` binds
 ``CW_API_TOKEN``          the bearer token (the variable's name is ``server.token_env``)
+``CW_DEPLOYMENT_ID``      set by the deployment for its server; ``GET /model`` reports it
+``CW_DEPLOYMENT_ROOT``    set by the deployment: the checkout whose deployment this process is
 ========================  ===============================================================
 """
 
@@ -26,6 +28,8 @@ from infra.yaml_files import read_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "serving.yaml"
+DEPLOYMENT_ID_ENV = "CW_DEPLOYMENT_ID"  # which deployment started this server (its processes inherit it)
+DEPLOYMENT_ROOT_ENV = "CW_DEPLOYMENT_ROOT"  # whose deployment it is: the checkout that started it
 
 
 class ServingConfigError(ValueError):

@@ -44,6 +44,31 @@ def bentofile() -> dict[str, Any]:
     return yaml.safe_load(BENTOFILE.read_text())
 
 
+def python_options(spec: dict[str, Any], root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """The bentofile's ``python`` options with ``requirements_txt`` read here into ``packages``.
+
+    BentoML refuses a requirements file whose absolute path has a hidden folder in it (a checkout under
+    ``~/.cache/...``) or lies outside the current directory; the packages themselves are what it needs.
+
+    Raises:
+        FileNotFoundError: If the requirements file the bentofile names does not exist.
+        ValueError: If it holds a pip option line (``-r``, ``--index-url``), naming the line.
+    """
+    options = dict(spec.get("python") or {})
+    name = options.pop("requirements_txt", None)
+    if name:
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{BENTOFILE}: python.requirements_txt {name} not found at {path}")
+        lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+        for number, line in enumerate(lines, 1):
+            if line.startswith("-"):
+                raise ValueError(f"{path}:{number}: pip options ({line.split()[0]}) cannot travel in a Bento's "
+                                 "package list; list the packages themselves")
+        options["packages"] = [*options.get("packages", []), *(line for line in lines if line)]
+    return options
+
+
 def build_bento(source: ModelSource, bento_name: str = "creative_writer", alias: str = "") -> BuiltBento:
     """Imports the registry version ``source`` points at and builds a Bento serving it.
 
@@ -64,7 +89,7 @@ def build_bento(source: ModelSource, bento_name: str = "creative_writer", alias:
               "registry_version": provenance.version, "alias": provenance.alias or "pinned"}
     bento = bentoml.bentos.build(
         service=spec.get("service", SERVICE), name=bento_name, labels=labels, include=spec.get("include"),
-        exclude=spec.get("exclude"), python=spec.get("python"), description=spec.get("description"),
+        exclude=spec.get("exclude"), python=python_options(spec), description=spec.get("description"),
         envs=[BentoEnvSchema(name="CW_BENTO_MODEL", value=model_tag)], models=[model_tag], build_ctx=str(PROJECT_ROOT))
     log.info("built Bento %s serving %s (%s)", bento.tag, provenance.short(), model_tag)
     return BuiltBento(str(bento.tag), model_tag, provenance.source, provenance)

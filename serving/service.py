@@ -13,6 +13,7 @@ chunks), ``GET /model`` (what is served and its evaluation metrics), ``/ui`` (th
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, StreamingResponse
 
+from serving.config import DEPLOYMENT_ID_ENV
 from serving.engine import Engine, NotReadyError, RequestError, iterate_in_thread
 from serving.middleware import GuardMiddleware, UiGuardMiddleware
 from serving.openapi import ApiDocsMiddleware
@@ -40,9 +42,13 @@ info_app = FastAPI(title="creative-writer info")
 
 @info_app.get("/model")
 def model_info() -> JSONResponse:
-    """What is served: provenance, evaluation metrics, known forms and genres, limits."""
+    """What is served: provenance, evaluation metrics, known forms and genres, limits, and the deployment.
+
+    ``deployment`` is the id of the deployment that started this server ('' when started by hand): a
+    deployment checks it to know that the process answering on its port is the one it started.
+    """
     service = bentoml.get_current_service()
-    return JSONResponse(service.engine.describe())
+    return JSONResponse({**service.engine.describe(), "deployment": os.environ.get(DEPLOYMENT_ID_ENV, "")})
 
 
 def _error(status: int, field: str, message: str) -> JSONResponse:

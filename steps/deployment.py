@@ -51,7 +51,7 @@ def deploy_bento(bento: dict[str, Any], host: str = "127.0.0.1", port: int = 300
 
     deployer = BentoMLModelDeployer.get_active_model_deployer()
     service = deploy(deployer, bento["bento_tag"], bento["model_uri"], host, port, timeout,
-                     apis=["generate", "stream"])
+                     apis=["generate", "stream"], model_tag=bento["model_tag"])
     base = f"http://{host}:{port}"
     info = {"service_id": str(service.uuid), "url": base, "generate": f"{base}/generate", "stream": f"{base}/stream",
             "openapi": f"{base}/docs", "ui": f"{base}/ui/", "model": f"{base}/model", "metrics": f"{base}/metrics",

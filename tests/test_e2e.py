@@ -2,7 +2,9 @@
 
 Asserts what a user sees: every step completed, the stack bootstrapped once, a second identical run
 fully cached, and a changed cleaning parameter re-running clean_data and what follows but not ingest.
-Statuses are read back through the ZenML client, not inferred from timings.
+Statuses are read back through the ZenML client, not inferred from timings. The copy lives under a
+hidden folder (``.checkout/``), as a checkout in ``~/.cache`` would. After training: batch inference,
+and deployments with their faults (a foreign process on the port, a killed worker, a killed supervisor).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +48,8 @@ print(json.dumps([{name: str(s.status.value) for name, s in r.steps.items()} for
 def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     from tests.tiny_llama import write_tiny_llama
 
-    root = tmp_path_factory.mktemp("e2e") / "project"
+    # under a hidden folder, as a checkout in ~/.cache or ~/.local would be (BentoML refuses hidden paths)
+    root = tmp_path_factory.mktemp("e2e") / ".checkout" / "project"
     shutil.copytree(PROJECT_ROOT, root, ignore=IGNORE)
     write_tiny_llama(root / ".cache" / "tiny-llama-chat")  # the smoke profile's base model
     # the project's own stack decides where MLflow is: drop what other tests' mlflow.set_tracking_uri() left
@@ -276,40 +280,113 @@ import json
 from zenml.client import Client
 from infra.bento_deployment import existing
 deployer = Client().active_stack.model_deployer
-print(json.dumps([{"bento": s.config.bento_tag, "running": s.is_running, "uri": s.config.model_uri}
-                  for s in existing(deployer)]))
-"""
-
-STOP_SCRIPT = """
-from zenml.client import Client
-from infra.bento_deployment import existing
-deployer = Client().active_stack.model_deployer
-for service in existing(deployer):
-    deployer.delete_model_server(service.uuid, timeout=60, force=False)
+print(json.dumps([{"id": str(s.uuid), "bento": s.config.bento_tag, "running": s.is_running,
+                   "uri": s.config.model_uri, "pid": s.status.pid} for s in existing(deployer)]))
 """
 
 
-def test_deployment_serves_the_champion_and_a_second_run_replaces_it(project):
+def deployments(project) -> list[dict]:
+    return json.loads(run(project, "-c", DEPLOYMENTS_SCRIPT).stdout.strip().splitlines()[-1])
+
+
+def answers(url: str) -> tuple[int, str]:
     import httpx
 
+    try:
+        reply = httpx.get(url, timeout=2)
+    except httpx.HTTPError as exc:
+        return 0, type(exc).__name__
+    return reply.status_code, reply.text
+
+
+def test_a_port_held_by_another_process_is_refused_before_anything_is_built(project):
+    from serving.local import free_port
+
+    root, env = project
+    port = free_port()
+    squatter = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while answers(f"http://127.0.0.1:{port}/")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        result = subprocess.run([sys.executable, "run.py", "--pipeline", "deployment", "--port", str(port)], cwd=root,
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+        error = [line for line in result.stderr.splitlines() if line.startswith("run.py: error:")]
+        assert len(error) == 1 and f"port {port} is held by pid {squatter.pid} (" in error[0], result.stderr[-2000:]
+        assert "http.server" in error[0] and f"kill {squatter.pid}" in error[0] and "--port N" in error[0]
+        assert deployments(project) == [] and answers(f"http://127.0.0.1:{port}/")[0] == 200  # nothing touched
+    finally:
+        squatter.kill()
+        squatter.wait(10)
+
+
+def test_deployments_verify_what_they_serve_and_survive_killed_processes(project):
+    """Serve, replace, kill the worker, kill the supervisor, redeploy over the orphan, stop the orphan."""
+    import signal
+
+    import httpx
+
+    from infra.processes import listeners, port_in_use
     from serving.local import free_port
 
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     version = champion_version(project)
     try:
         out = run(project, "run.py", "--pipeline", "deployment", "--port", str(port)).stdout
-        assert f"http://127.0.0.1:{port}/ui/" in out and f"v{version} @champion" in out
-        info = httpx.get(f"http://127.0.0.1:{port}/model", timeout=30).json()
-        assert info["ready"] and info["provenance"]["version"] == version and info["provenance"]["alias"] == "champion"
-        reply = httpx.post(f"http://127.0.0.1:{port}/generate", json={"prompt": "A fox finds a key.", "seed": 2,
-                                                                       "max_new_tokens": 16}, timeout=60)
-        assert reply.status_code == 200 and reply.json()["drafts"][0]["text"]
-        assert httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=30).status_code == 200
-        first = json.loads(run(project, "-c", DEPLOYMENTS_SCRIPT).stdout.strip().splitlines()[-1])
+        assert f"{base}/ui/" in out and f"v{version} @champion" in out
+        first = deployments(project)
         assert len(first) == 1 and first[0]["running"] and first[0]["uri"] == f"models:/creative-writer/{version}"
-        run(project, "run.py", "--pipeline", "deployment", "--port", str(port))
-        second = json.loads(run(project, "-c", DEPLOYMENTS_SCRIPT).stdout.strip().splitlines()[-1])
+        info = httpx.get(f"{base}/model", timeout=30).json()
+        assert info["deployment"] == first[0]["id"]  # the new deployment answers, not something else
+        assert info["ready"] and info["provenance"]["version"] == version and info["provenance"]["alias"] == "champion"
+        reply = httpx.post(f"{base}/generate", json={"prompt": "A fox finds a key.", "seed": 2, "max_new_tokens": 16},
+                           timeout=60)
+        assert reply.status_code == 200 and reply.json()["drafts"][0]["text"]
+        assert httpx.get(f"{base}/ui/", timeout=30).status_code == 200
+
+        run(project, "run.py", "--pipeline", "deployment", "--port", str(port))  # replaces it
+        second = deployments(project)
         assert len(second) == 1 and second[0]["running"] and second[0]["bento"] != first[0]["bento"]
-        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).status_code == 200
+        assert httpx.get(f"{base}/model", timeout=30).json()["deployment"] == second[0]["id"]
+
+        # the worker dies: the supervisor starts another; meanwhile /readyz answers 503 with the reason
+        daemon = second[0]["pid"]
+        worker = [p.pid for p in listeners(port) if p.pid != daemon]
+        assert len(worker) == 1, listeners(port)
+        os.kill(worker[0], signal.SIGKILL)
+        seen, deadline = [], time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status, body = answers(f"{base}/readyz")
+            seen.append((status, body[:80]))
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert seen[-1][0] == 200, seen[-5:]
+        assert any(s == 503 and b.startswith("not ready:") for s, b in seen), seen  # said why while loading
+        assert all(s in (0, 503, 200) for s, _ in seen), seen
+        assert [p.pid for p in listeners(port) if p.pid != daemon] != worker  # a new worker
+
+        # the supervisor dies (SIGKILL): its worker keeps the port, unmanaged; list shows it as an orphan
+        os.kill(daemon, signal.SIGKILL)
+        time.sleep(1)
+        assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200  # the orphan still answers
+        listing = run(project, "-m", "infra.bento_deployment", "list").stdout
+        assert "orphaned server process pid" in listing and "stop it with" in listing
+        # the next deployment stops the orphan and serves, and checks it is the one answering
+        run(project, "run.py", "--pipeline", "deployment", "--port", str(port))
+        third = deployments(project)
+        assert len(third) == 1 and third[0]["running"]
+        assert httpx.get(f"{base}/model", timeout=30).json()["deployment"] == third[0]["id"]
+
+        # once more, and `stop` finds the orphan and frees the port
+        os.kill(third[0]["pid"], signal.SIGKILL)
+        time.sleep(1)
+        stopped = run(project, "-m", "infra.bento_deployment", "stop").stdout
+        assert "stopped orphaned server process pid" in stopped
+        assert not port_in_use("127.0.0.1", port)
+        assert "no creative-writer deployment" in run(project, "-m", "infra.bento_deployment", "list").stdout
     finally:
-        run(project, "-c", STOP_SCRIPT)
+        run(project, "-m", "infra.bento_deployment", "stop")

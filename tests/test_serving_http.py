@@ -159,3 +159,40 @@ def test_token_guard_and_not_ready_without_a_champion(guarded_empty):
     assert login.status_code == 303 and "cw_token=s3cret" in login.headers["set-cookie"]
     assert httpx.get(server.url + "/ui/", cookies={"cw_token": "s3cret"}, timeout=30).status_code == 200
     assert "no registered model" in server.log()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "delete"])
+def test_a_champion_with_broken_artifacts_starts_says_why_and_crashes_nothing(tmp_path, tiny_tokenizer, damage):
+    """The champion's weights truncated, or its artifacts deleted: the server runs and explains itself."""
+    import shutil
+
+    from serving.local import Server
+    from tests.serving_support import register_tiny_champion
+
+    uri = register_tiny_champion(tmp_path, tiny_tokenizer)
+    weights = list((tmp_path / "artifacts").rglob("model.pt"))
+    assert len(weights) == 1
+    if damage == "corrupt":
+        weights[0].write_bytes(weights[0].read_bytes()[:100])
+    else:
+        shutil.rmtree(tmp_path / "artifacts")
+    server = Server({"MLFLOW_TRACKING_URI": uri, "BENTOML_HOME": str(tmp_path / "bentoml"), "CW_API_TOKEN": ""},
+                    tmp_path / "server.log")
+    try:
+        server.wait(ready=False)
+        deadline = time.monotonic() + 60
+        while "the model is loading" in (ready := httpx.get(server.url + "/readyz", timeout=10)).text:
+            assert time.monotonic() < deadline, "still loading after 60 s"
+            time.sleep(0.3)
+        assert ready.status_code == 503, ready.text
+        assert "loading models:/creative-writer@champion failed:" in ready.text, ready.text
+        info = httpx.get(server.url + "/model", timeout=10).json()
+        assert info["ready"] is False and "failed" in info["status"]
+        refused = post(server, "/generate", BASE)
+        assert refused.status_code == 503 and "no model is being served" in refused.json()["error"]
+        assert post(server, "/stream", BASE).status_code == 503
+        assert httpx.get(server.url + "/ui/", timeout=30).status_code == 200
+        assert httpx.get(server.url + "/livez", timeout=10).status_code == 200
+        assert server.process.poll() is None  # still running
+    finally:
+        server.stop()
