@@ -176,8 +176,21 @@ runs = Client().list_pipeline_runs(sort_by="asc:created", size=100).items
 mlflow.set_tracking_uri(tracking_uri())
 client = mlflow.MlflowClient()
 aliases = {a: str(client.get_model_version_by_alias("creative-writer", a).version) for a in ("champion",)}
-versions = {str(v.version): v.status for v in client.search_model_versions("name='creative-writer'")}
-print(json.dumps({"runs": [[r.name, str(r.status.value)] for r in runs], "aliases": aliases, "versions": versions}))
+found = client.search_model_versions("name='creative-writer'")
+versions = {str(v.version): v.status for v in found}
+promotion = {str(v.version): (v.tags or {}).get("promotion", "") for v in found}
+print(json.dumps({"runs": [[r.name, str(r.status.value)] for r in runs], "aliases": aliases, "versions": versions,
+                  "promotion": promotion}))
+"""
+
+KILLED_IN_PROMOTE = """
+import os, signal, sys
+import evaluation.promotion as promotion
+def killed(*args, **kwargs):  # after the candidates are registered, before any alias moves
+    os.kill(os.getpid(), signal.SIGKILL)
+promotion.decide = killed
+import run
+sys.exit(run.main(sys.argv[1:]))
 """
 
 
@@ -208,16 +221,34 @@ def test_a_killed_run_is_marked_failed_at_the_next_start_and_the_rerun_completes
     assert set(before["versions"]) <= set(after["versions"])
 
 
-def test_changing_only_gan_settings_reruns_only_the_gan_and_what_follows(project):
-    root, _ = project
+def test_changing_only_gan_settings_reruns_only_the_gan_and_a_promote_killed_before_aliasing_heals(project):
+    """A new GAN is trained and registered, then promote is SIGKILLed before deciding: nothing half-done stays."""
+    root, env = project
     profile = (root / "configs" / "smoke.yaml").read_text()
     assert "rounds: 2," in profile
     (root / "configs" / "smoke-gan.yaml").write_text(profile.replace("rounds: 2,", "rounds: 1,"))
-    run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke-gan.yaml")
+    before = json.loads(run(project, "-c", RUNS_SCRIPT).stdout.strip().splitlines()[-1])
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_PROMOTE, "--pipeline", "training", "--config",
+                             "configs/smoke-gan.yaml"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
     last = statuses(project)[-1]
-    rerun = {"train_gan", "evaluate"} | ALWAYS_RUN
-    assert {last[s] for s in rerun} == {"completed"}
-    assert {last[s] for s in STEPS - rerun} == {"cached"}
+    rerun = {"train_gan", "evaluate"}
+    assert {last[s] for s in rerun} == {"completed"} and last["promote"] == "running"
+    assert {last[s] for s in STEPS - rerun - ALWAYS_RUN} == {"cached"}  # only the GAN and what follows re-ran
+    middle = json.loads(run(project, "-c", RUNS_SCRIPT).stdout.strip().splitlines()[-1])
+    new = sorted(set(middle["versions"]) - set(before["versions"]), key=int)
+    assert len(new) == 1 and middle["versions"][new[0]] == "READY"  # the new GAN, complete
+    assert middle["aliases"] == before["aliases"] and middle["promotion"][new[0]] == ""  # no decision, no alias
+
+    out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke-gan.yaml").stdout
+    assert "marked failed: its process" in out and "[promote]" in out
+    last = statuses(project)[-1]
+    assert {last[s] for s in STEPS - ALWAYS_RUN} == {"cached"} and last["promote"] == "completed"
+    after = json.loads(run(project, "-c", RUNS_SCRIPT).stdout.strip().splitlines()[-1])
+    assert after["versions"] == middle["versions"]  # the GAN registered before the kill is reused, not registered again
+    champion = after["aliases"]["champion"]
+    assert after["versions"][champion] == "READY" and after["promotion"][champion]  # decided and tagged
+    assert after["runs"][-2][1] == "failed" and after["runs"][-1][1] == "completed"
 
 
 def test_changing_a_cleaning_parameter_reruns_clean_and_downstream_only(project):
