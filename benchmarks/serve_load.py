@@ -8,6 +8,13 @@ Loopback only, and bounded by ``--requests`` per level and run.
 
     python -m benchmarks.serve_load                      # the project's models:/creative-writer@champion
     python -m benchmarks.serve_load --levels 1 4 --runs 2 --requests 16
+    python -m benchmarks.serve_load --soak               # 16 clients for 60 s, good and bad requests mixed
+
+The soak (one server, the profile's batching) sends ``/generate`` and ``/stream`` requests mixed with bad
+ones (malformed JSON, an unknown form, a wrong type, an over-long prompt), and counts as an error any 5xx,
+any failed connection, a good request not answered 200 or a bad one not answered 400/422. It samples the
+server's resident memory (supervisor and workers) after the warm-up and at the end, and checks both
+against ``--rss-bound-mib`` of growth.
 """
 
 from __future__ import annotations
@@ -103,6 +110,124 @@ def first_chunk(url: str, repeats: int, max_new_tokens: int) -> float:
     return statistics.median(times)
 
 
+BAD = [  # (body, content) of requests the server must refuse with 400 or 422, never a 5xx
+    (b'{"prompt": "A fox', "application/json"),
+    (b'{"prompt": "A fox finds a key.", "form": "limerick-of-doom"}', "application/json"),
+    (b'{"prompt": "A fox finds a key.", "max_new_tokens": "many"}', "application/json"),
+    (json.dumps({"prompt": "word " * 3000}).encode(), "application/json"),
+]
+
+
+def server_rss(server: Server) -> int:
+    """Resident memory of the server's process tree (supervisor and workers), bytes."""
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def soak(url: str, clients: int, seconds: float, max_new_tokens: int) -> dict:
+    """``clients`` closed-loop clients for ``seconds``: every 10 requests 6 /generate, 2 /stream, 2 bad ones."""
+    latencies: dict[str, list[float]] = {"generate": [], "stream": [], "bad": []}
+    errors: list[str] = []
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def one(http: httpx.Client, i: int) -> tuple[str, bool, str]:
+        kind = ("generate", "generate", "stream", "generate", "bad", "generate", "stream", "generate", "generate",
+                "bad")[i % 10]
+        if kind == "generate":
+            response = http.post(url + "/generate", json=body(i, max_new_tokens))
+            return kind, response.status_code == 200 and bool(response.json()["drafts"][0]["text"]), response.text
+        if kind == "stream":
+            with http.stream("POST", url + "/stream", json=body(i, max_new_tokens)) as response:
+                text = "".join(response.iter_text())
+            return kind, response.status_code == 200 and bool(text), text
+        content, kind_header = BAD[(i // 10) % len(BAD)]
+        response = http.post(url + "/generate", content=content, headers={"Content-Type": kind_header})
+        return kind, response.status_code in (400, 422), f"{response.status_code} {response.text}"
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            while time.monotonic() < deadline:
+                with lock:
+                    i = next(counter)
+                start = time.perf_counter()
+                try:
+                    kind, ok, detail = one(http, i)
+                except httpx.HTTPError as exc:
+                    kind, ok, detail = "connection", False, repr(exc)
+                took = time.perf_counter() - start
+                with lock:
+                    if ok:
+                        latencies[kind].append(took)
+                    else:
+                        errors.append(f"{kind}: {detail[:200]}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for _ in range(clients):
+            pool.submit(client)
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "errors": len(errors), "error_sample": errors[:3],
+            **{f"{k}_count": len(v) for k, v in latencies.items()},
+            **{f"{k}_p50_s": percentile(v, 0.5) for k, v in latencies.items()},
+            **{f"{k}_p95_s": percentile(v, 0.95) for k, v in latencies.items()}}
+
+
+def run_soak(args: argparse.Namespace) -> int:
+    """The soak: one server, warm-up, ``--clients`` for ``--seconds``, memory before and after."""
+    home = tempfile.mkdtemp(prefix="cw-soak-")
+    server = Server({"MLFLOW_TRACKING_URI": args.tracking_uri, "CW_API_TOKEN": "", "BENTOML_HOME": home},
+                    Path(home) / "server.log")
+    try:
+        server.wait(ready=True, timeout=180)
+        info = httpx.get(server.url + "/model", timeout=10).json()
+        print(f"{info['status']}; batching {'on' if info['batching']['enabled'] else 'off'}; {os.cpu_count()} CPUs; "
+              f"{args.clients} clients for {args.seconds:g} s; {args.max_new_tokens} new tokens per request")
+        soak(server.url, args.clients, args.warmup, args.max_new_tokens)  # warm-up: every path, every batch size
+        before = server_rss(server)
+        samples: list[int] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(args.seconds / 6):
+                samples.append(server_rss(server))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        result = soak(server.url, args.clients, args.seconds, args.max_new_tokens)
+        done.set()
+        sampler.join()
+        after = server_rss(server)
+        alive = server.process.poll() is None
+    finally:
+        server.stop()
+    growth_mib = (after - before) / 2**20
+    print("\n| requests | count | p50 | p95 |\n|---|---|---|---|")
+    for kind in ("generate", "stream", "bad"):
+        print(f"| {kind} | {result[f'{kind}_count']} | {result[f'{kind}_p50_s'] * 1000:.0f} ms | "
+              f"{result[f'{kind}_p95_s'] * 1000:.0f} ms |")
+    print(f"errors: {result['errors']}; server resident memory {before / 2**20:.0f} MiB after the warm-up, "
+          f"{after / 2**20:.0f} MiB at the end ({growth_mib:+.0f} MiB); server alive at the end: {alive}")
+    print("resident memory during the soak (MiB): " + " → ".join(f"{r / 2**20:.0f}" for r in [before, *samples, after]))
+    for sample in result["error_sample"]:
+        print(f"  error sample: {sample}")
+    met = result["errors"] == 0 and growth_mib <= args.rss_bound_mib and alive
+    print(f"goals: 0 errors and memory growth ≤ {args.rss_bound_mib} MiB: {'met' if met else 'NOT met'}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": info.get("provenance"), "soak": result, "rss_before": before,
+                                         "rss_samples": samples, "rss_after": after}, indent=2))
+    return 0 if met else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark and prints (and optionally saves) the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,7 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri(),
                         help="the MLflow registry holding models:/creative-writer@champion")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--soak", action="store_true", help="run the soak instead (see above)")
+    parser.add_argument("--clients", type=int, default=16, help="soak: concurrent clients")
+    parser.add_argument("--seconds", type=float, default=60.0, help="soak: how long")
+    parser.add_argument("--warmup", type=float, default=30.0, help="soak: seconds of the same load before measuring")
+    parser.add_argument("--rss-bound-mib", type=float, default=64.0, help="soak: allowed memory growth")
     args = parser.parse_args(argv)
+    if args.soak:
+        return run_soak(args)
 
     home = tempfile.mkdtemp(prefix="cw-serve-load-")
     servers = {}

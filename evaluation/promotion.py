@@ -88,8 +88,8 @@ def content_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:20]
 
 
-def registered_with_fingerprint(client: Any, name: str, fingerprint: str) -> str | None:
-    """The newest version of ``name`` tagged with this content fingerprint, or None."""
+def registered_with_fingerprint(client: Any, name: str, fingerprint: str) -> Any | None:
+    """The newest version (an MLflow ``ModelVersion``) of ``name`` tagged with this content fingerprint, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -97,7 +97,19 @@ def registered_with_fingerprint(client: Any, name: str, fingerprint: str) -> str
     except MlflowException:  # no such registered model yet
         return None
     ready = [v for v in found if (v.tags or {}).get("content_fingerprint") == fingerprint]
-    return str(max(int(v.version) for v in ready)) if ready else None
+    return max(ready, key=lambda v: int(v.version)) if ready else None
+
+
+def update_tags(client: Any, name: str, version: Any, wanted: dict[str, str]) -> int:
+    """Sets the tags of ``version`` (a ``ModelVersion``) whose value differs from ``wanted``; returns how many.
+
+    A cached rerun brings the same values: nothing is written (each write is a registry round trip).
+    """
+    current = dict(version.tags or {})
+    changed = {k: v for k, v in wanted.items() if current.get(k) != v}
+    for key, value in changed.items():
+        client.set_model_version_tag(name, str(version.version), key, value)
+    return len(changed)
 
 
 def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dict[str, Any] | None,

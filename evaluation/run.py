@@ -20,6 +20,7 @@ from evaluation.promotion import (
     metric_tags,
     register_candidates,
     registered_with_fingerprint,
+    update_tags,
 )
 from evaluation.real_tests import REAL_COLUMNS, held_out_sets
 from evaluation.selection import SelectionRule, select
@@ -195,12 +196,11 @@ def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selec
     for candidate, fingerprint in fingerprints.items():
         known = registered_with_fingerprint(client, name, fingerprint)
         if known is not None:
-            versions[candidate] = known
-            for key in ("evaluation_fingerprint", "test_fingerprint", "passed_gates"):
-                client.set_model_version_tag(name, known, key, tags[candidate][key])
-            for key, value in metric_tags(by_name.loc[candidate].to_dict()).items():
-                client.set_model_version_tag(name, known, key, value)
-            log.info("%s is already registered as %s v%s (same content): reused", candidate, name, known)
+            versions[candidate] = str(known.version)
+            wanted = {k: tags[candidate][k] for k in ("evaluation_fingerprint", "test_fingerprint", "passed_gates")}
+            changed = update_tags(client, name, known, {**wanted, **metric_tags(by_name.loc[candidate].to_dict())})
+            log.info("%s is already registered as %s v%s (same content): reused, %d tag(s) updated", candidate, name,
+                     known.version, changed)
     new = {c: log_pyfunc(Path(d), name=c).model_uri for c, d in model_dirs.items() if c not in versions}
     versions.update(register_candidates(name, new, tags))
     champion = current_champion(client, name)

@@ -286,3 +286,18 @@ def test_report_names_the_winner_the_gates_and_shows_samples_side_by_side():
     assert "gate_ranking" in page and "champion before this run (v0)" in page and "data:image/png;base64" in page
     assert "<mark>Odile</mark> held the <mark>bottles</mark>." in page and "gate_prompt_use" in page
     assert "pypi:judge==1#m.gguf" in page and "open prompts 1" in page
+
+
+def test_update_tags_writes_only_what_changed():
+    from types import SimpleNamespace
+
+    from evaluation.promotion import update_tags
+
+    writes = []
+    client = SimpleNamespace(set_model_version_tag=lambda _name, version, key, value: writes.append(
+        (version, key, value)))
+    version = SimpleNamespace(version=7, tags={"metric.ppl_word": "12.5", "passed_gates": "True"})
+    assert update_tags(client, "cw", version, {"metric.ppl_word": "12.5", "passed_gates": "True"}) == 0
+    assert writes == []  # a cached rerun: the same values, no registry round trip
+    assert update_tags(client, "cw", version, {"metric.ppl_word": "11.0", "passed_gates": "True", "new": "x"}) == 2
+    assert writes == [("7", "metric.ppl_word", "11.0"), ("7", "new", "x")]
