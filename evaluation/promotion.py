@@ -139,7 +139,6 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
     import pandas as pd
 
     from evaluation.selection import GATES, QUALITY, apply_gates, score
-    from models.mlflow_logging import tagged_metrics
 
     champion = current_champion(client, name)
     before = str(champion.version) if champion is not None else None
@@ -157,6 +156,8 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
         _tag(client, name, version, decision)
         return decision
     if champion is not None:
+        from models.mlflow_logging import tagged_metrics  # imports torch: only when a champion is compared
+
         tags = dict(champion.tags or {})
         recorded = tagged_metrics(tags)
         needed = {"ppl_word", "ranking_acc", "distinct2", "repetition", "open_repetition", *QUALITY}

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-MANIFEST = "manifest.json"
+from models.manifest import MANIFEST, read_manifest  # part of the contract; importers may take them from here
 
 
 @dataclass(frozen=True)
@@ -308,14 +308,6 @@ def write_manifest(directory: Path, family: str, extra: dict[str, Any] | None = 
     data = {"family": family, "format": 1, "torch": torch.__version__, "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__, **(extra or {})}
     (directory / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True))
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Reads ``manifest.json``; raises FileNotFoundError naming the directory when absent."""
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory} is not a saved model (no {MANIFEST})")
-    return json.loads(path.read_text())
 
 
 FAMILIES: dict[str, str] = {

@@ -42,8 +42,8 @@ def promote(
     """
     import mlflow
 
+    from evaluation.champion import promote_candidates
     from evaluation.promotion import decision_json
-    from evaluation.run import promote_candidates
 
     try:
         run_id = str(get_step_context().pipeline_run.id)

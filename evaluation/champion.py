@@ -1,0 +1,151 @@
+"""Registering a run's candidates and deciding on the champion: the promote step's logic.
+
+Torch is imported only when a model must be loaded or measured (the champion re-scored or sampled, a
+new candidate logged): a fully cached rerun, whose models the registry already holds, only reads and
+compares tags (importing torch alone took 3.2 s of its 3.7 s).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from evaluation.promotion import (
+    Decision,
+    content_fingerprint,
+    current_champion,
+    decide,
+    metric_tags,
+    register_candidates,
+    registered_with_fingerprint,
+    update_tags,
+)
+from evaluation.selection import SelectionRule
+from models.manifest import read_manifest
+
+log = logging.getLogger(__name__)
+REGISTERED_MODEL = "creative-writer"
+
+
+def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selection: dict[str, Any],
+                       split: pd.DataFrame, run_id: str, name: str = REGISTERED_MODEL,
+                       samples: pd.DataFrame | None = None,
+                       open_samples: pd.DataFrame | None = None) -> tuple[Decision, dict[str, list[str]]]:
+    """Registers the candidates the registry does not hold yet, compares the winner with the champion, moves aliases.
+
+    A candidate whose saved directory has the content fingerprint of a registered version (a cached
+    rerun hands over the same model) is not logged or registered again: that version is reused, its
+    metric tags brought up to this evaluation. Must run inside an active MLflow run (new candidates are
+    logged into it before registration).
+
+    Args:
+        model_dirs: ``candidate -> saved model directory``.
+        metrics: The gated metrics of this run's candidates.
+        selection: The selection (winner, reasons, suite and rule settings, fingerprints).
+        split: The split corpus (the champion is evaluated on its test rows when needed).
+        run_id: The ZenML run id (tagged on new versions).
+        name: The registered model.
+        samples: This run's test-prompt samples (reused when the champion is one of this run's models).
+        open_samples: This run's open-prompt samples (likewise).
+
+    Returns:
+        The decision and the previous champion's samples for the report's ``test`` and ``open`` prompts
+        (empty lists if there was no champion).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    rule = SelectionRule(**selection.get("rule_settings", {}))
+    by_name = metrics.set_index("candidate")
+    fingerprints = {c: content_fingerprint(Path(d)) for c, d in model_dirs.items()}
+    tags = {c: {"family": str(by_name.loc[c, "family"]), "zenml_run_id": run_id,
+                "data_fingerprint": selection["data_fingerprint"], "test_fingerprint": selection["test_fingerprint"],
+                "evaluation_fingerprint": selection.get("evaluation_fingerprint", ""),
+                "content_fingerprint": fingerprints[c], "passed_gates": str(bool(by_name.loc[c, "passed"])),
+                **base_tags(Path(model_dirs[c])), **metric_tags(by_name.loc[c].to_dict())}
+            for c in model_dirs}
+    versions: dict[str, str] = {}
+    for candidate, fingerprint in fingerprints.items():
+        known = registered_with_fingerprint(client, name, fingerprint)
+        if known is not None:
+            versions[candidate] = str(known.version)
+            wanted = {k: tags[candidate][k] for k in ("evaluation_fingerprint", "test_fingerprint", "passed_gates")}
+            changed = update_tags(client, name, known, {**wanted, **metric_tags(by_name.loc[candidate].to_dict())})
+            log.info("%s is already registered as %s v%s (same content): reused, %d tag(s) updated", candidate, name,
+                     known.version, changed)
+    if len(versions) < len(model_dirs):
+        from models.mlflow_logging import log_pyfunc
+
+        new = {c: log_pyfunc(Path(d), name=c).model_uri for c, d in model_dirs.items() if c not in versions}
+        versions.update(register_candidates(name, new, tags))
+    champion = current_champion(client, name)
+    champion_samples: dict[str, list[str]] = {"test": [], "open": []}
+    champion_model = None
+    own = {v: c for c, v in versions.items()}
+    winner = selection["winner"]
+    winner_row = by_name.loc[winner].to_dict() if winner else None
+    # the evaluation suite (and torch with it) is needed only to compare with another champion or to sample it
+    compared = champion is not None and str(champion.version) != versions.get(winner or "")
+    suite = None
+    if compared or (champion is not None and str(champion.version) not in own):
+        from evaluation.suite import SuiteConfig
+
+        suite = SuiteConfig(**selection["suite"])
+    if champion is not None and str(champion.version) in own and samples is not None and open_samples is not None:
+        same = own[str(champion.version)]  # the champion is one of this run's models: its samples exist
+        champion_samples = {"test": list(samples[same]), "open": list(open_samples[same])}
+    elif champion is not None:
+        from evaluation.run import test_part
+        from evaluation.suite import SuiteConfig, generate_samples, open_prompts
+        from evaluation.suite import open_samples as open_samples_of
+
+        suite = suite or SuiteConfig(**selection["suite"])
+        champion_model = load_registered(name, str(champion.version))
+        champion_samples = {"test": generate_samples(champion_model, test_part(split).head(suite.sample_prompts),
+                                                     suite)[0],
+                            "open": open_samples_of(champion_model, open_prompts(suite), suite)[0]}
+
+    def rescore(version: str) -> dict[str, Any]:
+        from evaluation.run import reference_model, test_part
+        from evaluation.suite import evaluate_candidate
+
+        model = champion_model if champion_model is not None and version == str(champion.version) else \
+            load_registered(name, version)
+        return evaluate_candidate(f"v{version}", model, Path("."), test_part(split), suite,
+                                  reference_model(suite))[0]
+
+    fingerprint = selection.get("evaluation_fingerprint", selection["test_fingerprint"])
+    decision = decide(client, name, winner, selection["why"], winner_row, versions, fingerprint, rescore, rule,
+                      suite.chance if suite is not None else 0.0)  # chance only matters when compared
+    log.info("promotion: %s", decision.reason)
+    return decision, champion_samples
+
+
+def base_tags(model_dir: Path) -> dict[str, str]:
+    """``base_model`` (the base's spec) and ``base_license`` tags of a model built on a pretrained base."""
+    manifest = read_manifest(model_dir)
+    base = manifest.get("base") or {}
+    if not manifest.get("base_model"):
+        return {}
+    return {"base_model": str(manifest["base_model"]), "base_license": str(base.get("license", "")),
+            "base_attribution": str(base.get("attribution", ""))[:500]}
+
+
+def load_registered(name: str, version: str) -> Any:
+    """The model behind a registry version, as a model-contract object loaded with this checkout's code.
+
+    See :func:`models.mlflow_logging.saved_model_dir` for why the pyfunc itself is not loaded.
+    """
+    import tempfile
+
+    import mlflow
+
+    from models.contract import load_model
+    from models.mlflow_logging import saved_model_dir
+
+    with tempfile.TemporaryDirectory(prefix="cw-champion-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))
+        return load_model(saved_model_dir(local))
