@@ -190,7 +190,11 @@ def run_soak(args: argparse.Namespace) -> int:
     try:
         server.wait(ready=True, timeout=180)
         info = httpx.get(server.url + "/model", timeout=10).json()
-        print(f"{info['status']}; batching {'on' if info['batching']['enabled'] else 'off'}; {os.cpu_count()} CPUs; "
+        import psutil
+
+        arenas = psutil.Process(server.process.pid).environ().get("MALLOC_ARENA_MAX", "glibc's default")
+        print(f"{info['status']}; batching {'on' if info['batching']['enabled'] else 'off'}; malloc arenas {arenas}; "
+              f"{os.cpu_count()} CPUs; "
               f"{args.clients} clients for {args.seconds:g} s; {args.max_new_tokens} new tokens per request")
         soak(server.url, args.clients, args.warmup, args.max_new_tokens)  # warm-up: every path, every batch size
         before = server_rss(server)

@@ -34,7 +34,7 @@ from zenml.integrations.bentoml.services.bentoml_local_deployment import (
 
 from infra.processes import ProcessInfo, listeners, marked, port_in_use, terminate, wait_port_free
 from infra.stack import PROJECT_ROOT
-from serving.config import DEPLOYMENT_ID_ENV, DEPLOYMENT_ROOT_ENV
+from serving.config import DEPLOYMENT_ID_ENV, DEPLOYMENT_ROOT_ENV, PROCESS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,8 @@ def deploy(model_deployer: Any, bento_tag: str, model_uri: str, host: str, port:
     service = CreativeWriterDeployment(uuid=record.id, config=config)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     try:
-        with _environment({DEPLOYMENT_ID_ENV: str(record.id), DEPLOYMENT_ROOT_ENV: str(PROJECT_ROOT)}):
+        markers = {DEPLOYMENT_ID_ENV: str(record.id), DEPLOYMENT_ROOT_ENV: str(PROJECT_ROOT)}
+        with _environment({**PROCESS_ENV, **{k: v for k, v in os.environ.items() if k in PROCESS_ENV}, **markers}):
             service.start(timeout=0)
         wait_until_ready(service, f"{url}/readyz", timeout)
         verify_serving(url, str(record.id), model_uri.rsplit("/", 1)[-1], model_tag)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from serving.config import PROCESS_ENV
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,7 +35,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("w")
-        full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "PYTHONPATH": str(PROJECT_ROOT), **env}
+        full_env = {**PROCESS_ENV, **os.environ, "BENTOML_DO_NOT_TRACK": "True", "PYTHONPATH": str(PROJECT_ROOT), **env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "serving.service:CreativeWriter", "--host", "127.0.0.1",
              "--port", str(self.port)], cwd=PROJECT_ROOT, env=full_env, stdout=self._log,
