@@ -195,7 +195,9 @@ def verify_serving(url: str, deployment_id: str, version: str, model_tag: str = 
     """
     import httpx
 
-    token = os.environ.get("CW_API_TOKEN", "").strip()
+    from serving.config import load_serving_config
+
+    token = load_serving_config().token  # the variable the serving profile names (CW_API_TOKEN by default)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     info = httpx.get(f"{url}/model", headers=headers, timeout=30).raise_for_status().json()
     answered = info.get("deployment") or ""

@@ -104,11 +104,16 @@ def test_verify_serving_refuses_another_deployment_or_another_model(monkeypatch)
     documents = {"deployment": "new-id", "provenance": {"registered_name": "creative-writer", "version": "3",
                                                         "source": "creative-writer:abc"}}
 
+    sent = []
+
     def fake_get(url, headers, timeout):
+        sent.append(headers)
         return httpx.Response(200, json=documents, request=httpx.Request("GET", url))
 
     monkeypatch.setattr(httpx, "get", fake_get)
+    monkeypatch.setenv("CW_API_TOKEN", "s3cret")
     assert verify_serving("http://x", "new-id", "3", "creative-writer:abc")["deployment"] == "new-id"
+    assert sent == [{"Authorization": "Bearer s3cret"}]  # a guarded server is asked with its token
     with pytest.raises(DeploymentError, match="answered by deployment new-id, not by the new deployment other"):
         verify_serving("http://x", "other", "3")
     with pytest.raises(DeploymentError, match=re.escape("serves creative-writer v3 (creative-writer:abc), not v4")):
