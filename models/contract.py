@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 
 from models.manifest import MANIFEST, read_manifest  # part of the contract; importers may take them from here
+from models.presets import MAX_STOP_CHARS, MAX_STOPS, preset_values
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class GenerationSettings:
         trim_to_sentence: Cut the output after its last complete sentence.
         target_words: Asked length in words (0 = the model's choice); families with an instruction
             layout put it in the instruction, the others ignore it.
+        min_p: Drop tokens whose probability is below ``min_p`` times the most likely token's (after
+            the temperature; 0 = off). Adapts to the model's confidence where top-p does not.
+        stop: Up to 4 strings; the text ends before the first one written (it is not included).
     """
 
     max_new_tokens: int = 200
@@ -58,9 +62,13 @@ class GenerationSettings:
     num_beams: int = 1
     trim_to_sentence: bool = False
     target_words: int = 0
+    min_p: float = 0.0
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Validates every field; raises ValueError naming the field."""
+        if isinstance(self.stop, list):  # from JSON or YAML
+            object.__setattr__(self, "stop", tuple(self.stop))
         checks = [
             ("max_new_tokens", isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096,
              "an integer from 1 to 4096"),
@@ -77,6 +85,10 @@ class GenerationSettings:
              "an integer from 0 to 3000"),
             ("form", isinstance(self.form, str) and self.form.strip() != "", "a non-empty string"),
             ("genre", isinstance(self.genre, str), "a string"),
+            ("min_p", isinstance(self.min_p, int | float) and 0 <= self.min_p < 1, "a number in [0, 1)"),
+            ("stop", isinstance(self.stop, tuple) and len(self.stop) <= MAX_STOPS
+             and all(isinstance(x, str) and 0 < len(x) <= MAX_STOP_CHARS for x in self.stop),
+             f"up to {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters"),
         ]
         for name, ok, want in checks:
             if not ok or isinstance(getattr(self, name), bool):  # bool is an int to isinstance
@@ -88,7 +100,14 @@ class GenerationSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationSettings:
-        """Builds settings from a dict, rejecting unknown keys by name."""
+        """Builds settings from a dict, rejecting unknown keys by name.
+
+        A ``preset`` key (see :mod:`models.presets`) supplies the sampling values the dict does not set.
+        """
+        data = dict(data)
+        preset = data.pop("preset", None)
+        if preset:
+            data = {**preset_values(preset), **data}
         return from_known_fields(cls, data, "generation setting")
 
 
@@ -123,8 +142,14 @@ def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor | None
     return logits.scatter(1, previous, picked)
 
 
-def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Top-k then nucleus filtering of ``(B, V)`` logits; removed entries become -inf."""
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float, min_p: float = 0.0) -> torch.Tensor:
+    """Top-k, then min-p, then nucleus filtering of ``(B, V)`` logits; removed entries become -inf.
+
+    Min-p keeps the tokens whose probability is at least ``min_p`` times the row's most likely token's.
+    """
+    if min_p > 0:
+        probs = torch.softmax(logits, dim=-1)
+        logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
     if top_k > 0 and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -140,7 +165,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
 def sample_next(logits: torch.Tensor, settings: GenerationSettings,
                 generator: torch.Generator | Sequence[torch.Generator],
                 previous: torch.Tensor | None = None) -> torch.Tensor:
-    """The shared sampler: repetition penalty, temperature, top-k, top-p, then one draw per row.
+    """The shared sampler: repetition penalty, temperature, top-k, min-p, top-p, then one draw per row.
 
     Each row draws from its own generator (inverse-CDF sampling with one uniform number per row), so a
     row's text does not depend on the other rows of the batch, and the filtering runs batched.
@@ -158,7 +183,7 @@ def sample_next(logits: torch.Tensor, settings: GenerationSettings,
     if len(gens) != logits.size(0):
         raise ValueError(f"sample_next needs one generator per row: {len(gens)} for {logits.size(0)} rows")
     logits = apply_repetition_penalty(logits.float(), previous, settings.repetition_penalty)
-    logits = filter_logits(logits / settings.temperature, settings.top_k, settings.top_p)
+    logits = filter_logits(logits / settings.temperature, settings.top_k, settings.top_p, settings.min_p)
     cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)  # (B, V)
     u = torch.stack([torch.rand((), generator=g) for g in gens]).unsqueeze(1) * cdf[:, -1:]  # (B, 1)
     return (cdf < u).sum(dim=-1).clamp(max=logits.size(-1) - 1)
@@ -171,6 +196,29 @@ def trim_to_sentence(text: str) -> str:
     """Cuts text after its last complete sentence; returns it unchanged if it has none."""
     ends = list(SENTENCE_END.finditer(text))
     return text[: ends[-1].end()] if ends else text
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop string (excluded), and whether one was found."""
+    found = [i for i in (text.find(x) for x in stop) if i >= 0]
+    return (text[: min(found)], True) if found else (text, False)
+
+
+def finish_text(text: str, settings: GenerationSettings) -> str:
+    """A generation's final text: cut before the first stop string, then (if asked) after the last sentence."""
+    text, _ = cut_at_stop(text, settings.stop)
+    return trim_to_sentence(text) if settings.trim_to_sentence else text
+
+
+def _held_for_stop(text: str, stop: Sequence[str]) -> int:
+    """How many trailing characters of ``text`` could begin a stop string (held back while streaming)."""
+    longest = 0
+    for x in stop:
+        for n in range(min(len(x) - 1, len(text)), longest, -1):
+            if text.endswith(x[:n]):
+                longest = n
+                break
+    return longest
 
 
 CONFIRMED_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
@@ -190,29 +238,41 @@ def stable_prefix(text: str, trim: bool) -> str:
     return text[: ends[-1].end()] if ends else ""
 
 
-def stream_text(token_ids: Iterable[int], decode: Callable[[list[int]], str], trim: bool) -> Iterator[str]:
-    """Turns generated token ids into text pieces that join to the decoded (and trimmed) whole.
+def stream_text(token_ids: Iterable[int], decode: Callable[[list[int]], str], trim: bool,
+                stop: Sequence[str] = ()) -> Iterator[str]:
+    """Turns generated token ids into text pieces that join to the finished text (:func:`finish_text`).
 
     Every family streams through this, so ``"".join(stream(...)) == generate(...)[0]`` holds by
-    construction: each step decodes all ids so far and emits only the new, stable part.
+    construction: each step decodes all ids so far and emits only the new, stable part. Text that could
+    be the start of a stop string is held back; once a stop string is written, generation ends there
+    (no more ids are drawn).
 
     Args:
         token_ids: Generated ids as they arrive (end token excluded).
         decode: Decodes a full id list to text.
         trim: Whether the final text is cut after its last complete sentence.
+        stop: Stop strings (the text ends before the first one).
 
     Yields:
         Text pieces.
     """
     sent = ""
     ids: list[int] = []
+    final = ""
     for token in token_ids:
         ids.append(int(token))
-        ready = stable_prefix(decode(ids), trim)
+        text = decode(ids)
+        text, stopped = cut_at_stop(text, stop)
+        if stopped:
+            final = text
+            break
+        ready = stable_prefix(text, trim)
+        ready = ready[: len(ready) - _held_for_stop(ready, stop)] if stop else ready
         if len(ready) > len(sent):
             yield ready[len(sent):]
             sent = ready
-    final = decode(ids)
+    else:
+        final, _ = cut_at_stop(decode(ids), stop)
     final = trim_to_sentence(final) if trim else final
     if len(final) > len(sent):
         yield final[len(sent):]

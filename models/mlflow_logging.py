@@ -22,8 +22,13 @@ def signature() -> Any:
 
     kinds = {int: "long", float: "double", str: "string", bool: "boolean"}
     defaults = GenerationSettings()
-    params = [ParamSpec(f.name, kinds[type(getattr(defaults, f.name))], getattr(defaults, f.name))
-              for f in fields(GenerationSettings)]
+    params = []
+    for f in fields(GenerationSettings):
+        value = getattr(defaults, f.name)
+        if isinstance(value, tuple):  # a list of strings (stop)
+            params.append(ParamSpec(f.name, "string", list(value), shape=(-1,)))
+        else:
+            params.append(ParamSpec(f.name, kinds[type(value)], value))
     return ModelSignature(inputs=Schema([ColSpec("string", "prompt")]), outputs=Schema([ColSpec("string")]),
                           params=ParamSchema(params))
 

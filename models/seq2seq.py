@@ -36,10 +36,10 @@ from models.contract import (
     GenerationSettings,
     WriterModel,
     beam_search,
+    finish_text,
     require_min,
     sample_next,
     stream_text,
-    trim_to_sentence,
     words_scored,
     write_manifest,
 )
@@ -272,7 +272,7 @@ class Seq2SeqWriter(WriterModel):
             return [self._beam(p, settings) for p in prompts]
         ids = self._sample(list(prompts), settings)
         texts = [decode_ids(self.tokenizer, row) for row in ids]
-        return [trim_to_sentence(t) if settings.trim_to_sentence else t for t in texts]
+        return [finish_text(t, settings) for t in texts]
 
     @torch.inference_mode()
     def generate_rows(self, rows: Sequence[tuple[str, int]], settings: GenerationSettings | None = None) -> list[str]:
@@ -282,7 +282,7 @@ class Seq2SeqWriter(WriterModel):
             return super().generate_rows(rows, settings)
         ids = self._sample([p for p, _ in rows], settings, seeds=[s for _, s in rows])
         texts = [decode_ids(self.tokenizer, row) for row in ids]
-        return [trim_to_sentence(t) if settings.trim_to_sentence else t for t in texts]
+        return [finish_text(t, settings) for t in texts]
 
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yields text as it is generated; the pieces join to ``generate([prompt], settings)[0]``."""
@@ -291,7 +291,8 @@ class Seq2SeqWriter(WriterModel):
             yield self.generate([prompt], settings)[0]
             return
         tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
-        yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence)
+        yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
+                               settings.stop)
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], texts: Sequence[str], forms: Sequence[str] | None = None,
@@ -375,7 +376,7 @@ class Seq2SeqWriter(WriterModel):
         ids, _ = beam_search(_Stepper(self.net), self.net.encode(src, src_len), self.config.bos_id,
                              self.config.eos_id, settings.num_beams, settings.max_new_tokens)
         text = decode_ids(self.tokenizer, ids)
-        return trim_to_sentence(text) if settings.trim_to_sentence else text
+        return finish_text(text, settings)
 
     @torch.inference_mode()
     def attention_map(

@@ -49,10 +49,10 @@ import torch.nn.functional as F
 from models.contract import (
     GenerationSettings,
     WriterModel,
+    finish_text,
     require_min,
     sample_next,
     stream_text,
-    trim_to_sentence,
     words_scored,
     write_manifest,
 )
@@ -298,7 +298,7 @@ class TransformerWriter(WriterModel):
 
     def _text(self, ids: list[int], settings: GenerationSettings) -> str:
         text = decode_ids(self.tokenizer, ids)
-        return trim_to_sentence(text) if settings.trim_to_sentence else text
+        return finish_text(text, settings)
 
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yields text as it is sampled; the pieces join to ``generate([prompt], settings)[0]``."""
@@ -307,7 +307,8 @@ class TransformerWriter(WriterModel):
             yield self.generate([prompt], settings)[0]
             return
         tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
-        yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence)
+        yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
+                               settings.stop)
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], texts: Sequence[str], forms: Sequence[str] | None = None,

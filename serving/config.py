@@ -110,6 +110,7 @@ class Defaults:
     top_k: int = 50
     top_p: float = 0.95
     repetition_penalty: float = 1.1
+    min_p: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -160,15 +160,19 @@ class Engine:
 
     # --- requests --------------------------------------------------------------------------------------
     def settings(self, request: GenerateRequest, seed: int) -> Any:
-        """The model's generation settings for a request (form and genre checked against the model)."""
+        """The model's generation settings for a request (form and genre checked against the model).
+
+        Sampling: the profile's defaults, then the request's preset, then the fields the request sets.
+        """
         from models.contract import GenerationSettings
+        from models.presets import SAMPLING_FIELDS, resolve_sampling
 
         form, genre = request.form, request.genre or ""
         check_controls(self.loaded.controls, form, genre)
-        return GenerationSettings(max_new_tokens=request.max_new_tokens, temperature=float(request.temperature),
-                                  top_k=request.top_k, top_p=float(request.top_p),
-                                  repetition_penalty=float(request.repetition_penalty), seed=seed, form=form,
-                                  genre=genre)
+        sampling = resolve_sampling(asdict(self.config.defaults), request.preset,
+                                    {k: getattr(request, k) for k in SAMPLING_FIELDS})
+        return GenerationSettings(max_new_tokens=request.max_new_tokens, seed=seed, form=form, genre=genre,
+                                  stop=tuple(request.stop), **sampling)
 
     def seeds(self, request: GenerateRequest) -> list[int]:
         """The drafts' seeds: ``seed, seed + 1, ...`` (a random first seed when the request has none)."""
@@ -187,7 +191,8 @@ class Engine:
         timings = Timings(queue_ms=round(result.queue_s * 1000, 2), generate_ms=round(result.generate_s * 1000, 2),
                           total_ms=round(total * 1000, 2), tokens_per_s=round(tokens / total, 1) if total > 0 else 0.0)
         return GenerateResponse(drafts=drafts, provenance=self.loaded.provenance.as_dict(),
-                                settings={**asdict(settings), "num_drafts": request.num_drafts}, timings=timings)
+                                settings={**asdict(settings), "num_drafts": request.num_drafts,
+                                          "preset": request.preset or ""}, timings=timings)
 
     def _plan(self, request: GenerateRequest) -> tuple[list[int], Any, list[tuple[str, int]]]:
         """The drafts' seeds, the checked settings (first seed) and the ``(prompt, seed)`` rows."""

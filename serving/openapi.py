@@ -60,7 +60,8 @@ def to_openapi30(node: Any) -> Any:
 
     Numeric ``exclusiveMinimum``/``exclusiveMaximum`` become ``minimum``/``maximum`` plus the boolean;
     ``anyOf`` with a ``null`` branch becomes ``nullable``; a ``null`` default makes the schema nullable;
-    ``const`` becomes a one-value ``enum``; an ``examples`` list becomes ``example``.
+    ``const`` becomes a one-value ``enum`` (a nullable ``enum`` lists ``null``); an ``examples`` list becomes
+    ``example``.
     """
     if isinstance(node, list):
         return [to_openapi30(item) for item in node]
@@ -84,6 +85,8 @@ def to_openapi30(node: Any) -> Any:
         out["nullable"] = True
     if "const" in out:
         out["enum"] = [out.pop("const")]
+    if out.get("nullable") and isinstance(out.get("enum"), list) and None not in out["enum"]:
+        out["enum"] = [*out["enum"], None]  # OpenAPI 3.0.3: a nullable enum accepts null only if it lists it
     if isinstance(out.get("examples"), list) and "type" in out:
         examples = out.pop("examples")
         if examples:

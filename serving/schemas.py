@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.presets import DESCRIPTIONS, MAX_STOP_CHARS, MAX_STOPS, PRESETS
 from serving.config import ServingConfig, load_serving_config
 
 CONFIG: ServingConfig = load_serving_config()
 _LIMITS, _DEFAULTS = CONFIG.limits, CONFIG.defaults
 MAX_SEED = 2**63 - 1
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 
 
 def _is_emoji(char: str) -> bool:
@@ -62,12 +64,24 @@ class GenerateRequest(BaseModel):
                        json_schema_extra={"pattern": CONTROL_WORD})
     max_new_tokens: int = Field(_DEFAULTS.max_new_tokens, ge=1, le=_LIMITS.max_new_tokens,
                                 description="Upper bound on generated tokens.")
-    temperature: float = Field(_DEFAULTS.temperature, gt=0, le=5,
-                               description="Sampling temperature; lower is safer, higher is wilder.")
-    top_k: int = Field(_DEFAULTS.top_k, ge=0, le=1000, description="Sample from the k most likely tokens (0 = all).")
-    top_p: float = Field(_DEFAULTS.top_p, gt=0, le=1, description="Nucleus sampling: the probability mass kept.")
-    repetition_penalty: float = Field(_DEFAULTS.repetition_penalty, ge=1, le=5,
-                                      description="Penalty on tokens already written (1 = none).")
+    preset: PresetName | None = Field(
+        None, description="Named sampling settings: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
+        + ". The sampling fields you send yourself win over the preset's.")
+    temperature: float | None = Field(None, gt=0, le=5, description="Sampling temperature; lower is safer, higher "
+                                      f"is wilder. Left out: the preset's, else {_DEFAULTS.temperature}.")
+    top_k: int | None = Field(None, ge=0, le=1000, description="Sample from the k most likely tokens (0 = all). "
+                              f"Left out: the preset's, else {_DEFAULTS.top_k}.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling: the probability mass kept. "
+                                f"Left out: the preset's, else {_DEFAULTS.top_p}.")
+    min_p: float | None = Field(None, ge=0, lt=1, description="Drop tokens less likely than min_p times the most "
+                                f"likely one (0 = off). Left out: the preset's, else {_DEFAULTS.min_p}.")
+    repetition_penalty: float | None = Field(
+        None, ge=1, le=5,
+        description=f"Penalty on tokens already written (1 = none). Left out: the preset's, else "
+                    f"{_DEFAULTS.repetition_penalty}.")
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_STOPS,
+        description="Up to 4 strings; the text ends before the first one written (it is not included).")
     num_drafts: int = Field(1, ge=1, le=_LIMITS.max_drafts,
                             description="How many drafts to write; draft i uses seed + i.")
     seed: int | None = Field(None, ge=0, le=MAX_SEED,

@@ -23,6 +23,7 @@ from typing import Any
 import gradio as gr
 from pydantic import ValidationError
 
+from models.presets import DESCRIPTIONS, preset_values
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError, RequestError
 from serving.schemas import GenerateRequest
@@ -97,26 +98,33 @@ def provenance_line(prov: dict[str, Any], settings: dict[str, Any] | None = None
            f"{at}{run}{quality}{how}"
 
 
+def stop_strings(text: str) -> list[str]:
+    r"""The UI's stop box: one stop string per line (empty lines ignored; ``\n`` stands for a line break)."""
+    return [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
+
+
 def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Blocks:
     """The writing UI; ``get_engine()`` returns the engine of the service it is mounted on."""
     limits, defaults = config.limits, config.defaults
     examples = [list(row) for row in config.ui.examples]
 
-    def request_for(prompt: str, form: str, genre: str, max_new: float, temperature: float, top_k: float,
-                    top_p: float, rep: float, drafts: float, seed: Any) -> GenerateRequest:
+    def request_for(prompt: str, form: str, genre: str, max_new: float, preset: str, temperature: float,
+                    top_k: float, top_p: float, min_p: float, rep: float, stop: str, drafts: float,
+                    seed: Any) -> GenerateRequest:
         return GenerateRequest(prompt=prompt or "", form=form or "story", genre=genre or "",
-                               max_new_tokens=int(max_new), temperature=float(temperature), top_k=int(top_k),
-                               top_p=float(top_p), repetition_penalty=float(rep), num_drafts=int(drafts),
+                               max_new_tokens=int(max_new), preset=preset or None, temperature=float(temperature),
+                               top_k=int(top_k), top_p=float(top_p), min_p=float(min_p), repetition_penalty=float(rep),
+                               stop=stop_strings(stop or ""), num_drafts=int(drafts),
                                seed=None if seed in (None, "") else int(seed))
 
-    def run(prompt: str, form: str, genre: str, max_new: float, temperature: float, top_k: float, top_p: float,
-            rep: float, drafts: float, seed: Any, reuse: bool, base: list[str] | None = None,
-            original_prompt: str = "") -> Iterator[tuple[Any, ...]]:
+    def run(prompt: str, form: str, genre: str, max_new: float, preset: str, temperature: float, top_k: float,
+            top_p: float, min_p: float, rep: float, stop: str, drafts: float, seed: Any, reuse: bool,
+            base: list[str] | None = None, original_prompt: str = "") -> Iterator[tuple[Any, ...]]:
         """Streams every draft in turn; ``base`` texts (Continue) are kept in front of the new text."""
         try:
             engine = get_engine()
-            request = request_for(prompt, form, genre, max_new, temperature, top_k, top_p, rep, drafts,
-                                  seed if reuse else random.randrange(0, 2**31))
+            request = request_for(prompt, form, genre, max_new, preset, temperature, top_k, top_p, min_p, rep, stop,
+                                  drafts, seed if reuse else random.randrange(0, 2**31))
             seeds = engine.seeds(request)
             settings = engine.settings(request, seeds[0])
             texts = list(base) if base else [""] * len(seeds)
@@ -160,10 +168,17 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
                 with gr.Accordion("Sampling", open=False):
                     max_new = gr.Slider(16, limits.max_new_tokens, value=defaults.max_new_tokens, step=8,
                                         label="Max new tokens")
-                    temperature = gr.Slider(0.1, 2.0, value=defaults.temperature, step=0.05, label="Temperature")
+                    preset = gr.Dropdown([("(none)", ""), *((f"{k}: {v}", k) for k, v in DESCRIPTIONS.items())],
+                                         value="", label="Preset (sets the sliders below)", elem_id="preset")
+                    temperature = gr.Slider(0.1, 2.0, value=defaults.temperature, step=0.05, label="Temperature",
+                                            elem_id="temperature")
                     top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k (0 = all)")
                     top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.01, label="Top-p")
+                    min_p = gr.Slider(0.0, 0.5, value=defaults.min_p, step=0.01, label="Min-p (0 = off)",
+                                      elem_id="min-p")
                     rep = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty")
+                    stop = gr.Textbox(label="Stop at (one per line; the text ends before it)", lines=2,
+                                      elem_id="stop")
                 drafts = gr.Slider(1, limits.max_drafts, value=1, step=1, label="Drafts side by side",
                                    elem_id="drafts-n")
                 with gr.Row():
@@ -197,7 +212,17 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
                     provenance_line(engine.loaded.provenance.as_dict()).replace("Written by", "Serving"))
 
         blocks.load(known_controls, None, [form, genre, provenance])
-        settings_inputs = [prompt, form, genre, max_new, temperature, top_k, top_p, rep, drafts]
+
+        def use_preset(name: str) -> tuple[Any, ...]:
+            """The preset's values into the sliders (the writer may still move them)."""
+            if not name:
+                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            values = preset_values(name)
+            return tuple(gr.update(value=values[k]) for k in ("temperature", "top_k", "top_p", "min_p",
+                                                               "repetition_penalty"))
+
+        preset.change(use_preset, [preset], [temperature, top_k, top_p, min_p, rep])
+        settings_inputs = [prompt, form, genre, max_new, preset, temperature, top_k, top_p, min_p, rep, stop, drafts]
         written = [*outputs, provenance, state, seed, heatmap]
 
         def fresh(*args: Any) -> Iterator[tuple[Any, ...]]:

@@ -46,7 +46,8 @@ def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "cham
             new champion means a new cache key).
         alias: The alias it was resolved through (provenance only).
         registered_name: The MLflow registered model.
-        generation: Generation settings (see ``models.contract.GenerationSettings``).
+        generation: Generation settings (see ``models.contract.GenerationSettings``); ``preset: steady`` (or
+            balanced, wild) supplies the sampling values it does not set.
         batch_size: Prompts per model call.
 
     Returns:

@@ -26,6 +26,8 @@ def test_json_schema_2020_becomes_openapi_30():
         "anyOf": [{"type": "string"}, {"type": "integer"}], "nullable": True}
     assert to_openapi30({"type": "string", "const": "a", "examples": ["x", "y"]}) == {
         "type": "string", "enum": ["a"], "example": "x"}
+    assert to_openapi30({"anyOf": [{"type": "string", "enum": ["steady", "wild"]}, {"type": "null"}]}) == {
+        "type": "string", "enum": ["steady", "wild", None], "nullable": True}  # 3.0.3: null must be listed
     nested = to_openapi30({"properties": {"t": {"type": "number", "exclusiveMaximum": 1.5}}})
     assert nested == {"properties": {"t": {"type": "number", "maximum": 1.5, "exclusiveMaximum": True}}}
     assert to_openapi30({"type": "boolean", "exclusiveMinimum": True}) == {"type": "boolean", "exclusiveMinimum": True}

@@ -4,13 +4,23 @@ from typing import ClassVar
 import pytest
 import torch
 
-from models.contract import GenerationSettings, beam_search, filter_logits, sample_next, trim_to_sentence
+from models.contract import (
+    GenerationSettings,
+    beam_search,
+    cut_at_stop,
+    filter_logits,
+    finish_text,
+    sample_next,
+    stream_text,
+    trim_to_sentence,
+)
 
 
 @pytest.mark.parametrize(("field", "value"), [
     ("temperature", 0), ("temperature", -1.0), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -1),
     ("max_new_tokens", 0), ("max_new_tokens", 10_000), ("repetition_penalty", 0.5), ("seed", -3),
-    ("num_beams", 0), ("form", ""), ("seed", 1.5), ("max_new_tokens", True),
+    ("num_beams", 0), ("form", ""), ("seed", 1.5), ("max_new_tokens", True), ("min_p", 1.0), ("min_p", -0.1),
+    ("stop", ("",)), ("stop", ("a", "b", "c", "d", "e")), ("stop", ("x" * 65,)), ("stop", "END"),
 ])
 def test_out_of_range_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=rf"GenerationSettings\.{field} must be"):
@@ -110,3 +120,53 @@ def test_require_min_names_the_config_and_field():
         require_min(Demo(weight=-0.1), ("weight",), 0)
     with pytest.raises(ValueError, match="got True"):
         require_min(Demo(steps=True), ("steps",), 1, integer=True)
+
+
+def test_min_p_keeps_tokens_near_the_best_and_adapts_to_confidence():
+    confident = torch.log(torch.tensor([[0.90, 0.06, 0.03, 0.01]]))
+    unsure = torch.log(torch.tensor([[0.30, 0.28, 0.25, 0.17]]))
+    assert torch.isfinite(filter_logits(confident, 0, 1.0, min_p=0.1))[0].tolist() == [True, False, False, False]
+    assert torch.isfinite(filter_logits(unsure, 0, 1.0, min_p=0.1))[0].tolist() == [True, True, True, True]
+    assert torch.isfinite(filter_logits(unsure, 0, 1.0, min_p=0.9))[0].tolist() == [True, True, False, False]
+    gen = torch.Generator().manual_seed(0)
+    assert all(int(sample_next(confident, GenerationSettings(top_k=0, top_p=1.0, min_p=0.5), gen)[0]) == 0
+               for _ in range(20))
+
+
+def test_stop_strings_cut_before_the_first_and_settings_take_lists():
+    assert cut_at_stop("Once upon a time. THE END and more", ("THE END", "more")) == ("Once upon a time. ", True)
+    assert cut_at_stop("no stop here", ("###",)) == ("no stop here", False)
+    settings = GenerationSettings.from_dict({"stop": ["\n\n", "###"], "trim_to_sentence": True})
+    assert settings.stop == ("\n\n", "###")
+    assert finish_text("A fox ran. It hid\n\nChapter two.", settings) == "A fox ran."
+
+
+@pytest.mark.parametrize("stop", [(), ("###",), ("END", "###"), ("o w",)])
+@pytest.mark.parametrize("trim", [False, True])
+def test_streamed_pieces_join_to_the_finished_text_and_stop_drawing_at_a_stop(stop, trim):
+    words = ["Hel", "lo w", "orld. ", "#", "#", "# END", " more. ", "Tail"]
+    drawn = []
+
+    def ids():
+        for i in range(len(words)):
+            drawn.append(i)
+            yield i
+
+    def decode(got):
+        return "".join(words[i] for i in got)
+
+    pieces = list(stream_text(ids(), decode, trim, stop))
+    full = decode(range(len(words)))
+    settings = GenerationSettings(stop=stop, trim_to_sentence=trim)
+    assert "".join(pieces) == finish_text(full, settings)
+    for piece_end in range(1, len(pieces)):  # nothing emitted is ever the start of a stop string that follows
+        assert not any(s in "".join(pieces[:piece_end]) for s in stop)
+    if stop == ("###",):
+        assert drawn == [0, 1, 2, 3, 4, 5]  # generation ended at the stop: no more ids were drawn
+
+
+def test_a_preset_supplies_what_the_settings_do_not_set():
+    settings = GenerationSettings.from_dict({"preset": "wild", "temperature": 0.5})
+    assert settings.temperature == 0.5 and settings.min_p == 0.1 and settings.top_k == 0  # the dict wins
+    with pytest.raises(ValueError, match="unknown preset 'calm'; known: steady, balanced, wild"):
+        GenerationSettings.from_dict({"preset": "calm"})

@@ -71,12 +71,33 @@ def test_stream_sends_chunks_that_join_to_the_generated_text(served):
     ({"prompt": "A dragon 🐉 at sea"}, "prompt"),
     ({"prompt": "A fox", "temprature": 0.5}, "temprature"),
     ({"prompt": "A fox", "seed": -3}, "seed"),
+    ({"prompt": "A fox", "preset": "calm"}, "preset"),
+    ({"prompt": "A fox", "min_p": 1.0}, "min_p"),
+    ({"prompt": "A fox", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"prompt": "A fox", "stop": [""]}, "stop"),
+    ({"prompt": "A fox", "stop": "END"}, "stop"),
 ])
 def test_bad_input_gets_a_400_naming_the_field(served, body, field):
     for path in ("/generate", "/stream"):
         response = post(served, path, body)
         assert response.status_code == 400, (path, body, response.text)
         assert field in response.text, response.text
+
+
+def test_presets_min_p_and_stop_strings(served):
+    reply = post(served, "/generate", {**BASE, "preset": "steady", "seed": 3})
+    assert reply.status_code == 200, reply.text
+    settings = reply.json()["settings"]
+    assert settings["preset"] == "steady" and settings["temperature"] == 0.7 and settings["min_p"] == 0.05
+    own = post(served, "/generate", {**BASE, "preset": "steady", "temperature": 1.3, "seed": 3}).json()["settings"]
+    assert own["temperature"] == 1.3 and own["top_k"] == 40  # what the request sets wins over the preset
+    plain = post(served, "/generate", {**BASE, "seed": 3, "max_new_tokens": 48}).json()["drafts"][0]["text"]
+    assert len(plain) > 4
+    stop = plain[len(plain) // 2: len(plain) // 2 + 3]  # a string the seed is known to write
+    cut = post(served, "/generate", {**BASE, "seed": 3, "max_new_tokens": 48, "stop": [stop]}).json()
+    assert cut["drafts"][0]["text"] == plain[: plain.find(stop)] and cut["settings"]["stop"] == [stop]
+    streamed = post(served, "/stream", {**BASE, "seed": 3, "max_new_tokens": 48, "stop": [stop]})
+    assert streamed.status_code == 200 and streamed.text == plain[: plain.find(stop)]
 
 
 def test_malformed_json_huge_body_and_the_server_keeps_serving(served):
