@@ -137,9 +137,16 @@ def test_stream_joins_to_the_generated_text(trained, trim):
         assert len(pieces) > 3
 
 
-def test_beam_search_generation_returns_text(trained):
-    text = trained.generate(["Write a fable about pride."], GenerationSettings(max_new_tokens=20, num_beams=3))[0]
-    assert isinstance(text, str)
+def test_beam_search_is_deterministic_bounded_and_differs_from_sampling(trained):
+    prompt = ["Write a fable about pride."]
+    text = trained.generate(prompt, GenerationSettings(max_new_tokens=20, num_beams=3))[0]
+    assert text and trained.count_tokens(text) <= 20  # (the tiny model's beam is 20 line breaks: degenerate)
+    # beam search ignores the seed and the temperature: the same text every time
+    assert trained.generate(prompt, GenerationSettings(max_new_tokens=20, num_beams=3, seed=9, temperature=1.7))[0] \
+        == text
+    sampled = {trained.generate(prompt, GenerationSettings(max_new_tokens=20, seed=s, temperature=1.5))[0]
+               for s in range(3)}
+    assert len(sampled) > 1  # while sampling varies with the seed
 
 
 def test_score_returns_nll_and_words(trained):

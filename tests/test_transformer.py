@@ -118,7 +118,10 @@ def test_stream_joins_to_the_generated_text(trained, trim):
 
 def test_beam_search_and_max_new_tokens(trained):
     writer, _ = trained
-    assert isinstance(writer.generate([PROMPT], GenerationSettings(max_new_tokens=10, num_beams=3))[0], str)
+    beam = writer.generate([PROMPT], GenerationSettings(max_new_tokens=10, num_beams=3))[0]
+    assert beam.strip() and writer.count_tokens(beam) <= 10
+    assert writer.generate([PROMPT], GenerationSettings(max_new_tokens=10, num_beams=3, seed=9, temperature=1.7))[0] \
+        == beam  # beam search ignores the seed and the temperature
     ids = writer._generate_ids([PROMPT], GenerationSettings(max_new_tokens=7, seed=1))
     assert len(ids[0]) <= 7
 
