@@ -59,9 +59,13 @@ def test_generate_in_the_browser_shows_text_and_provenance(served, page):
     # reuse the seed: the same text again
     first = draft.input_value()
     page.locator("#reuse-seed input").check()
+    # watch the box: the new run must first replace the text (it streams again from empty), then end equal
+    page.evaluate("""([el, old]) => { window.__replaced = false;
+        window.__watch = setInterval(() => { if (el.value !== old) window.__replaced = true; }, 1); }""",
+                  [draft.element_handle(), first])
     page.locator("#generate").click()
-    page.wait_for_timeout(300)
-    page.wait_for_function("([el, old]) => el.value === old", arg=[draft.element_handle(), first], timeout=60_000)
+    page.wait_for_function("([el, old]) => window.__replaced && el.value === old",
+                           arg=[draft.element_handle(), first], timeout=60_000)
 
 
 def test_bad_prompt_shows_a_readable_message_not_a_traceback(served, page):
