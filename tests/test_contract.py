@@ -167,6 +167,6 @@ def test_streamed_pieces_join_to_the_finished_text_and_stop_drawing_at_a_stop(st
 
 def test_a_preset_supplies_what_the_settings_do_not_set():
     settings = GenerationSettings.from_dict({"preset": "wild", "temperature": 0.5})
-    assert settings.temperature == 0.5 and settings.min_p == 0.1 and settings.top_k == 0  # the dict wins
+    assert settings.temperature == 0.5 and settings.min_p == 0.05 and settings.top_k == 0  # the dict wins
     with pytest.raises(ValueError, match="unknown preset 'calm'; known: steady, balanced, wild"):
         GenerationSettings.from_dict({"preset": "calm"})

@@ -1,0 +1,79 @@
+"""What the sampling presets do to the champion's writing, on the open prompts.
+
+For the serving profile's default settings and each preset (``models/presets.py``), the champion writes
+one piece per open prompt (the first ``--prompts`` of ``evaluation/data/open_prompts.jsonl``, in one
+batch, asking about 80 words) for each of ``--seeds`` seeds, and the evaluation's open-prompt metrics
+are averaged over the seeds: how many pieces use their prompt, prompt coverage, form, complete ending,
+repeated 4-grams, distinct bigrams across pieces, and length.
+
+    python -m benchmarks.presets                  # the project's models:/creative-writer@champion
+    python -m benchmarks.presets --prompts 12 --seeds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+METRICS = ("open_use", "open_coverage", "open_form", "open_complete", "open_repetition", "open_distinct2",
+           "open_words")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Writes with each preset and prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=24, help="open prompts used (the first N)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per setting (metrics averaged)")
+    parser.add_argument("--max-new-tokens", type=int, default=120)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    from evaluation.writing import load_open_prompts, open_prompt_metrics
+    from models.contract import GenerationSettings
+    from models.presets import PRESETS
+    from models.threads import configure_threads
+    from serving.champion import load
+    from serving.config import ModelSource, load_serving_config
+
+    configure_threads(0)
+    loaded = load(ModelSource())
+    prompts = load_open_prompts().head(args.prompts)
+    defaults = asdict(load_serving_config().defaults)
+    print(f"{loaded.provenance.short()}; {len(prompts)} open prompts × {args.seeds} seeds, "
+          f"{args.max_new_tokens} new tokens, about 80 words asked")
+    settings_by_name = {"profile default": {k: defaults[k] for k in ("temperature", "top_k", "top_p", "min_p",
+                                                                     "repetition_penalty")},
+                        **{name: {"preset": name} for name in PRESETS}}
+    results: dict[str, dict[str, float]] = {}
+    requests = list(zip(prompts["prompt"], prompts["form"], prompts["genre"], strict=True))
+    for name, values in settings_by_name.items():
+        runs, seconds = [], 0.0
+        for seed in range(args.seeds):
+            settings = GenerationSettings.from_dict({**values, "max_new_tokens": args.max_new_tokens, "seed": seed,
+                                                     "target_words": 80})
+            started = time.perf_counter()
+            texts = loaded.model.generate_requests(requests, settings)
+            seconds += time.perf_counter() - started
+            runs.append(open_prompt_metrics(prompts, texts)[0])
+        results[name] = {m: statistics.mean(r[m] for r in runs) for m in METRICS}
+        results[name]["seconds"] = seconds / args.seeds
+        print(f"  {name}: done in {seconds:.0f} s", flush=True)
+
+    print("\n| setting | use their prompt | coverage | form | complete ending | repeated 4-grams | distinct-2 | "
+          "words |\n|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['open_use']:.0%} | {r['open_coverage']:.0%} | {r['open_form']:.0%} | "
+              f"{r['open_complete']:.0%} | {r['open_repetition']:.3f} | {r['open_distinct2']:.3f} | "
+              f"{r['open_words']:.0f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"model": loaded.provenance.as_dict(), "settings": settings_by_name,
+                                         "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
