@@ -136,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     from infra.report import print_deployment_summary, print_inference_summary, print_run_summary
 
     seconds = time.perf_counter() - started
-    if args.pipeline == "inference":
-        print_inference_summary(run, seconds, args.output)
+    if args.pipeline == "inference":  # the user's output file is written here, from the step's artifact
+        from infra.report import step_output
+        from serving.batch import write_generations
+
+        frame = step_output(run, "batch_generate")
+        print_inference_summary(run, seconds, frame, write_generations(frame, args.output))
     elif args.pipeline == "deployment":
         print_deployment_summary(run, seconds)
     else:

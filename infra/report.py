@@ -59,7 +59,7 @@ def print_run_summary(run: Any, seconds: float, root: Path) -> None:
     print(f"  MLflow UI: mlflow ui --backend-store-uri {tracking_uri(root)} --port 5000")
 
 
-def _step_output(run: Any, step: str) -> Any:
+def step_output(run: Any, step: str) -> Any:
     """The loaded single output of a step of ``run``."""
     from zenml.client import Client
 
@@ -80,13 +80,9 @@ def _print_steps(run: Any, seconds: float) -> dict[str, str]:
     return statuses
 
 
-def print_inference_summary(run: Any, seconds: float, output: Path) -> None:
-    """Prints the steps, writes the generations to ``output`` and shows the first one."""
-    from serving.batch import write_generations
-
+def print_inference_summary(run: Any, seconds: float, frame: Any, path: Path) -> None:
+    """Prints the steps and where the generations (``frame``, written to ``path`` by the caller) went."""
     _print_steps(run, seconds)
-    frame = _step_output(run, "batch_generate")
-    path = write_generations(frame, output)
     first = frame.iloc[0]
     print(f"\n{len(frame)} generations ({int(frame['tokens'].sum())} tokens) by {first['family']} "
           f"{first['registered_name']} v{first['version']} @{first['alias']} → {path}")
@@ -98,7 +94,7 @@ def print_inference_summary(run: Any, seconds: float, output: Path) -> None:
 def print_deployment_summary(run: Any, seconds: float) -> None:
     """Prints the steps and where the deployed service answers."""
     _print_steps(run, seconds)
-    info = _step_output(run, "deploy_bento")
+    info = step_output(run, "deploy_bento")
     prov = info["provenance"]
     print(f"\nServing {prov['family']} {prov['registered_name']} v{prov['version']} @{prov['alias']} "
           f"(Bento {info['bento_tag']}):")
