@@ -74,3 +74,18 @@ def test_bad_prompt_shows_a_readable_message_not_a_traceback(served, page):
     toast.first.wait_for(timeout=30_000)
     body = page.content()
     assert "Traceback" not in body and 'File "' not in body
+
+
+def test_a_preset_sets_the_sliders_and_writes_with_them(served, page):
+    page.goto(served.url + "/ui/", wait_until="load")
+    page.locator("#prompt textarea").wait_for(timeout=30_000)
+    page.get_by_text("Sampling", exact=True).first.click()  # the accordion holding the sliders
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="steady: stays on the prompt", exact=False).click()
+    temperature = page.locator("#temperature input[type=number]")
+    page.wait_for_function("el => el.value === '0.7'", arg=temperature.element_handle(), timeout=15_000)
+    assert page.locator("#min-p input[type=number]").input_value() == "0.05"
+    page.locator("#prompt textarea").fill("A crow counts the stars.")
+    page.locator("#generate").click()
+    provenance = page.locator("#provenance")
+    provenance.filter(has_text="temperature 0.7").wait_for(timeout=60_000)  # written with the preset's values
