@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from evaluation.writing import load_open_prompts, open_prompt_metrics
     from models.contract import GenerationSettings
-    from models.presets import PRESETS
+    from models.presets import PRESETS, SAMPLING_FIELDS
     from models.threads import configure_threads
     from serving.champion import load
     from serving.config import ModelSource, load_serving_config
@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = asdict(load_serving_config().defaults)
     print(f"{loaded.provenance.short()}; {len(prompts)} open prompts × {args.seeds} seeds, "
           f"{args.max_new_tokens} new tokens, about 80 words asked")
-    settings_by_name = {"profile default": {k: defaults[k] for k in ("temperature", "top_k", "top_p", "min_p",
-                                                                     "repetition_penalty")},
+    settings_by_name = {"profile default": {k: defaults[k] for k in SAMPLING_FIELDS},
                         **{name: {"preset": name} for name in PRESETS}}
     results: dict[str, dict[str, float]] = {}
     requests = list(zip(prompts["prompt"], prompts["form"], prompts["genre"], strict=True))

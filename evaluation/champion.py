@@ -87,22 +87,23 @@ def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selec
     own = {v: c for c, v in versions.items()}
     winner = selection["winner"]
     winner_row = by_name.loc[winner].to_dict() if winner else None
-    # the evaluation suite (and torch with it) is needed only to compare with another champion or to sample it
+    # the champion is one of this run's models: its samples exist
+    sampled = champion is not None and str(champion.version) in own and samples is not None \
+        and open_samples is not None
     compared = champion is not None and str(champion.version) != versions.get(winner or "")
     suite = None
-    if compared or (champion is not None and str(champion.version) not in own):
+    if compared or (champion is not None and not sampled):  # the suite (and torch with it) is needed
         from evaluation.suite import SuiteConfig
 
         suite = SuiteConfig(**selection["suite"])
-    if champion is not None and str(champion.version) in own and samples is not None and open_samples is not None:
-        same = own[str(champion.version)]  # the champion is one of this run's models: its samples exist
+    if sampled:
+        same = own[str(champion.version)]
         champion_samples = {"test": list(samples[same]), "open": list(open_samples[same])}
     elif champion is not None:
         from evaluation.run import test_part
-        from evaluation.suite import SuiteConfig, generate_samples, open_prompts
+        from evaluation.suite import generate_samples, open_prompts
         from evaluation.suite import open_samples as open_samples_of
 
-        suite = suite or SuiteConfig(**selection["suite"])
         champion_model = load_registered(name, str(champion.version))
         champion_samples = {"test": generate_samples(champion_model, test_part(split).head(suite.sample_prompts),
                                                      suite)[0],

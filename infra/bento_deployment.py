@@ -162,7 +162,8 @@ def deploy(model_deployer: Any, bento_tag: str, model_uri: str, host: str, port:
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     try:
         markers = {DEPLOYMENT_ID_ENV: str(record.id), DEPLOYMENT_ROOT_ENV: str(PROJECT_ROOT)}
-        with _environment({**PROCESS_ENV, **{k: v for k, v in os.environ.items() if k in PROCESS_ENV}, **markers}):
+        process_env = {k: os.environ.get(k, v) for k, v in PROCESS_ENV.items()}  # the environment wins
+        with _environment({**process_env, **markers}):
             service.start(timeout=0)
         wait_until_ready(service, f"{url}/readyz", timeout)
         verify_serving(url, str(record.id), model_uri.rsplit("/", 1)[-1], model_tag)

@@ -33,19 +33,23 @@ class ProcessInfo:
         return f"pid {self.pid} ({self.command})"
 
 
-def _info(process, marker_name: str = "") -> ProcessInfo:  # noqa: ANN001 - a psutil.Process
+def _marker(process, name: str) -> str:  # noqa: ANN001 - a psutil.Process
+    """The value of environment variable ``name`` the process started with ('' if absent or unreadable)."""
+    import psutil
+
+    try:
+        return process.environ().get(name, "")
+    except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
+
+
+def _info(process, marker: str = "") -> ProcessInfo:  # noqa: ANN001 - a psutil.Process
     import psutil
 
     try:
         command = " ".join(process.cmdline()) or process.name()
     except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
         command = "command line not readable"
-    marker = ""
-    if marker_name:
-        try:
-            marker = process.environ().get(marker_name, "")
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            marker = ""
     if len(command) > 120:
         command = command[:117] + "..."
     return ProcessInfo(process.pid, command, marker)
@@ -76,7 +80,8 @@ def listeners(port: int, marker_name: str = "") -> list[ProcessInfo]:
     out = []
     for pid in pids:
         try:
-            out.append(_info(psutil.Process(pid), marker_name))
+            process = psutil.Process(pid)
+            out.append(_info(process, _marker(process, marker_name) if marker_name else ""))
         except psutil.NoSuchProcess:
             continue
     return out
@@ -86,16 +91,8 @@ def marked(name: str, value: str) -> list[ProcessInfo]:
     """Processes (other than this one) whose environment at start had ``name=value``."""
     import psutil
 
-    out = []
-    for process in psutil.process_iter():
-        if process.pid == os.getpid():
-            continue
-        try:
-            if process.environ().get(name) == value:
-                out.append(_info(process, name))
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return out
+    return [_info(process, value) for process in psutil.process_iter()
+            if process.pid != os.getpid() and _marker(process, name) == value]
 
 
 def terminate(processes: list[ProcessInfo], timeout: float = 15.0) -> list[ProcessInfo]:

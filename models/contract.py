@@ -267,7 +267,7 @@ def stream_text(token_ids: Iterable[int], decode: Callable[[list[int]], str], tr
             final = text
             break
         ready = stable_prefix(text, trim)
-        ready = ready[: len(ready) - _held_for_stop(ready, stop)] if stop else ready
+        ready = ready[: len(ready) - _held_for_stop(ready, stop)]
         if len(ready) > len(sent):
             yield ready[len(sent):]
             sent = ready

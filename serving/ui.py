@@ -23,7 +23,7 @@ from typing import Any
 import gradio as gr
 from pydantic import ValidationError
 
-from models.presets import DESCRIPTIONS, preset_values
+from models.presets import DESCRIPTIONS, SAMPLING_FIELDS, preset_values
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError, RequestError
 from serving.schemas import GenerateRequest
@@ -218,10 +218,9 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
             if not name:
                 return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             values = preset_values(name)
-            return tuple(gr.update(value=values[k]) for k in ("temperature", "top_k", "top_p", "min_p",
-                                                               "repetition_penalty"))
+            return tuple(gr.update(value=values[k]) for k in SAMPLING_FIELDS)
 
-        preset.change(use_preset, [preset], [temperature, top_k, top_p, min_p, rep])
+        preset.change(use_preset, [preset], [temperature, top_k, top_p, min_p, rep])  # in SAMPLING_FIELDS' order
         settings_inputs = [prompt, form, genre, max_new, preset, temperature, top_k, top_p, min_p, rep, stop, drafts]
         written = [*outputs, provenance, state, seed, heatmap]
 
