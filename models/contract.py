@@ -27,6 +27,8 @@ import torch
 from models.manifest import MANIFEST, read_manifest  # part of the contract; importers may take them from here
 from models.presets import MAX_STOP_CHARS, MAX_STOPS, preset_values
 
+CHAT_ROLES = ("user", "assistant")  # the roles of earlier turns in GenerationSettings.history
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -49,6 +51,10 @@ class GenerationSettings:
         min_p: Drop tokens whose probability is below ``min_p`` times the most likely token's (after
             the temperature; 0 = off). Adapts to the model's confidence where top-p does not.
         stop: Up to 4 strings; the text ends before the first one written (it is not included).
+        system: A system message that replaces the model's own (families with a chat layout; the others
+            ignore it).
+        history: Earlier ``(role, text)`` turns of a conversation, ``role`` being ``user`` or
+            ``assistant``, placed before the request (families with a chat layout; the others ignore it).
     """
 
     max_new_tokens: int = 200
@@ -64,11 +70,16 @@ class GenerationSettings:
     target_words: int = 0
     min_p: float = 0.0
     stop: tuple[str, ...] = ()
+    system: str = ""
+    history: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         """Validates every field; raises ValueError naming the field."""
         if isinstance(self.stop, list):  # from JSON or YAML
             object.__setattr__(self, "stop", tuple(self.stop))
+        if isinstance(self.history, list):
+            object.__setattr__(self, "history", tuple(tuple(turn) if isinstance(turn, list) else turn
+                                                      for turn in self.history))
         checks = [
             ("max_new_tokens", isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096,
              "an integer from 1 to 4096"),
@@ -89,6 +100,10 @@ class GenerationSettings:
             ("stop", isinstance(self.stop, tuple) and len(self.stop) <= MAX_STOPS
              and all(isinstance(x, str) and 0 < len(x) <= MAX_STOP_CHARS for x in self.stop),
              f"up to {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters"),
+            ("system", isinstance(self.system, str), "a string"),
+            ("history", isinstance(self.history, tuple) and all(
+                isinstance(t, tuple) and len(t) == 2 and t[0] in CHAT_ROLES and isinstance(t[1], str)
+                for t in self.history), f"a list of (role, text) pairs with role in {CHAT_ROLES}"),
         ]
         for name, ok, want in checks:
             if not ok or isinstance(getattr(self, name), bool):  # bool is an int to isinstance
@@ -292,6 +307,53 @@ def words_scored(text: str, ids: Sequence[int], limit: int, decode: Callable[[li
     return word_count(decode(list(ids))) if len(ids) >= limit else word_count(text)
 
 
+@dataclass(frozen=True)
+class TokenChance:
+    """One written token and how likely the sampler found it.
+
+    Attributes:
+        text: The token's text.
+        p: Its probability under the sampling settings (temperature, repetition penalty, top-k/top-p/min-p).
+        alternatives: The most likely tokens at that position (the written one included), as ``(text, p)``.
+    """
+
+    text: str
+    p: float
+    alternatives: tuple[tuple[str, float], ...]
+
+
+def token_chances(logits: torch.Tensor, ids: Sequence[int], settings: GenerationSettings,
+                  decode: Callable[[list[int]], str], top: int = 5) -> list[TokenChance]:
+    """Each written token's probability under the sampler, with the top alternatives, from teacher-forced logits.
+
+    A token's text is what it adds to the decoded text (a token holding part of a character adds nothing;
+    the one that completes it adds the character).
+
+    Args:
+        logits: ``(T, V)`` logits; row ``t`` predicts ``ids[t]``.
+        ids: The written token ids.
+        settings: The sampling settings the text was written with (the same transforms as :func:`sample_next`).
+        decode: Decodes an id list to text.
+        top: Alternatives per position.
+    """
+    logits = logits[: len(ids)].float()
+    previous = torch.tensor([list(ids)], dtype=torch.long)
+    out = []
+    shown = ""  # the text of the tokens so far: a token's text is what it adds (whole characters only)
+    for t, token in enumerate(ids):
+        text = decode(list(ids[: t + 1])).rstrip("\ufffd")
+        piece = text[len(shown):] if text.startswith(shown) else decode([int(token)])
+        shown = text if text.startswith(shown) else shown + piece
+        row = apply_repetition_penalty(logits[t: t + 1], previous[:, :t] if t else None, settings.repetition_penalty)
+        row = filter_logits(row / settings.temperature, settings.top_k, settings.top_p, settings.min_p)
+        probs = torch.softmax(row, dim=-1)[0]
+        best = torch.topk(probs, min(top, probs.numel()))
+        alternatives = tuple((decode([int(i)]), float(p)) for p, i in zip(best.values, best.indices,
+                                                                                     strict=True) if p > 0)
+        out.append(TokenChance(piece, float(probs[token]), alternatives))
+    return out
+
+
 class WriterModel(ABC):
     """The contract of a generator family (see the module docstring)."""
 
@@ -339,6 +401,32 @@ class WriterModel(ABC):
             texts = self.generate([requests[i][0] for i in rows], settings.replace(form=form, genre=genre))
             out.update(zip(rows, texts, strict=True))
         return [out[i] for i in range(len(requests))]
+
+    def prompt_window(self) -> int:
+        """How many tokens of a prompt the model reads (a longer prompt is cut); 0 when it has no fixed window."""
+        return 0
+
+    def teacher_logits(self, prompt: str, text: str, settings: GenerationSettings) -> tuple[torch.Tensor, list[int]]:
+        """``(T, V)`` next-token logits for each token of ``text`` written for ``prompt``, and those token ids.
+
+        Families that can read their own probabilities implement this (for :meth:`token_chances`).
+        """
+        raise NotImplementedError(f"the {self.family or type(self).__name__} family does not report token "
+                                  "probabilities")
+
+    @torch.inference_mode()
+    def token_chances(self, prompt: str, text: str, settings: GenerationSettings | None = None,
+                      top: int = 5) -> list[TokenChance]:
+        """Each token of ``text`` (written for ``prompt``), its probability under ``settings``, the top alternatives.
+
+        The text is read again with the model (teacher forcing), so the figures are what the sampler saw
+        when it drew each token (for a text it wrote itself; an edited text gets the model's view of it).
+        """
+        settings = settings or GenerationSettings()
+        if not text:
+            return []
+        logits, ids = self.teacher_logits(prompt, text, settings)
+        return token_chances(logits, ids, settings, lambda kept: self.tokenizer.decode(kept), top)  # type: ignore[attr-defined]
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the model's own tokenizer (no special tokens)."""

@@ -294,6 +294,17 @@ class Seq2SeqWriter(WriterModel):
         yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
                                settings.stop)
 
+    def prompt_window(self) -> int:
+        """The encoder's limit less the form and genre control tokens."""
+        return self.config.max_src_len - 2
+
+    def teacher_logits(self, prompt: str, text: str, settings: GenerationSettings) -> tuple[torch.Tensor, list[int]]:
+        """The decoder's logits for each token of ``text`` given the prompt (teacher forcing), and the ids."""
+        src, src_len = self._batch_src([prompt], [settings.form], [settings.genre])
+        ids = self.encode_target(text)
+        logits, _, _ = self.net(src, src_len, torch.tensor([[self.config.bos_id, *ids]]))
+        return logits[0, : len(ids)], ids
+
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], texts: Sequence[str], forms: Sequence[str] | None = None,
               genres: Sequence[str] | None = None, batch_size: int = 32) -> list[tuple[float, int]]:

@@ -209,23 +209,30 @@ class TransformerWriter(WriterModel):
         return {kind: control_values(self.tokenizer, kind) for kind in ("form", "genre")}
 
     # --- layout ----------------------------------------------------------------------------------------
-    def instruction(self, prompt: str, form: str, genre: str, target_words: int = 0) -> list[dict[str, str]]:
-        """The chat messages that ask for a piece: system message, then the user's instruction.
+    def instruction(self, prompt: str, form: str, genre: str, target_words: int = 0, system: str = "",
+                    history: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+        """The chat messages that ask for a piece: system message, earlier turns, then the user's instruction.
 
-        ``target_words`` > 0 asks for about that many words.
+        ``target_words`` > 0 asks for about that many words; ``system`` (non-empty) replaces the configured
+        system prompt; ``history`` holds earlier ``(role, text)`` turns of a conversation.
         """
         kind = f"{genre} {form}" if genre and genre != "none" else form
         article = "an" if kind[:1].lower() in "aeiou" else "a"
         hint = " ".join(h for h in (FORM_HINTS.get(form, ""),
                                     f"Use about {target_words} words." if target_words > 0 else "") if h)
         user = f"Write {article} {kind} for this prompt: {prompt.strip()}" + (f"\n{hint}" if hint else "")
-        system = [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
-        return [*system, {"role": "user", "content": user}]
+        system = system or self.config.system_prompt
+        head = [{"role": "system", "content": system}] if system else []
+        turns = [{"role": role, "content": text} for role, text in history]
+        return [*head, *turns, {"role": "user", "content": user}]
 
-    def encode_prefix(self, prompt: str, form: str, genre: str, target_words: int = 0) -> list[int]:
+    def encode_prefix(self, prompt: str, form: str, genre: str, target_words: int = 0, system: str = "",
+                      history: Sequence[tuple[str, str]] = ()) -> list[int]:
         """Everything before the piece: the chat instruction, or ``<form:…> <genre:…> prompt <sep>``.
 
-        ``target_words`` (chat layout only) asks for a length.
+        ``target_words``, ``system`` and ``history`` (chat layout only; see :meth:`instruction`) ask for a
+        length, replace the system prompt and add earlier turns. The oldest turns are dropped (with a
+        warning the first time) until the prefix takes at most half the context.
         """
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt must be a non-empty string")
@@ -238,9 +245,17 @@ class TransformerWriter(WriterModel):
             ids = ids[: self.config.max_prompt_tokens]
             prompt = decode_ids(self.tokenizer, ids)
         if self.chat:
-            text = self.tokenizer.apply_chat_template(self.instruction(prompt, form, genre, target_words),
-                                                      tokenize=False, add_generation_prompt=True)
-            return encode_text(self.tokenizer, text)
+            history = list(history)
+            while True:
+                text = self.tokenizer.apply_chat_template(
+                    self.instruction(prompt, form, genre, target_words, system, history), tokenize=False,
+                    add_generation_prompt=True)
+                ids = encode_text(self.tokenizer, text)
+                if not history or len(ids) <= self.config.context // 2:
+                    return ids
+                self._warn_once("history", "earlier turns dropped so that the prompt takes at most half of the "
+                                "context of %d tokens", self.config.context)
+                history = history[1:]
         return control_ids(self.tokenizer, form, genre) + ids + [self.sep_id]
 
     def encode_example(self, prompt: str, text: str, form: str, genre: str) -> tuple[list[int], list[int]]:
@@ -309,6 +324,21 @@ class TransformerWriter(WriterModel):
         tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
         yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
                                settings.stop)
+
+    def prompt_window(self) -> int:
+        """``max_prompt_tokens``: the prompt's share of the context (the instruction around it comes on top)."""
+        return self.config.max_prompt_tokens
+
+    def teacher_logits(self, prompt: str, text: str, settings: GenerationSettings) -> tuple[torch.Tensor, list[int]]:
+        """The logits for each token of ``text`` after the request's prefix (teacher forcing), and the ids.
+
+        Only what fits the context is read.
+        """
+        prefix = self.encode_prefix(prompt, settings.form, settings.genre, settings.target_words, settings.system,
+                                    settings.history)
+        ids = encode_text(self.tokenizer, text)[: max(0, self.config.context - len(prefix))]
+        out = self.model(input_ids=torch.tensor([prefix + ids], device=self.model.device))
+        return out.logits[0, len(prefix) - 1: len(prefix) - 1 + len(ids)].cpu(), ids
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], texts: Sequence[str], forms: Sequence[str] | None = None,
@@ -393,7 +423,7 @@ class TransformerWriter(WriterModel):
         """
         forms = forms or [settings.form] * len(prompts)
         genres = genres or [settings.genre] * len(prompts)
-        prefixes = [self.encode_prefix(p, f, g, settings.target_words)
+        prefixes = [self.encode_prefix(p, f, g, settings.target_words, settings.system, settings.history)
                     for p, f, g in zip(prompts, forms, genres, strict=True)]
         width = max(len(p) for p in prefixes)
         max_new = max(0, min(settings.max_new_tokens, self.config.context - width))

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from serving.batching import Batcher, BatchResult
@@ -22,6 +22,18 @@ from serving.config import ServingConfig
 from serving.schemas import MAX_SEED, Draft, GenerateRequest, GenerateResponse, Timings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A conversation around a request: a system message ('' keeps the model's own) and earlier turns.
+
+    Families with a chat layout (a pretrained Transformer with a chat template) read both; the others
+    write from the request's prompt alone.
+    """
+
+    system: str = ""
+    history: tuple[tuple[str, str], ...] = ()
 
 
 class NotReadyError(RuntimeError):
@@ -159,10 +171,11 @@ class Engine:
         return self._loaded
 
     # --- requests --------------------------------------------------------------------------------------
-    def settings(self, request: GenerateRequest, seed: int) -> Any:
+    def settings(self, request: GenerateRequest, seed: int, chat: Chat | None = None) -> Any:
         """The model's generation settings for a request (form and genre checked against the model).
 
         Sampling: the profile's defaults, then the request's preset, then the fields the request sets.
+        ``chat`` adds a conversation's system message and earlier turns (used by chat-layout families).
         """
         from models.contract import GenerationSettings
         from models.presets import SAMPLING_FIELDS, resolve_sampling
@@ -171,8 +184,9 @@ class Engine:
         check_controls(self.loaded.controls, form, genre)
         sampling = resolve_sampling(asdict(self.config.defaults), request.preset,
                                     {k: getattr(request, k) for k in SAMPLING_FIELDS})
+        chat = chat or Chat()
         return GenerationSettings(max_new_tokens=request.max_new_tokens, seed=seed, form=form, genre=genre,
-                                  stop=tuple(request.stop), **sampling)
+                                  stop=tuple(request.stop), system=chat.system, history=chat.history, **sampling)
 
     def seeds(self, request: GenerateRequest) -> list[int]:
         """The drafts' seeds: ``seed, seed + 1, ...`` (a random first seed when the request has none)."""
@@ -194,10 +208,10 @@ class Engine:
                                 settings={**asdict(settings), "num_drafts": request.num_drafts,
                                           "preset": request.preset or ""}, timings=timings)
 
-    def _plan(self, request: GenerateRequest) -> tuple[list[int], Any, list[tuple[str, int]]]:
+    def _plan(self, request: GenerateRequest, chat: Chat | None = None) -> tuple[list[int], Any, list[tuple[str, int]]]:
         """The drafts' seeds, the checked settings (first seed) and the ``(prompt, seed)`` rows."""
         seeds = self.seeds(request)
-        return seeds, self.settings(request, seeds[0]), [(request.prompt, s) for s in seeds]
+        return seeds, self.settings(request, seeds[0], chat), [(request.prompt, s) for s in seeds]
 
     def _write(self, settings: Any, rows: list[tuple[str, int]]) -> BatchResult:
         started = time.perf_counter()
@@ -210,20 +224,23 @@ class Engine:
         seeds, settings, rows = self._plan(request)
         return self._response(request, settings, seeds, self._write(settings, rows), started)
 
-    async def generate_async(self, request: GenerateRequest) -> GenerateResponse:
-        """Writes the request's drafts off the event loop (batched with other requests when enabled)."""
+    async def generate_async(self, request: GenerateRequest, chat: Chat | None = None) -> GenerateResponse:
+        """Writes the request's drafts off the event loop (batched with other requests when enabled).
+
+        ``chat`` carries a conversation's system message and earlier turns (see :meth:`settings`).
+        """
         started = time.perf_counter()
-        seeds, settings, rows = self._plan(request)
+        seeds, settings, rows = self._plan(request, chat)
         if self._batcher is None:
             result = await asyncio.to_thread(self._write, settings, rows)
         else:
             result = await self._batcher.submit(settings.replace(seed=0), rows)
         return self._response(request, settings, seeds, result, started)
 
-    def stream(self, request: GenerateRequest) -> tuple[Any, Iterator[str]]:
+    def stream(self, request: GenerateRequest, chat: Chat | None = None) -> tuple[Any, Iterator[str]]:
         """The settings (with the seed used) and an iterator over the text of one draft."""
         seed = self.seeds(request.model_copy(update={"num_drafts": 1}))[0]
-        settings = self.settings(request, seed)
+        settings = self.settings(request, seed, chat)
         return settings, self.loaded.model.stream(request.prompt, settings)
 
     async def stream_async(self, request: GenerateRequest) -> AsyncIterator[str]:
