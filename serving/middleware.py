@@ -27,11 +27,18 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
-JSON_ONLY = ("/generate", "/stream")  # the API's operations take JSON bodies only (BentoML would try multipart)
+JSON_ONLY = ("/generate", "/stream", "/v1/completions", "/v1/chat/completions")  # JSON bodies only
+OPENAI_PREFIX = "/v1/"  # refusals on these paths use OpenAI's error object (its clients read it)
+OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 413: "request_too_large", 415: "unsupported_media_type"}
 COOKIE = "cw_token"
 
 
-async def _json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def _json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = (),
+                path: str = "") -> None:
+    """Sends a JSON answer; on an OpenAI path, an error body ``{"error": "..."}`` becomes OpenAI's error object."""
+    if path.startswith(OPENAI_PREFIX) and isinstance(body.get("error"), str):
+        body = {"error": {"message": body["error"], "type": "invalid_request_error", "param": None,
+                          "code": OPENAI_CODES.get(status)}}
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
@@ -81,34 +88,35 @@ class GuardMiddleware:
                 await send({"type": "http.response.body", "body": b""})
                 return
             await _json(send, 401, {"error": "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
-                                             "(the UI: open /ui/?token=<token> once)"},
-                        [(b"www-authenticate", b"Bearer")])
+                                             "(OpenAI clients: the token is the API key; the UI: open "
+                                             "/ui/?token=<token> once)"},
+                        [(b"www-authenticate", b"Bearer")], path)
             return
         headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await self._too_large(send)
+            await self._too_large(send, path)
             return
         kind = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
         if scope.get("method") == "POST" and path in JSON_ONLY and kind != b"application/json":
             await _json(send, 415, {"error": f"send the request as JSON (Content-Type: application/json), not "
-                                             f"{kind.decode('latin-1')!r}"})
+                                             f"{kind.decode('latin-1')!r}"}, path=path)
             return
         if scope.get("method") in {"POST", "PUT", "PATCH"} and length is None:
-            receive = await self._buffered(receive, send)
+            receive = await self._buffered(receive, send, path)
             if receive is None:
                 return
         await self.app(scope, receive, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, path: str) -> None:
         await _json(send, 413, {"error": f"request body larger than {self.max_body_bytes} bytes; "
-                                         "shorten the prompt (see limits in GET /model)"})
+                                         "shorten the prompt (see limits in GET /model)"}, path=path)
 
-    async def _buffered(self, receive: Receive, send: Send) -> Receive | None:
+    async def _buffered(self, receive: Receive, send: Send, path: str) -> Receive | None:
         """Reads a body of unknown length up to the cap; None (after a 413) when it is larger."""
         body, replay = await _read_body(receive, self.max_body_bytes)
         if body is None:
-            await self._too_large(send)
+            await self._too_large(send, path)
             return None
         return replay
 
@@ -164,6 +172,11 @@ class UiGuardMiddleware:
     def _pages(self) -> set[str]:
         return {str(page[0]) for page in getattr(self.blocks, "pages", None) or [("",)]}
 
+    def _triggers(self, fn: Any) -> set[int]:
+        """The block ids that trigger ``fn`` (page-load events name the Blocks itself)."""
+        targets = {t[0] for t in getattr(fn, "targets", None) or [] if t and isinstance(t[0], int)}
+        return targets or set(self.blocks.blocks)
+
     def _event_problem(self, body: bytes) -> str:
         """What is wrong with a ``queue/join`` body ('' when nothing this guard can see)."""
         try:
@@ -176,8 +189,9 @@ class UiGuardMiddleware:
         index, data, trigger = event.get("fn_index"), event.get("data"), event.get("trigger_id")
         if not isinstance(index, int) or isinstance(index, bool) or index not in fns:
             return f"fn_index {index!r} is not an event handler of this UI"
-        if trigger is not None and (not isinstance(trigger, int) or trigger not in self.blocks.blocks):
-            return f"trigger_id {trigger!r} is not a component of this UI"
+        if trigger is not None and (not isinstance(trigger, int) or isinstance(trigger, bool)
+                                    or trigger not in self._triggers(fns[index])):
+            return f"trigger_id {trigger!r} is not a component that triggers event handler {index}"
         if not isinstance(data, list) or len(data) != len(fns[index].inputs):
             return f"event handler {index} takes {len(fns[index].inputs)} input value(s)"
         return ""

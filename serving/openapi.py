@@ -107,12 +107,14 @@ def _referenced(root: Any, schemas: dict[str, Any]) -> set[str]:
     return found
 
 
-def api_document(document: dict[str, Any], include_ui: bool = False) -> dict[str, Any]:
+def api_document(document: dict[str, Any], include_ui: bool = False,
+                 model_id: str = "creative-writer") -> dict[str, Any]:
     """The served OpenAPI document: 3.0-valid, honest error bodies, the UI's routes left out unless asked for.
 
     Args:
         document: BentoML's document (as served at ``/docs.json``).
         include_ui: Keep the mounted UI's internal routes (``/ui/...``).
+        model_id: The served model's id (the ``model`` the ``/v1`` endpoints accept).
 
     Returns:
         A new document; ``document`` is not changed.
@@ -132,21 +134,33 @@ def api_document(document: dict[str, Any], include_ui: bool = False) -> dict[str
         prompt = body.get("properties", {}).get("prompt")
         if prompt is not None and PROMPT_RULES not in prompt.get("description", ""):
             prompt["description"] = prompt.get("description", "") + PROMPT_RULES
+    from serving.openai_compat import openapi_parts
+
+    v1_paths, v1_schemas = openapi_parts(model_id)  # FastAPI documents them without bodies: replaced by their own
+    out["paths"] = {**{p: item for p, item in out["paths"].items() if not p.startswith("/v1/")}, **v1_paths}
+    schemas.update(copy.deepcopy(v1_schemas))
     keep = _referenced(out["paths"], schemas)  # the UI's request bodies go with its routes
     out["components"]["schemas"] = {name: schema for name, schema in schemas.items() if name in keep}
     if not include_ui:
         out.setdefault("info", {})["description"] = (
             "The creative-writer API: POST /generate (drafts with provenance and timings), POST /stream (one draft "
-            "as plain-text chunks), GET /model (what is served). The writing UI is at /ui/ (its internal routes "
+            "as plain-text chunks), GET /model (what is served), and the OpenAI-compatible /v1/models, "
+            "/v1/completions and /v1/chat/completions. The writing UI is at /ui/ (its internal routes "
             "are left out of this document; /docs.json?ui=1 includes them).")
     return to_openapi30(out)
 
 
 class ApiDocsMiddleware:
-    """Serves :func:`api_document` of the app's own ``GET /docs.json`` answer (``?ui=1`` keeps the UI routes)."""
+    """Serves :func:`api_document` of the app's own ``GET /docs.json`` answer (``?ui=1`` keeps the UI routes).
 
-    def __init__(self, app: Any) -> None:
+    Args:
+        app: The wrapped ASGI app.
+        model_id: The served model's id (documented as the ``model`` of the ``/v1`` endpoints).
+    """
+
+    def __init__(self, app: Any, model_id: str = "creative-writer") -> None:
         self.app = app
+        self.model_id = model_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Passes everything through except ``GET /docs.json``, whose JSON body it rewrites."""
@@ -167,7 +181,7 @@ class ApiDocsMiddleware:
         body = b"".join(chunks)
         if start.get("status") == 200:
             include_ui = b"ui=1" in scope.get("query_string", b"").split(b"&")
-            body = json.dumps(api_document(json.loads(body), include_ui)).encode()
+            body = json.dumps(api_document(json.loads(body), include_ui, self.model_id)).encode()
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": start.get("status", 500), "headers": headers})

@@ -7,7 +7,9 @@ Run it from the checkout with ``bentoml serve serving.service:CreativeWriter`` (
 Endpoints: ``POST /generate`` (drafts + provenance + timings), ``POST /stream`` (one draft as plain-text
 chunks), ``GET /model`` (what is served and its evaluation metrics), ``/ui`` (the writing UI), BentoML's
 ``/livez``, ``/readyz`` (503 with the reason until a model is loaded), ``/metrics`` (Prometheus, with
-``creative_writer_requests_total`` and ``creative_writer_tokens_total``) and ``/docs`` (OpenAPI).
+``creative_writer_requests_total`` and ``creative_writer_tokens_total``) and ``/docs`` (OpenAPI); and the
+OpenAI-compatible ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/completions``
+(:mod:`serving.openai_compat`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from serving.config import DEPLOYMENT_ID_ENV
 from serving.engine import Engine, NotReadyError, RequestError, iterate_in_thread
 from serving.middleware import GuardMiddleware, UiGuardMiddleware
+from serving.openai_compat import OpenAICompat, add_routes
 from serving.openapi import ApiDocsMiddleware
 from serving.schemas import CONFIG, GenerateRequest, GenerateResponse
 from serving.ui import build_ui, prepare_for_mount
@@ -38,6 +41,13 @@ TOKENS = bentoml.metrics.Counter(name="creative_writer_tokens_total", documentat
                                  labelnames=["endpoint"])
 
 info_app = FastAPI(title="creative-writer info")
+
+
+def count(endpoint: str, outcome: str, tokens: int = 0) -> None:
+    """Counts a request by endpoint and outcome, and the tokens it wrote (the Prometheus counters)."""
+    REQUESTS.labels(endpoint=endpoint, outcome=outcome).inc()
+    if tokens:
+        TOKENS.labels(endpoint=endpoint).inc(tokens)
 
 
 @info_app.get("/model")
@@ -58,6 +68,8 @@ def _error(status: int, field: str, message: str) -> JSONResponse:
 def _current_engine() -> Engine:
     return bentoml.get_current_service().engine
 
+
+add_routes(info_app, OpenAICompat(_current_engine, count))  # /v1: the same engine, batching and guard
 
 UI = prepare_for_mount(build_ui(_current_engine, CONFIG))  # mounted at /ui; its guard checks events against it
 
@@ -80,17 +92,12 @@ class CreativeWriter:
             raise HTTPException(status_code=503, detail=f"not ready: {reason}")
         return True
 
-    def _count(self, endpoint: str, outcome: str, tokens: int = 0) -> None:
-        REQUESTS.labels(endpoint=endpoint, outcome=outcome).inc()
-        if tokens:
-            TOKENS.labels(endpoint=endpoint).inc(tokens)
-
     def _refuse(self, endpoint: str, exc: Exception) -> JSONResponse:
         if isinstance(exc, NotReadyError):
-            self._count(endpoint, "not_ready")
+            count(endpoint, "not_ready")
             return _error(503, "model", str(exc))
         assert isinstance(exc, RequestError)
-        self._count(endpoint, "bad_request")
+        count(endpoint, "bad_request")
         return _error(400, exc.field, str(exc))
 
     @bentoml.api(input_spec=GenerateRequest)
@@ -101,7 +108,7 @@ class CreativeWriter:
             response = await self.engine.generate_async(request)
         except (NotReadyError, RequestError) as exc:
             return self._refuse("generate", exc)  # type: ignore[return-value]
-        self._count("generate", "ok", sum(d.tokens for d in response.drafts))
+        count("generate", "ok", sum(d.tokens for d in response.drafts))
         return response
 
     @bentoml.api(input_spec=GenerateRequest)
@@ -113,7 +120,7 @@ class CreativeWriter:
         except (NotReadyError, RequestError) as exc:
             return self._refuse("stream", exc)  # type: ignore[return-value]
         provenance = self.engine.loaded.provenance
-        engine, count = self.engine, self._count
+        engine = self.engine
 
         async def body() -> AsyncGenerator[str, None]:
             text, outcome = [], "error"
@@ -131,7 +138,7 @@ class CreativeWriter:
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)  # type: ignore[return-value]
 
 
-CreativeWriter.add_asgi_middleware(ApiDocsMiddleware)
+CreativeWriter.add_asgi_middleware(ApiDocsMiddleware, model_id=CONFIG.model.registered_name)
 CreativeWriter.add_asgi_middleware(UiGuardMiddleware, blocks=UI)
 CreativeWriter.add_asgi_middleware(GuardMiddleware, token=CONFIG.token, max_body_bytes=CONFIG.limits.max_body_bytes)
 

@@ -86,3 +86,18 @@ def served(tmp_path_factory, tiny_tokenizer):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def guarded_empty(tmp_path_factory):
+    """A server with a bearer token and an empty registry (nothing to serve)."""
+    from serving.local import Server
+
+    folder = tmp_path_factory.mktemp("guarded")
+    server = Server({"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "BENTOML_HOME": str(folder / "bentoml"),
+                     "CW_API_TOKEN": "s3cret"}, folder / "server.log")
+    try:
+        server.wait(ready=False)
+        yield server
+    finally:
+        server.stop()

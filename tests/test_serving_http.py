@@ -147,21 +147,6 @@ def test_model_info_metrics_docs_and_ui_page(served):
     assert page.status_code == 200 and "gradio" in page.text.lower()
 
 
-@pytest.fixture(scope="module")
-def guarded_empty(tmp_path_factory):
-    """A server with a bearer token and an empty registry (nothing to serve)."""
-    from serving.local import Server
-
-    folder = tmp_path_factory.mktemp("guarded")
-    server = Server({"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "BENTOML_HOME": str(folder / "bentoml"),
-                     "CW_API_TOKEN": "s3cret"}, folder / "server.log")
-    try:
-        server.wait(ready=False)
-        yield server
-    finally:
-        server.stop()
-
-
 def test_token_guard_and_not_ready_without_a_champion(guarded_empty):
     server = guarded_empty
     assert httpx.get(server.url + "/livez", timeout=10).status_code == 200

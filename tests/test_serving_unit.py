@@ -329,3 +329,38 @@ def test_a_lora_champion_is_served_with_its_base_named_and_batched_like_the_othe
         **response.provenance).short()
     with pytest.raises(RequestError, match="unknown form 'limerick'"):
         plain.generate(GenerateRequest(prompt="A fox", form="limerick"))
+
+
+def test_openai_fields_map_onto_the_generate_request():
+    from serving.openai_compat import ChatRequest, CompletionRequest, OpenAIError, generate_request
+
+    req = CompletionRequest(model="m", prompt=["A fox."], max_tokens=30, temperature=0, n=2, seed=4, stop="\n\n",
+                            form="fable", min_p=0.1)
+    gen = generate_request(req, "A fox.", 128)
+    assert (gen.max_new_tokens, gen.num_drafts, gen.seed, gen.form, gen.min_p) == (30, 2, 4, "fable", 0.1)
+    assert (gen.temperature, gen.top_k) == (1.0, 1) and gen.stop == ["\n\n"]  # temperature 0 is greedy
+    assert generate_request(CompletionRequest(model="m", prompt="x"), "x", 128).max_new_tokens == 128
+    chat = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], max_completion_tokens=12)
+    assert generate_request(chat, "x", 128).max_new_tokens == 12
+    with pytest.raises(OpenAIError) as err:
+        generate_request(CompletionRequest(model="m", prompt="x", frequency_penalty=0.5), "x", 128)
+    assert err.value.param == "frequency_penalty" and "repetition_penalty" in err.value.message
+    with pytest.raises(OpenAIError) as err:
+        generate_request(ChatRequest(model="m", messages=[{"role": "user", "content": " "}]), " ", 128, "messages")
+    assert err.value.param == "messages" and err.value.status == 400
+
+
+def test_chat_messages_become_the_prompt_and_the_conversation():
+    from serving.openai_compat import Message, OpenAIError, chat_prompt
+
+    messages = [Message(role="system", content="Be brief."), Message(role="user", content="Write of a mill."),
+                Message(role="assistant", content="The mill stood still."),
+                Message(role="user", content=[{"type": "text", "text": "Now "}, {"type": "text", "text": "a fox."}])]
+    prompt, chat = chat_prompt(messages, uses_chat=True)
+    assert prompt == "Now a fox." and chat.system == "Be brief."
+    assert chat.history == (("user", "Write of a mill."), ("assistant", "The mill stood still."))
+    assert chat_prompt(messages, uses_chat=False)[1].history == ()  # families without a chat template
+    with pytest.raises(OpenAIError, match="last message must be the user's"):
+        chat_prompt(messages[:3], uses_chat=True)
+    with pytest.raises(OpenAIError, match="image_url"):
+        chat_prompt([Message(role="user", content=[{"type": "image_url", "image_url": {"url": "x"}}])], True)

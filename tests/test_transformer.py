@@ -271,6 +271,24 @@ def test_chat_layout_asks_in_words_and_adds_no_tokens(lora_writer, tiny_chat_bas
     assert len(history) == 1 and history["val_ppl_word"].iloc[0] > 0
 
 
+def test_chat_layout_takes_a_system_message_and_earlier_turns(lora_writer):
+    writer, _ = lora_writer
+    history = (("user", "Write about a mill."), ("assistant", "The mill stood still."))
+    prefix = writer.tokenizer.decode(writer.encode_prefix(PROMPT, "story", "", system="You write for children.",
+                                                          history=history))
+    assert prefix.index("You write for children.") < prefix.index("The mill stood still.") < prefix.index(PROMPT)
+    assert writer.config.system_prompt not in prefix or not writer.config.system_prompt
+    long = tuple(("user", f"Turn {i}: the fox ran home.") for i in range(40))  # more than half the context
+    ids = writer.encode_prefix(PROMPT, "story", "", history=long)
+    kept = writer.tokenizer.decode(ids)
+    assert len(ids) <= writer.config.context // 2 and "Turn 39:" in kept and "Turn 0:" not in kept
+    settings = GenerationSettings(max_new_tokens=8, seed=3, history=[["user", "Hello."]], system="Be brief.")
+    assert settings.history == (("user", "Hello."),)
+    assert writer.generate([PROMPT], settings)[0] == "".join(writer.stream(PROMPT, settings))
+    with pytest.raises(ValueError, match="history"):
+        GenerationSettings(history=(("narrator", "x"),))
+
+
 def test_lora_trains_only_the_adapter(lora_writer):
     from models.transformer import is_peft_model, parameter_count, trainable_count
 

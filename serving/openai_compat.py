@@ -1,0 +1,520 @@
+"""OpenAI-compatible endpoints on the service's engine: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``.
+
+Story front-ends, editor plug-ins and the ``openai`` client libraries talk to a text model through this
+API. The endpoints share the engine of ``/generate`` (one model copy, the same batching and the same bearer
+token, which clients send as their API key). How the fields map:
+
+- ``prompt`` (completions) or the conversation (chat) is the writing prompt: the served model writes a piece
+  for it. In a chat, the last message must be the user's; for a family with a chat template (the pretrained
+  Transformer) a system message replaces the model's own and the earlier turns go through the template; the
+  other families write from the last user message alone.
+- ``max_tokens`` (chat also ``max_completion_tokens``), ``temperature``, ``top_p``, ``n``, ``seed`` and
+  ``stop`` mean what they mean in ``/generate`` (``n`` drafts use seeds ``seed, seed + 1, …``). Temperature
+  0 is greedy decoding (top-k 1).
+- Extra body fields: ``form``, ``genre``, ``preset``, ``top_k``, ``min_p`` and ``repetition_penalty``.
+- Refused with a 400 error object naming the parameter: ``presence_penalty``/``frequency_penalty`` other
+  than 0 (use ``repetition_penalty``), ``logprobs``, ``echo``, ``best_of`` > 1, ``suffix``, ``logit_bias``,
+  tools, a response format other than text, more than one prompt, token-id prompts and unknown fields.
+- ``stream: true`` sends server-sent events in OpenAI's chunk format; the chunk that ends a choice carries
+  its ``finish_reason``, the last one the request's ``usage`` (with ``stream_options.include_usage`` it comes
+  as a separate chunk with no choices, as OpenAI sends it), then ``data: [DONE]``.
+- ``usage.prompt_tokens`` counts the prompt text (or the last user message) under the model's tokenizer, not
+  the instruction the model wraps it in. ``finish_reason`` is ``length`` when a choice used its whole token
+  budget, else ``stop``. Each response also carries ``seed`` (the first choice's) and ``system_fingerprint``
+  (family and registry version of the model that wrote it).
+
+Errors use OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+
+from models.presets import MAX_STOPS
+from serving.engine import Chat, Engine, NotReadyError, RequestError, iterate_in_thread
+from serving.schemas import CONFIG, MAX_SEED, GenerateRequest
+
+_LIMITS = CONFIG.limits
+
+# the GenerateRequest field each OpenAI field becomes (and back, for error messages)
+TO_GENERATE = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "n": "num_drafts"}
+FROM_GENERATE = {"max_new_tokens": "max_tokens", "num_drafts": "n"}
+PASSED_ON = ("temperature", "top_p", "seed", "form", "genre", "preset", "top_k", "min_p", "repetition_penalty")
+Count = Callable[[str, str, int], None]  # (endpoint, outcome, tokens) -> None
+
+
+class OpenAIError(Exception):
+    """A refusal sent as OpenAI's error object.
+
+    Args:
+        status: HTTP status.
+        message: What is wrong, for people.
+        param: The request parameter at fault (None for the request as a whole).
+        code: A short machine-readable code.
+        kind: OpenAI's error ``type``.
+    """
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+    def response(self) -> JSONResponse:
+        """The error as an HTTP response."""
+        return JSONResponse(error_body(self.message, self.kind, self.param, self.code), status_code=self.status)
+
+
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class _Extras(BaseModel):
+    """The sampling fields both endpoints share, and the project's own extra fields (strict JSON types)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(description="The served model's id (GET /v1/models).")
+    max_tokens: int | None = Field(None, ge=1, le=_LIMITS.max_new_tokens,
+                                   description="Upper bound on generated tokens (the server's default when left out).")
+    temperature: float | None = Field(None, ge=0, le=5, description="0 is greedy; otherwise as in /generate.")
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=_LIMITS.max_drafts, description="How many choices to write (choice i uses seed + i).")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    # the project's own
+    form: str | None = None
+    genre: str | None = None
+    preset: str | None = None
+    top_k: int | None = Field(None, ge=0, le=1000)
+    min_p: float | None = Field(None, ge=0, lt=1)
+    repetition_penalty: float | None = Field(None, ge=1, le=5)
+
+
+class CompletionRequest(_Extras):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = None
+    echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
+
+
+class TextPart(BaseModel):
+    """One part of a message's content (only text parts are understood)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str
+    text: str = ""
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+
+class ChatRequest(_Extras):
+    """``POST /v1/chat/completions``."""
+
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_completion_tokens: int | None = Field(None, ge=1, le=_LIMITS.max_new_tokens)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+
+def _refuse_unsupported(req: _Extras) -> None:
+    """Raises OpenAIError (400, naming the parameter) for a parameter the server does not implement."""
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(req, name):
+            raise OpenAIError(400, f"{name} is not supported; use repetition_penalty (1 = none, 1.1-1.3 to "
+                                   "discourage repeats) as an extra body field", name, "unsupported_parameter")
+    if req.logit_bias:
+        raise OpenAIError(400, "logit_bias is not supported", "logit_bias", "unsupported_parameter")
+    unsupported: dict[str, bool] = {}
+    if isinstance(req, CompletionRequest):
+        unsupported = {"logprobs": req.logprobs is not None, "echo": req.echo,
+                       "best_of": req.best_of not in (None, 1), "suffix": bool(req.suffix)}
+    elif isinstance(req, ChatRequest):
+        fmt = (req.response_format or {}).get("type", "text")
+        unsupported = {"logprobs": bool(req.logprobs) or req.top_logprobs is not None,
+                       "tools": bool(req.tools) or bool(req.functions),
+                       "response_format": fmt != "text"}
+    for name, refused in unsupported.items():
+        if refused:
+            raise OpenAIError(400, f"{name} is not supported by this server", name, "unsupported_parameter")
+
+
+def _prompt_text(req: CompletionRequest) -> str:
+    prompt = req.prompt
+    if isinstance(prompt, list):
+        if not prompt or not all(isinstance(p, str) for p in prompt):
+            raise OpenAIError(400, "send the prompt as text; token-id prompts are not supported", "prompt")
+        if len(prompt) != 1:
+            raise OpenAIError(400, f"send one prompt per request (got {len(prompt)}); use n for several "
+                                   "choices", "prompt")
+        prompt = prompt[0]
+    return str(prompt)
+
+
+def _text(content: str | list[TextPart] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    for part in content:
+        if part.type != "text":
+            raise OpenAIError(400, f"message content of type {part.type!r} is not supported; send text",
+                              "messages")
+    return "".join(part.text for part in content)
+
+
+def chat_prompt(messages: list[Message], uses_chat: bool) -> tuple[str, Chat]:
+    """The writing prompt (the last user message) and the conversation around it.
+
+    Args:
+        messages: The request's messages; the last must be the user's.
+        uses_chat: Whether the served family reads a system message and earlier turns.
+
+    Raises:
+        OpenAIError: For a conversation that does not end with a user message, or tool messages.
+    """
+    if messages[-1].role != "user":
+        raise OpenAIError(400, f"the last message must be the user's (it is {messages[-1].role!r}): the model "
+                               "writes a reply to it", "messages")
+    system, history = [], []
+    for message in messages[:-1]:
+        if message.role in ("tool", "function"):
+            raise OpenAIError(400, f"{message.role} messages are not supported", "messages")
+        text = _text(message.content)
+        if message.role in ("system", "developer"):
+            system.append(text)
+        elif text.strip():
+            history.append((message.role, text))
+    prompt = _text(messages[-1].content)
+    if not uses_chat:
+        return prompt, Chat()
+    return prompt, Chat(system="\n\n".join(s for s in system if s.strip()), history=tuple(history))
+
+
+def generate_request(req: _Extras, prompt: str, default_max_tokens: int,
+                     prompt_param: str = "prompt") -> GenerateRequest:
+    """The project's request for an OpenAI one (validated; errors name the OpenAI parameter).
+
+    ``prompt_param`` names where the prompt came from in error messages (``messages`` for a chat).
+
+    Raises:
+        OpenAIError: 400 naming the parameter that breaks a rule.
+    """
+    _refuse_unsupported(req)
+    fields: dict[str, Any] = {"prompt": prompt, "num_drafts": req.n}
+    limit = getattr(req, "max_completion_tokens", None) or req.max_tokens
+    fields["max_new_tokens"] = limit if limit is not None else default_max_tokens
+    fields.update({k: getattr(req, k) for k in PASSED_ON if getattr(req, k) is not None})
+    if req.temperature == 0:  # OpenAI's greedy decoding
+        fields.update(temperature=1.0, top_k=1)
+    if req.stop is not None:
+        fields["stop"] = [req.stop] if isinstance(req.stop, str) else list(req.stop)
+        if len(fields["stop"]) > MAX_STOPS:
+            raise OpenAIError(400, f"at most {MAX_STOPS} stop strings (got {len(fields['stop'])})", "stop")
+    try:
+        return GenerateRequest.model_validate(fields)
+    except ValidationError as exc:
+        renamed = {**FROM_GENERATE, "prompt": prompt_param}
+        raise validation_error(exc, lambda name: renamed.get(name, name)) from None
+
+
+def validation_error(exc: ValidationError, rename: Callable[[str], str] = str) -> OpenAIError:
+    """A 400 for the first problem pydantic found, naming the parameter (``rename`` maps field names)."""
+    err = exc.errors(include_url=False)[0]
+    loc = [str(x) for x in err.get("loc", ())]
+    param = rename(loc[0]) if loc else None
+    where = ".".join([param or "body", *loc[1:]]) if loc else "body"
+    return OpenAIError(400, f"{where}: {err.get('msg', 'invalid').removeprefix('Value error, ')}", param,
+                       "invalid_value" if loc else "invalid_request")
+
+
+def _finish(tokens: int, max_tokens: int) -> str:
+    return "length" if tokens >= max_tokens else "stop"
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _sse(data: dict[str, Any] | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+class OpenAICompat:
+    """The ``/v1`` endpoints over an engine (mounted by :mod:`serving.service`).
+
+    Args:
+        get_engine: Returns the engine of the service the endpoints run in.
+        count: ``count(endpoint, outcome, tokens)``: the service's request and token counters.
+    """
+
+    def __init__(self, get_engine: Callable[[], Engine], count: Count | None = None) -> None:
+        self.get_engine = get_engine
+        self.count: Count = count or (lambda endpoint, outcome, tokens: None)
+
+    # --- helpers -----------------------------------------------------------------------------------------
+    def model_id(self, engine: Engine) -> str:
+        """The id clients name the served model by: the registered name (e.g. ``creative-writer``)."""
+        return engine.loaded.provenance.registered_name or "creative-writer"
+
+    def _check_model(self, engine: Engine, name: str) -> None:
+        served = self.model_id(engine)
+        if name != served:
+            raise OpenAIError(404, f"the model {name!r} is not served here; this server serves {served!r} "
+                                   "(GET /v1/models)", "model", "model_not_found")
+
+    def _fingerprint(self, engine: Engine) -> str:
+        prov = engine.loaded.provenance
+        return f"{prov.family}-v{prov.version}"
+
+    async def _parse(self, request: Request, kind: type[_Extras]) -> _Extras:
+        body = await request.body()
+        try:
+            data = json.loads(body or b"null")
+        except ValueError as exc:
+            raise OpenAIError(400, f"the body is not valid JSON: {exc}", None, "invalid_json") from None
+        if not isinstance(data, dict):
+            raise OpenAIError(400, "the body must be a JSON object", None, "invalid_request")
+        try:
+            return kind.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            if err.get("type") == "extra_forbidden":
+                name = str(err["loc"][0])
+                raise OpenAIError(400, f"unknown parameter {name!r}", name, "unknown_parameter") from None
+            raise validation_error(exc) from None
+
+    # --- endpoints ---------------------------------------------------------------------------------------
+    async def models(self) -> JSONResponse:
+        """``GET /v1/models``: the served model, with its provenance and evaluation metrics."""
+        try:
+            engine = self.get_engine()
+            loaded = engine.loaded
+        except NotReadyError as exc:
+            return OpenAIError(503, str(exc), None, "model_not_ready", "server_error").response()
+        prov = loaded.provenance
+        entry = {"id": self.model_id(engine), "object": "model", "created": int(loaded.loaded_at),
+                 "owned_by": "creative-writer", "provenance": prov.as_dict(), "controls": loaded.controls}
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    async def completions(self, request: Request) -> Any:
+        """``POST /v1/completions``."""
+        return await self._serve(request, chat=False)
+
+    async def chat_completions(self, request: Request) -> Any:
+        """``POST /v1/chat/completions``."""
+        return await self._serve(request, chat=True)
+
+    async def _serve(self, request: Request, chat: bool) -> Any:
+        endpoint = "v1_chat" if chat else "v1_completions"
+        try:
+            engine = self.get_engine()
+            req = await self._parse(request, ChatRequest if chat else CompletionRequest)
+            loaded = engine.loaded
+            self._check_model(engine, req.model)
+            if chat:
+                assert isinstance(req, ChatRequest)
+                prompt, conversation = chat_prompt(req.messages, bool(getattr(loaded.model, "chat", False)))
+            else:
+                assert isinstance(req, CompletionRequest)
+                prompt, conversation = _prompt_text(req), Chat()
+            gen = generate_request(req, prompt, engine.config.defaults.max_new_tokens,
+                                   "messages" if chat else "prompt")
+            if req.stream:
+                return self._stream(engine, req, gen, conversation, chat, endpoint)
+            response = await engine.generate_async(gen, conversation)
+        except OpenAIError as exc:
+            self.count(endpoint, "bad_request", 0)
+            return exc.response()
+        except NotReadyError as exc:
+            self.count(endpoint, "not_ready", 0)
+            return OpenAIError(503, str(exc), None, "model_not_ready", "server_error").response()
+        except RequestError as exc:
+            self.count(endpoint, "bad_request", 0)
+            return OpenAIError(400, str(exc), FROM_GENERATE.get(exc.field, exc.field), "invalid_value").response()
+        completion = sum(d.tokens for d in response.drafts)
+        self.count(endpoint, "ok", completion)
+        choices = []
+        for i, draft in enumerate(response.drafts):
+            choice: dict[str, Any] = {"index": i, "logprobs": None,
+                                      "finish_reason": _finish(draft.tokens, gen.max_new_tokens)}
+            choice.update({"message": {"role": "assistant", "content": draft.text}} if chat else {"text": draft.text})
+            choices.append(choice)
+        body = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+                "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+                "model": self.model_id(engine), "system_fingerprint": self._fingerprint(engine),
+                "choices": choices, "usage": _usage(loaded.model.count_tokens(prompt), completion),
+                "seed": response.drafts[0].seed}
+        return JSONResponse(body)
+
+    def _stream(self, engine: Engine, req: _Extras, gen: GenerateRequest, conversation: Chat, chat: bool,
+                endpoint: str) -> StreamingResponse:
+        """Checks the request (before anything is sent), then streams the choices one after another."""
+        seeds = engine.seeds(gen)
+        single = gen.model_copy(update={"num_drafts": 1, "seed": seeds[0]})
+        _, first = engine.stream(single, conversation)  # raises RequestError here, as a 400
+        model, fingerprint = self.model_id(engine), self._fingerprint(engine)
+        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+                "object": "chat.completion.chunk" if chat else "text_completion", "created": int(time.time()),
+                "model": model, "system_fingerprint": fingerprint, "seed": seeds[0]}
+        separate_usage = bool((req.stream_options or {}).get("include_usage"))
+        tokenizer = engine.loaded.model
+        prompt_tokens = tokenizer.count_tokens(gen.prompt)
+        count = self.count
+
+        def choice(index: int, piece: str | None, finish: str | None) -> dict[str, Any]:
+            if chat:
+                delta = {"content": piece} if piece is not None else {}
+                return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {"index": index, "text": piece or "", "logprobs": None, "finish_reason": finish}
+
+        def pieces_for(index: int) -> Iterator[str]:
+            if index == 0:
+                return first
+            return engine.stream(single.model_copy(update={"seed": seeds[index]}), conversation)[1]
+
+        async def events() -> AsyncIterator[str]:
+            completion, outcome = 0, "error"
+            try:
+                for index in range(len(seeds)):
+                    if chat:
+                        yield _sse({**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+                                                         "logprobs": None, "finish_reason": None}]})
+                    text = []
+                    async for piece in iterate_in_thread(pieces_for(index)):
+                        text.append(piece)
+                        yield _sse({**head, "choices": [choice(index, piece, None)]})
+                    tokens = tokenizer.count_tokens("".join(text)) if text else 0
+                    completion += tokens
+                    last = {**head, "choices": [choice(index, None, _finish(tokens, gen.max_new_tokens))]}
+                    if index == len(seeds) - 1 and not separate_usage:
+                        last["usage"] = _usage(prompt_tokens, completion)
+                    yield _sse(last)
+                if separate_usage:
+                    yield _sse({**head, "choices": [], "usage": _usage(prompt_tokens, completion)})
+                yield _sse("[DONE]")
+                outcome = "ok"
+            finally:
+                count(endpoint, outcome, completion)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Seed": str(seeds[0])})
+
+
+def add_routes(app: Any, compat: OpenAICompat) -> None:
+    """Adds the ``/v1`` routes to a FastAPI (or Starlette) app."""
+    app.add_api_route("/v1/models", compat.models, methods=["GET"], summary="The served model (OpenAI format)")
+    app.add_api_route("/v1/completions", compat.completions, methods=["POST"],
+                      summary="Write a piece for a prompt (OpenAI completions format)")
+    app.add_api_route("/v1/chat/completions", compat.chat_completions, methods=["POST"],
+                      summary="Write a reply to a conversation (OpenAI chat format)")
+
+
+ERROR_SCHEMA = {"type": "object", "required": ["error"], "description": "OpenAI's error object.", "properties": {
+    "error": {"type": "object", "required": ["message", "type"], "properties": {
+        "message": {"type": "string"}, "type": {"type": "string"},
+        "param": {"type": "string", "nullable": True}, "code": {"type": "string", "nullable": True}}}}}
+_ERRORS = {"400": "A parameter breaks a rule or is not supported (``error.param`` names it).",
+           "401": "A token is configured and the API key is missing or wrong.",
+           "404": "The request names a model this server does not serve.",
+           "413": "The body is larger than the server's limit.", "415": "The body is not sent as JSON.",
+           "503": "No model is loaded yet (or it failed to load: the message says why)."}
+_OPERATIONS = {"/v1/completions": ("CompletionRequest", "Write a piece for a prompt (OpenAI completions)"),
+               "/v1/chat/completions": ("ChatRequest", "Write a reply to a conversation (OpenAI chat completions)")}
+
+
+_ACCEPTED_ONLY: dict[str, dict[str, Any]] = {
+    "presence_penalty": {"type": "number", "enum": [0]}, "frequency_penalty": {"type": "number", "enum": [0]},
+    "logit_bias": {"type": "object", "maxProperties": 0, "nullable": True},
+    "echo": {"type": "boolean", "enum": [False]}, "best_of": {"type": "integer", "enum": [1], "nullable": True},
+    "suffix": {"type": "string", "maxLength": 0, "nullable": True},
+    "tools": {"type": "array", "maxItems": 0, "nullable": True},
+    "functions": {"type": "array", "maxItems": 0, "nullable": True},
+    "response_format": {"type": "object", "nullable": True,
+                        "properties": {"type": {"type": "string", "enum": ["text"]}}},
+    "prompt": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "maxItems": 1,
+                                                              "items": {"type": "string", "minLength": 1}}]},
+}
+
+_CHAT_ONLY: dict[str, dict[str, Any]] = {
+    "logprobs": {"type": "boolean", "nullable": True, "enum": [False, None]},
+    "top_logprobs": {"type": "integer", "nullable": True, "enum": [None]},
+}
+
+
+def openapi_parts(model_id: str = "creative-writer") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``/v1`` paths and their component schemas for the service's OpenAPI document.
+
+    Args:
+        model_id: The id of the served model (the only ``model`` the endpoints accept).
+    """
+    schemas: dict[str, Any] = {"OpenAIError": ERROR_SCHEMA}
+    paths: dict[str, Any] = {}
+    ref = "#/components/schemas/{model}"
+    errors = {code: {"description": text, "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/OpenAIError"}}}} for code, text in _ERRORS.items()}
+    for path, (name, summary) in _OPERATIONS.items():
+        schema = (ChatRequest if name == "ChatRequest" else CompletionRequest).model_json_schema(ref_template=ref)
+        schemas.update(schema.pop("$defs", {}))
+        if "Message" in schemas:  # tool and function messages are refused
+            schemas["Message"]["properties"]["role"]["enum"] = ["system", "developer", "user", "assistant"]
+            schemas["Message"]["description"] = "One chat message; the last one must be the user's."
+        schema["properties"]["model"]["enum"] = [model_id]
+        only = {**_ACCEPTED_ONLY, **(_CHAT_ONLY if name == "ChatRequest" else
+                                     {"logprobs": {"type": "integer", "nullable": True, "enum": [None]}})}
+        for field, accepted in only.items():  # present for OpenAI clients, honoured only as documented
+            if field in schema["properties"]:
+                schema["properties"][field] = {**accepted, "description": "Accepted only as documented here; "
+                                               "anything else is refused with 400 naming the parameter."}
+        schemas[name] = schema
+        paths[path] = {"post": {
+            "summary": summary, "operationId": path.strip("/").replace("/", "_"),
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": {"$ref": ref.format(model=name)}}}},
+            "responses": {"200": {"description": "The choices and usage (JSON), or with ``stream: true`` server-sent "
+                                                 "events ending with ``data: [DONE]``.",
+                                  "content": {"application/json": {"schema": {"type": "object"}},
+                                              "text/event-stream": {"schema": {
+                                              "type": "object", "required": ["data"], "properties": {"data": {
+                                                  "type": "string", "description": "A JSON chunk, or [DONE]"}}}}}},
+                          **errors}}}
+    paths["/v1/models"] = {"get": {"summary": "The served model, with its provenance (OpenAI format)",
+                                   "operationId": "v1_models",
+                                   "responses": {"200": {"description": "A list with the served model.", "content": {
+                                       "application/json": {"schema": {"type": "object"}}}},
+                                       "401": errors["401"], "503": errors["503"]}}}
+    return paths, schemas
