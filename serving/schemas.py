@@ -46,6 +46,16 @@ def check_prompt(text: str, reject_emoji: bool = True) -> str:
     return stripped
 
 
+def _refused(char: str, reject_emoji: bool) -> bool:
+    return (unicodedata.category(char) in {"Cc", "Cs", "Co", "Cn"} and char not in "\n\t\r") or \
+        (reject_emoji and _is_emoji(char))
+
+
+def prompt_safe(text: str, reject_emoji: bool = True) -> str:
+    """``text`` without the characters :func:`check_prompt` refuses (for text the writer did not type as a prompt)."""
+    return "".join(char for char in text if not _refused(char, reject_emoji))
+
+
 CONTROL_WORD = r"^[A-Za-z0-9 _-]*$"  # form and genre: what the check below accepts, documented as the pattern
 
 

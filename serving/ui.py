@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from models.presets import DESCRIPTIONS, SAMPLING_FIELDS, preset_values
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError, RequestError
+from serving.manuscript_ui import list_saved, manuscript_tab
 from serving.schemas import GenerateRequest
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,12 @@ CONTINUE_CHARS = 400  # how much of the draft's end becomes the prompt of a cont
 
 CSS = """
 #drafts textarea { font-family: Georgia, 'Times New Roman', serif; font-size: 1.02rem; line-height: 1.5; }
-#provenance { font-size: 0.9rem; opacity: 0.85; }
+#provenance, #ms-provenance, #budget { font-size: 0.9rem; opacity: 0.85; }
+#manuscript textarea { font-family: Georgia, 'Times New Roman', serif; font-size: 1.05rem; line-height: 1.6; }
+#probs .probs-text { font-family: Georgia, serif; line-height: 1.9; white-space: pre-wrap; }
+#probs .tok { border-radius: 3px; }
+#probs .tok.unsure { text-decoration: underline wavy rgba(200, 40, 40, 0.8); }
+#probs-legend { font-size: 0.85rem; opacity: 0.8; margin-bottom: 0.4rem; }
 """
 
 
@@ -103,19 +109,20 @@ def stop_strings(text: str) -> list[str]:
     return [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
 
 
+def request_for(prompt: str, form: str, genre: str, max_new: float, preset: str, temperature: float, top_k: float,
+                top_p: float, min_p: float, rep: float, stop: str, drafts: float, seed: Any) -> GenerateRequest:
+    """The API request for the UI's values (validated: a bad value raises ``ValidationError`` naming it)."""
+    return GenerateRequest(prompt=prompt or "", form=form or "story", genre=genre or "",
+                           max_new_tokens=int(max_new), preset=preset or None, temperature=float(temperature),
+                           top_k=int(top_k), top_p=float(top_p), min_p=float(min_p), repetition_penalty=float(rep),
+                           stop=stop_strings(stop or ""), num_drafts=int(drafts),
+                           seed=None if seed in (None, "") else int(seed))
+
+
 def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Blocks:
     """The writing UI; ``get_engine()`` returns the engine of the service it is mounted on."""
     limits, defaults = config.limits, config.defaults
     examples = [list(row) for row in config.ui.examples]
-
-    def request_for(prompt: str, form: str, genre: str, max_new: float, preset: str, temperature: float,
-                    top_k: float, top_p: float, min_p: float, rep: float, stop: str, drafts: float,
-                    seed: Any) -> GenerateRequest:
-        return GenerateRequest(prompt=prompt or "", form=form or "story", genre=genre or "",
-                               max_new_tokens=int(max_new), preset=preset or None, temperature=float(temperature),
-                               top_k=int(top_k), top_p=float(top_p), min_p=float(min_p), repetition_penalty=float(rep),
-                               stop=stop_strings(stop or ""), num_drafts=int(drafts),
-                               seed=None if seed in (None, "") else int(seed))
 
     def run(prompt: str, form: str, genre: str, max_new: float, preset: str, temperature: float, top_k: float,
             top_p: float, min_p: float, rep: float, stop: str, drafts: float, seed: Any, reuse: bool,
@@ -184,21 +191,26 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
                 with gr.Row():
                     seed = gr.Number(value=None, precision=0, minimum=0, label="Seed", elem_id="seed")
                     reuse = gr.Checkbox(False, label="Reuse seed", elem_id="reuse-seed")
-        with gr.Row():
-            generate = gr.Button("Generate", variant="primary", elem_id="generate")
-            cont = gr.Button("Continue", elem_id="continue")
-            regen = gr.Button("Regenerate", elem_id="regenerate")
         if examples:
             gr.Examples(examples, inputs=[prompt, form, genre], label="Try one")
-        with gr.Row(elem_id="drafts"):
-            outputs = [gr.Textbox(label=f"Draft {i + 1}", lines=12, interactive=False, visible=i == 0,
-                                  elem_id=f"draft-{i}") for i in range(limits.max_drafts)]
-        provenance = gr.Markdown(elem_id="provenance")
-        with gr.Row():
-            fmt = gr.Radio(list(FORMATS), value="txt", label="Download as", elem_id="download-format")
-            download = gr.DownloadButton("Download", elem_id="download")
-        heatmap = gr.Image(label="Attention: generated words (rows) over prompt words (columns)", visible=False,
-                           elem_id="attention", type="pil")
+        with gr.Tabs():
+            with gr.Tab("Drafts", elem_id="tab-drafts"):
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                    cont = gr.Button("Continue", elem_id="continue")
+                    regen = gr.Button("Regenerate", elem_id="regenerate")
+                with gr.Row(elem_id="drafts"):
+                    outputs = [gr.Textbox(label=f"Draft {i + 1}", lines=12, interactive=False, visible=i == 0,
+                                          elem_id=f"draft-{i}") for i in range(limits.max_drafts)]
+                provenance = gr.Markdown(elem_id="provenance")
+                with gr.Row():
+                    fmt = gr.Radio(list(FORMATS), value="txt", label="Download as", elem_id="download-format")
+                    download = gr.DownloadButton("Download", elem_id="download")
+                heatmap = gr.Image(label="Attention: generated words (rows) over prompt words (columns)",
+                                   visible=False, elem_id="attention", type="pil")
+            with gr.Tab("Manuscript", elem_id="tab-manuscript") as manuscript_page:
+                shared = [prompt, form, genre, max_new, preset, temperature, top_k, top_p, min_p, rep, stop, drafts]
+                stories, saved = manuscript_tab(get_engine, config, shared, seed, reuse, request_for)
 
         def known_controls() -> tuple[Any, Any, str]:
             """The served model's forms and genres, and what is served (on page load)."""
@@ -212,6 +224,8 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
                     provenance_line(engine.loaded.provenance.as_dict()).replace("Written by", "Serving"))
 
         blocks.load(known_controls, None, [form, genre, provenance])
+        blocks.load(list_saved, [stories], [saved])
+        manuscript_page.select(list_saved, [stories], [saved])  # the browser's stories are surely read by then
 
         def use_preset(name: str) -> tuple[Any, ...]:
             """The preset's values into the sliders (the writer may still move them)."""

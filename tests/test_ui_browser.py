@@ -89,3 +89,63 @@ def test_a_preset_sets_the_sliders_and_writes_with_them(served, page):
     page.locator("#generate").click()
     provenance = page.locator("#provenance")
     provenance.filter(has_text="temperature 0.7").wait_for(timeout=60_000)  # written with the preset's values
+
+
+def test_the_manuscript_is_edited_continued_undone_saved_and_reopened(served, page):
+    page.goto(served.url + "/ui/", wait_until="load")
+    page.evaluate("() => localStorage.clear()")
+    page.reload(wait_until="load")
+    page.locator("#prompt textarea").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Manuscript").click()
+    page.locator("#prompt textarea").fill("A fox finds a silver key under a stone.")
+    page.locator("#story-title").locator("input, textarea").first.fill("The Silver Key")
+    manuscript = page.locator("#manuscript textarea")
+    page.locator("#ms-generate").click()
+    page.locator("#ms-provenance").filter(has_text="Written by seq2seq").wait_for(timeout=60_000)
+    generated = manuscript.input_value()
+    assert len(generated) > 5
+
+    # the writer edits the text, then the model continues from the end of the edited text
+    edited = "Wren wrote this line herself. " + generated
+    manuscript.fill(edited)
+    page.locator("#memory textarea").fill("Wren is a fox who keeps secrets.")
+    page.locator("#budget").filter(has_text="tokens").wait_for(timeout=30_000)
+    assert "memory" in page.locator("#budget").inner_text()
+    page.locator("#ms-continue").click()
+    page.wait_for_function("([el, old]) => el.value.length > old.length + 3 && el.value.startsWith(old.trimEnd())",
+                           arg=[manuscript.element_handle(), edited], timeout=60_000)
+    page.locator("#ms-provenance").filter(has_text="Written by seq2seq").wait_for(timeout=60_000)
+    page.wait_for_timeout(500)  # the turn's last update
+    continued = manuscript.input_value()
+
+    # the probability view of the last passage: one shaded span per token, with its probability
+    page.locator("#show-probs input").check()
+    page.locator("#probs-legend").wait_for(timeout=30_000)
+    spans = page.locator("#probs .tok")
+    assert spans.count() > 1 and "tokens" in page.locator("#probs-legend").inner_text()
+    probabilities = [float(p) for p in spans.evaluate_all("els => els.map(e => e.dataset.p)")]
+    assert all(0 <= p <= 1 for p in probabilities) and max(probabilities) > 0
+    assert "%" in spans.first.get_attribute("title")  # the tooltip: its probability and the alternatives
+
+    # undo takes back the model's continuation and keeps the writer's edit; redo puts it back
+    page.locator("#ms-undo").click()
+    page.wait_for_function("([el, old]) => el.value === old.trimEnd()", arg=[manuscript.element_handle(), edited],
+                           timeout=30_000)
+    page.locator("#ms-redo").click()
+    page.wait_for_function("([el, want]) => el.value === want", arg=[manuscript.element_handle(), continued],
+                           timeout=30_000)
+    page.wait_for_timeout(1000)  # the browser stores the story
+
+    # a reload starts empty; the saved story is listed and reopens with its text and memory
+    page.reload(wait_until="load")
+    page.locator("#prompt textarea").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Manuscript").click()
+    page.locator("#stories input").click()
+    page.get_by_role("option", name="The Silver Key", exact=False).first.click()
+    page.locator("#open-story").click()
+    page.wait_for_function("([el, want]) => el.value === want", arg=[manuscript.element_handle(), continued],
+                           timeout=30_000)
+    assert page.locator("#memory textarea").input_value() == "Wren is a fox who keeps secrets."
+    assert page.locator("#story-title").locator("input, textarea").first.input_value() == "The Silver Key"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-manuscript.png"), full_page=True)

@@ -1,0 +1,134 @@
+"""The manuscript's logic (context, undo/redo, saved stories, export) and the token-probability report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from models.contract import GenerationSettings, TokenChance, token_chances
+from serving.manuscript import (
+    MAX_STORIES,
+    apply_turn,
+    build_context,
+    chances_html,
+    export_story,
+    new_story,
+    redo,
+    save_story,
+    story_choices,
+    undo,
+)
+
+
+def words(text: str) -> int:  # a stand-in tokenizer: one token per word
+    return len(text.split())
+
+
+MANUSCRIPT = ("The mill stood still all winter. Nobody came.\n\nIn spring a girl named Wren climbed the hill. "
+              "She found the door open. Inside, flour lay like snow.")
+
+
+def test_context_keeps_memory_first_the_manuscript_end_and_the_note_before_the_last_paragraph():
+    ctx = build_context("Wren is twelve.", MANUSCRIPT, "Keep it gentle.", budget=200, count=words, max_chars=1000)
+    assert ctx.prompt.startswith("Wren is twelve.\n\nThe mill stood still")
+    assert ctx.prompt.index("[Author's note: Keep it gentle.]") < ctx.prompt.index("In spring a girl")
+    assert ctx.left_out_chars == 0 and ctx.tokens == words(ctx.prompt) and ctx.tokens <= ctx.budget
+    assert "of 200 tokens" in ctx.describe()
+
+
+def test_context_drops_the_manuscript_start_when_it_does_not_fit():
+    ctx = build_context("Wren is twelve.", MANUSCRIPT, "Keep it gentle.", budget=16, count=words, max_chars=1000)
+    assert ctx.tokens <= 16 and ctx.prompt.startswith("Wren is twelve.")  # the memory always stays
+    assert ctx.prompt.rstrip().endswith("flour lay like snow.")  # the end of the manuscript stays
+    assert "The mill" not in ctx.prompt and ctx.left_out_chars > 0
+    assert "do not fit" in ctx.describe()
+    chars = build_context("", MANUSCRIPT, "", budget=10_000, count=words, max_chars=60)
+    assert len(chars.prompt) <= 60 and chars.prompt.endswith("snow.")
+    one_paragraph = build_context("", "She ran. She hid. She waited.", "Fear.", 100, words, 1000).prompt
+    assert one_paragraph == "She ran. She hid.\n[Author's note: Fear.]\nShe waited."
+
+
+def test_undo_removes_a_turn_after_the_writers_edits_and_redo_puts_it_back():
+    story = new_story("Mill")
+    story = apply_turn(story, "", "Once there was a mill.", {"kind": "generate", "seed": 1})
+    story = apply_turn(story, "Once there was a mill.", "Once there was a mill. It turned.", {"kind": "continue"})
+    edited = "Once there was an old mill. It turned."  # the writer edits before the model's text
+    back = undo(story, edited)
+    assert back["text"] == "Once there was an old mill." and len(back["turns"]) == 1
+    again = redo(back, back["text"])
+    assert again["text"] == edited and len(again["turns"]) == 2 and again["redo"] == []
+    first = undo(undo(again, again["text"]), "Once there was an old mill.")
+    assert first["text"] == "" and first["turns"] == []  # the first turn wrote everything
+    with pytest.raises(ValueError, match="nothing to undo"):
+        undo(first, "")
+    with pytest.raises(ValueError, match="nothing to redo"):
+        redo(story, story["text"])
+    replaced = apply_turn(story, story["text"], "A new piece.", {"kind": "generate"})
+    assert undo(replaced, "A new piece, edited.")["text"] == story["text"]  # a replacement goes back whole
+
+
+def test_saved_stories_are_listed_newest_first_and_capped():
+    stories: dict = {}
+    for i in range(MAX_STORIES + 3):
+        stories = save_story(stories, {**new_story(f"Story {i}"), "text": f"text {i}"})
+    labels = [label for label, _ in story_choices(stories)]
+    assert len(stories) == MAX_STORIES and labels[0].startswith(f"Story {MAX_STORIES + 2}")
+    untitled = save_story({}, {**new_story(), "text": "one two three four five six seven eight"})
+    assert story_choices(untitled)[0][0].startswith("one two three four five six…")
+    assert story_choices({"junk": "not a story"}) == []
+
+
+def test_export_keeps_every_turns_provenance(tmp_path):
+    story = apply_turn(new_story("The Mill"), "", "It turned.", {
+        "kind": "generate", "seed": 7, "provenance_line": "Written by transformer · creative-writer v8 @champion",
+        "settings": {"temperature": 0.8}, "provenance": {"version": "8"}})
+    data = json.loads(export_story(story, "json", tmp_path).read_text())
+    assert data["text"] == "It turned." and data["turns"][0]["seed"] == 7
+    assert data["turns"][0]["provenance"] == {"version": "8"} and "before" not in data["turns"][0]
+    md = export_story(story, "md", tmp_path).read_text()
+    assert md.startswith("# The Mill") and "seed 7 · Written by transformer · creative-writer v8" in md
+    with pytest.raises(ValueError, match="empty"):
+        export_story(new_story(), "md", tmp_path)
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_story(story, "docx", tmp_path)
+
+
+def test_token_chances_follow_the_sampling_settings():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.0, 3.0, 0.0, 0.0]])
+    decode = lambda ids: "abcd"[ids[0]]  # noqa: E731
+    plain = token_chances(logits, [1, 1], GenerationSettings(temperature=1.0, top_k=0, top_p=1.0,
+                                                             repetition_penalty=1.0), decode, top=2)
+    assert plain[0].text == "b" and plain[0].p == pytest.approx(float(torch.softmax(logits[0], -1)[1]), abs=1e-4)
+    assert [a for a, _ in plain[0].alternatives] == ["a", "b"]
+    greedy = token_chances(logits, [1, 1], GenerationSettings(top_k=1, repetition_penalty=1.0), decode)
+    assert greedy[0].p == 0.0 and greedy[1].p == 1.0  # top-k 1 could never have drawn "b" first
+    penalised = token_chances(logits, [1, 1], GenerationSettings(temperature=1.0, top_k=0, top_p=1.0,
+                                                                 repetition_penalty=3.0), decode)
+    assert penalised[1].p < plain[1].p  # the second "b" repeats the first
+
+
+def test_chances_html_marks_the_unsure_tokens():
+    page = chances_html([TokenChance("The", 0.9, (("The", 0.9),)), TokenChance(" <mill>", 0.1,
+                                                                                 (("barn", 0.5), ("<mill>", 0.1)))])
+    assert page.count("class='tok") == 2 and page.count("class='tok unsure'") == 1 and "1 below 30%" in page
+    assert "&lt;mill&gt;" in page and "data-p='0.1000'" in page and "barn" in page
+    assert "Nothing written yet" in chances_html([])
+
+
+def test_token_chances_agree_with_the_models_own_score(tiny_tokenizer):
+    import math
+
+    from tests.conftest import tiny_writer
+
+    writer = tiny_writer(tiny_tokenizer)
+    prompt, text = "A fox finds a key.", "The fox ran to the old mill and hid."
+    raw = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, form="story")
+    chances = writer.token_chances(prompt, text, raw)
+    assert "".join(c.text for c in chances) == text
+    nll, _ = writer.score([prompt], [text])[0]  # the same tokens plus the end token
+    written = -sum(math.log(c.p) for c in chances)
+    assert 0 < written < nll and nll - written < 15  # the end token's share is what is left
+    assert all(c.alternatives[0][1] >= c.p for c in chances)
+    assert writer.prompt_window() > 0
