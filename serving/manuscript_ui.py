@@ -37,6 +37,7 @@ from serving.manuscript import (
     undo,
 )
 from serving.schemas import prompt_safe
+from serving.ui_helpers import provenance_line, readable
 
 log = logging.getLogger(__name__)
 STORAGE_KEY = "creative-writer-stories"
@@ -45,8 +46,6 @@ STORAGE_SECRET = "creative-writer-local-stories"  # not a protection: see the mo
 
 def _fail(exc: Exception) -> gr.Error:
     """A readable message for the writer (a traceback in the log only for the unexpected)."""
-    from serving.ui import readable
-
     if isinstance(exc, ValidationError | RequestError | NotReadyError):
         message = readable(exc)
     elif isinstance(exc, ValueError):
@@ -70,8 +69,6 @@ def manuscript_tab(get_engine: Callable[[], Engine], config: ServingConfig, sett
         reuse: The "reuse seed" checkbox.
         request_for: Builds a ``GenerateRequest`` from the values of ``settings_inputs`` and a seed.
     """
-    from serving.ui import provenance_line
-
     limits = config.limits
     gr.Markdown("One text you edit freely. **Generate** writes a piece for the prompt above (with the memory "
                 "in front); **Continue** gives the model the memory, the end of the manuscript and the author's "

@@ -1,11 +1,12 @@
 """The Gradio writing UI, mounted on the BentoML service at ``/ui``.
 
-It calls the engine of the service it is mounted on (no second copy of the model): drafts stream in
-side by side; **Continue** writes on from the end of the first draft; **Regenerate** writes again with
-new seeds; the seed can be reused; the provenance of the text is shown under it; the piece downloads as
-``.txt``, ``.md`` or ``.json`` (text, settings and provenance); for an attention seq2seq champion the
-attention of the first draft's words over the prompt's is drawn as a heatmap. Every failure is shown as a
-short message, never a stack trace.
+It calls the engine of the service it is mounted on (no second copy of the model). The **Drafts** tab:
+drafts stream in side by side; **Continue** writes on from the end of the first draft; **Regenerate**
+writes again with new seeds; the seed can be reused; the provenance of the text is shown under it; the
+piece downloads as ``.txt``, ``.md`` or ``.json`` (text, settings and provenance); for an attention
+seq2seq champion the attention of the first draft's words over the prompt's is drawn as a heatmap. The
+**Manuscript** tab is :mod:`serving.manuscript_ui`. Every failure is shown as a short message, never a
+stack trace.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from models.presets import DESCRIPTIONS, SAMPLING_FIELDS, preset_values
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError, RequestError
 from serving.manuscript_ui import list_saved, manuscript_tab
-from serving.schemas import GenerateRequest
+from serving.ui_helpers import provenance_line, readable, request_for
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +44,6 @@ CSS = """
 #probs .tok.unsure { text-decoration: underline wavy rgba(200, 40, 40, 0.8); }
 #probs-legend { font-size: 0.85rem; opacity: 0.8; margin-bottom: 0.4rem; }
 """
-
-
-def readable(exc: Exception) -> str:
-    """A one-line message for people from a validation or serving error (never a traceback)."""
-    if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors(include_url=False):
-            field = ".".join(str(x) for x in err.get("loc", ())) or "input"
-            parts.append(f"{field}: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
-        return "; ".join(parts)
-    if isinstance(exc, RequestError | NotReadyError):
-        return str(exc)
-    return f"something went wrong ({type(exc).__name__}); the server log has the details"
 
 
 def continuation_prompt(text: str, limit: int = CONTINUE_CHARS) -> str:
@@ -87,36 +75,6 @@ def export(state: dict[str, Any], fmt: str, folder: Path | None = None) -> str |
     else:
         path.write_text("\n\n---\n\n".join(state["texts"]) + "\n")
     return str(path)
-
-
-def provenance_line(prov: dict[str, Any], settings: dict[str, Any] | None = None) -> str:
-    """``Written by gan · creative-writer v3 @champion · run 1a2b3c4d · seed 7 · T 0.8``."""
-    if not prov:
-        return ""
-    at = f" @{prov['alias']}" if prov.get("alias") else ""
-    run = f" · training run {prov['training_run_id'][:8]}" if prov.get("training_run_id") else ""
-    ppl = prov.get("metrics", {}).get("ppl_word")
-    quality = f" · test perplexity/word {ppl:.2f}" if isinstance(ppl, float) else ""
-    how = ""
-    if settings:
-        how = f" · seed {settings.get('seed')} · temperature {settings.get('temperature')}"
-    return f"Written by {prov.get('family', '?')} · {prov.get('registered_name', '?')} v{prov.get('version', '?')}" \
-           f"{at}{run}{quality}{how}"
-
-
-def stop_strings(text: str) -> list[str]:
-    r"""The UI's stop box: one stop string per line (empty lines ignored; ``\n`` stands for a line break)."""
-    return [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
-
-
-def request_for(prompt: str, form: str, genre: str, max_new: float, preset: str, temperature: float, top_k: float,
-                top_p: float, min_p: float, rep: float, stop: str, drafts: float, seed: Any) -> GenerateRequest:
-    """The API request for the UI's values (validated: a bad value raises ``ValidationError`` naming it)."""
-    return GenerateRequest(prompt=prompt or "", form=form or "story", genre=genre or "",
-                           max_new_tokens=int(max_new), preset=preset or None, temperature=float(temperature),
-                           top_k=int(top_k), top_p=float(top_p), min_p=float(min_p), repetition_penalty=float(rep),
-                           stop=stop_strings(stop or ""), num_drafts=int(drafts),
-                           seed=None if seed in (None, "") else int(seed))
 
 
 def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Blocks:

@@ -255,7 +255,8 @@ def test_guard_token_cookie_and_body_cap(guarded):
 
 # --- UI helpers -----------------------------------------------------------------------------------------
 def test_ui_export_formats_and_readable_errors(tmp_path):
-    from serving.ui import continuation_prompt, export, provenance_line, readable
+    from serving.ui import continuation_prompt, export
+    from serving.ui_helpers import provenance_line, readable
 
     state = {"prompt": "A fox", "texts": ["One.", "Two."], "seeds": [1, 2], "settings": {"seed": 1},
              "provenance": PROV.as_dict()}
