@@ -117,7 +117,12 @@ class Defaults:
 class UiSettings:
     """The Gradio page's example prompts: ``[prompt, form, genre]`` rows."""
 
-    examples: tuple[tuple[str, str, str], ...] = ()
+    examples: tuple[tuple[str, str, str], ...] = (
+        ("A lighthouse keeper finds a message in a bottle written in her own handwriting.", "story", "mystery"),
+        ("A tortoise who wants to fly asks the eagle for lessons.", "fable", ""),
+        ("A colony ship wakes its crew a hundred years too early.", "story", "science fiction"),
+        ("The last dragon in the mountains at the end of winter.", "poem", "fantasy"),
+    )
 
 
 @dataclass(frozen=True)
@@ -216,15 +221,20 @@ def load_serving_config(path: Path | None = None, env: dict[str, str] | None = N
     """Reads the serving profile and applies the environment overrides.
 
     Args:
-        path: The YAML file (default: ``$CW_SERVING_CONFIG`` or ``configs/serving.yaml``).
+        path: The YAML file (default: ``$CW_SERVING_CONFIG`` or ``configs/serving.yaml``; an installed
+            package without that file uses the built-in defaults, which the file restates).
         env: The environment to read overrides from (default: ``os.environ``).
 
     Raises:
         ServingConfigError: If the file is missing or not YAML, or a key or value is wrong (named).
     """
     env = {**bento_envs(), **os.environ} if env is None else env
-    path = Path(path or env.get("CW_SERVING_CONFIG") or DEFAULT_PROFILE)
-    data = read_mapping(path, ServingConfigError, "serving config")
+    named = path or env.get("CW_SERVING_CONFIG")
+    path = Path(named or DEFAULT_PROFILE)
+    if not named and not path.exists():  # installed without the checkout's configs/: the built-in defaults
+        data: dict[str, Any] = {}
+    else:
+        data = read_mapping(path, ServingConfigError, "serving config")
     unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:
         raise ServingConfigError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(_SECTIONS)}")

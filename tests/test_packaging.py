@@ -1,0 +1,57 @@
+"""``pip install .`` in a fresh virtual environment: every package is found and imports from the install."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("benchmarks", "corpus", "evaluation", "infra", "models", "pipelines", "serving", "steps")
+
+CHECK = """
+import importlib, json, pathlib, sys
+names = sys.argv[1:]
+where = {}
+for name in names:
+    module = importlib.import_module(name)
+    where[name] = str(pathlib.Path(module.__file__).resolve())
+for name in ("steps.evaluate", "serving.schemas", "pipelines.training", "evaluation.writing"):
+    importlib.import_module(name)
+from evaluation.writing import load_open_prompts
+from serving.config import load_serving_config
+where["open_prompts"] = len(load_open_prompts())
+where["examples"] = len(load_serving_config(env={}).ui.examples)
+print(json.dumps(where))
+"""
+
+
+@pytest.mark.packaging
+def test_pip_install_finds_every_package_and_they_import_from_the_install(tmp_path):
+    source = tmp_path / "source"  # a copy of what a clone holds, so the build writes nothing into the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    # the dependencies come from this interpreter's site-packages; the project itself only from the install
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(source)],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"  # not the checkout: nothing importable by accident
+    elsewhere.mkdir()
+    run = subprocess.run([str(python), "-c", CHECK, *PACKAGES], cwd=elsewhere, capture_output=True, text=True,
+                         timeout=600, env={"PATH": str(venv / "bin"), "HOME": str(tmp_path)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    import json
+
+    where = json.loads(run.stdout.strip().splitlines()[-1])
+    site = str(venv.resolve())
+    assert all(where[name].startswith(site) for name in PACKAGES), where
+    assert where["open_prompts"] > 0 and where["examples"] == 4  # package data and the built-in serving defaults
