@@ -25,7 +25,14 @@ from typing import Any, ClassVar
 import torch
 
 from models.manifest import MANIFEST, read_manifest  # part of the contract; importers may take them from here
-from models.presets import MAX_STOP_CHARS, MAX_STOPS, preset_values
+from models.presets import (
+    MAX_STOP_CHARS,
+    MAX_STOPS,
+    REPETITION_PENALTY_MAX,
+    TEMPERATURE_MAX,
+    TOP_K_MAX,
+    preset_values,
+)
 
 CHAT_ROLES = ("user", "assistant")  # the roles of earlier turns in GenerationSettings.history
 
@@ -83,13 +90,15 @@ class GenerationSettings:
         checks = [
             ("max_new_tokens", isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096,
              "an integer from 1 to 4096"),
-            ("temperature", isinstance(self.temperature, int | float) and 0 < self.temperature <= 10,
-             "a number in (0, 10]"),
-            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer ≥ 0"),
+            ("temperature", isinstance(self.temperature, int | float) and 0 < self.temperature <= TEMPERATURE_MAX,
+             f"a number in (0, {TEMPERATURE_MAX:g}]"),
+            ("top_k", isinstance(self.top_k, int) and 0 <= self.top_k <= TOP_K_MAX,
+             f"an integer from 0 to {TOP_K_MAX}"),
             ("top_p", isinstance(self.top_p, int | float) and 0 < self.top_p <= 1, "a number in (0, 1]"),
             ("repetition_penalty",
-             isinstance(self.repetition_penalty, int | float) and 1 <= self.repetition_penalty <= 10,
-             "a number in [1, 10]"),
+             isinstance(self.repetition_penalty, int | float)
+             and 1 <= self.repetition_penalty <= REPETITION_PENALTY_MAX,
+             f"a number in [1, {REPETITION_PENALTY_MAX:g}]"),
             ("seed", isinstance(self.seed, int) and 0 <= self.seed < 2**63, "an integer ≥ 0"),
             ("num_beams", isinstance(self.num_beams, int) and 1 <= self.num_beams <= 16, "an integer from 1 to 16"),
             ("target_words", isinstance(self.target_words, int) and 0 <= self.target_words <= 3000,

@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+# the one set of sampling limits: the generation settings, the HTTP API and the OpenAI layer all check these
+TEMPERATURE_MAX, TOP_K_MAX, REPETITION_PENALTY_MAX = 5.0, 1000, 5.0
 MAX_STOPS, MAX_STOP_CHARS = 4, 64  # stop strings per request, characters per stop string
 
 PRESETS: dict[str, dict[str, float | int]] = {

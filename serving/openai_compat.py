@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from models.presets import MAX_STOPS
+from models.presets import MAX_STOPS, REPETITION_PENALTY_MAX, TEMPERATURE_MAX, TOP_K_MAX
 from serving.engine import Chat, Engine, NotReadyError, RequestError, iterate_in_thread
 from serving.schemas import CONFIG, MAX_SEED, GenerateRequest
 
@@ -86,7 +86,8 @@ class _Extras(BaseModel):
     model: str = Field(description="The served model's id (GET /v1/models).")
     max_tokens: int | None = Field(None, ge=1, le=_LIMITS.max_new_tokens,
                                    description="Upper bound on generated tokens (the server's default when left out).")
-    temperature: float | None = Field(None, ge=0, le=5, description="0 is greedy; otherwise as in /generate.")
+    temperature: float | None = Field(None, ge=0, le=TEMPERATURE_MAX,
+                                      description="0 is greedy; otherwise as in /generate.")
     top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=_LIMITS.max_drafts, description="How many choices to write (choice i uses seed + i).")
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
@@ -101,9 +102,9 @@ class _Extras(BaseModel):
     form: str | None = None
     genre: str | None = None
     preset: str | None = None
-    top_k: int | None = Field(None, ge=0, le=1000)
+    top_k: int | None = Field(None, ge=0, le=TOP_K_MAX)
     min_p: float | None = Field(None, ge=0, lt=1)
-    repetition_penalty: float | None = Field(None, ge=1, le=5)
+    repetition_penalty: float | None = Field(None, ge=1, le=REPETITION_PENALTY_MAX)
 
 
 class CompletionRequest(_Extras):

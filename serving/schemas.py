@@ -13,7 +13,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models.presets import DESCRIPTIONS, MAX_STOP_CHARS, MAX_STOPS, PRESETS
+from models.presets import (
+    DESCRIPTIONS,
+    MAX_STOP_CHARS,
+    MAX_STOPS,
+    PRESETS,
+    REPETITION_PENALTY_MAX,
+    TEMPERATURE_MAX,
+    TOP_K_MAX,
+)
 from serving.config import ServingConfig, load_serving_config
 
 CONFIG: ServingConfig = load_serving_config()
@@ -77,16 +85,17 @@ class GenerateRequest(BaseModel):
     preset: PresetName | None = Field(
         None, description="Named sampling settings: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
         + ". The sampling fields you send yourself win over the preset's.")
-    temperature: float | None = Field(None, gt=0, le=5, description="Sampling temperature; lower is safer, higher "
-                                      f"is wilder. Left out: the preset's, else {_DEFAULTS.temperature}.")
-    top_k: int | None = Field(None, ge=0, le=1000, description="Sample from the k most likely tokens (0 = all). "
+    temperature: float | None = Field(None, gt=0, le=TEMPERATURE_MAX,
+                                      description="Sampling temperature; lower is safer, higher is wilder. "
+                                                  f"Left out: the preset's, else {_DEFAULTS.temperature}.")
+    top_k: int | None = Field(None, ge=0, le=TOP_K_MAX, description="Sample from the k most likely tokens (0 = all). "
                               f"Left out: the preset's, else {_DEFAULTS.top_k}.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling: the probability mass kept. "
                                 f"Left out: the preset's, else {_DEFAULTS.top_p}.")
     min_p: float | None = Field(None, ge=0, lt=1, description="Drop tokens less likely than min_p times the most "
                                 f"likely one (0 = off). Left out: the preset's, else {_DEFAULTS.min_p}.")
     repetition_penalty: float | None = Field(
-        None, ge=1, le=5,
+        None, ge=1, le=REPETITION_PENALTY_MAX,
         description=f"Penalty on tokens already written (1 = none). Left out: the preset's, else "
                     f"{_DEFAULTS.repetition_penalty}.")
     stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(

@@ -365,3 +365,21 @@ def test_chat_messages_become_the_prompt_and_the_conversation():
         chat_prompt(messages[:3], uses_chat=True)
     with pytest.raises(OpenAIError, match="image_url"):
         chat_prompt([Message(role="user", content=[{"type": "image_url", "image_url": {"url": "x"}}])], True)
+
+
+def test_one_set_of_sampling_limits_for_the_settings_the_api_and_the_openai_layer():
+    from models.contract import GenerationSettings
+    from models.presets import REPETITION_PENALTY_MAX, TEMPERATURE_MAX, TOP_K_MAX
+    from serving.openai_compat import CompletionRequest
+
+    for model in (GenerateRequest, CompletionRequest):
+        props = model.model_json_schema()["properties"]
+        bounds = {name: next(b["maximum"] for b in props[name]["anyOf"] if "maximum" in b)
+                  for name in ("temperature", "top_k", "repetition_penalty")}
+        assert bounds == {"temperature": TEMPERATURE_MAX, "top_k": TOP_K_MAX,
+                          "repetition_penalty": REPETITION_PENALTY_MAX}, model
+    GenerationSettings(temperature=TEMPERATURE_MAX, top_k=TOP_K_MAX, repetition_penalty=REPETITION_PENALTY_MAX)
+    for field, value in (("temperature", TEMPERATURE_MAX + 0.5), ("top_k", TOP_K_MAX + 1),
+                         ("repetition_penalty", REPETITION_PENALTY_MAX + 0.5)):
+        with pytest.raises(ValueError, match=field):
+            GenerationSettings(**{field: value})
