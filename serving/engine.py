@@ -218,12 +218,6 @@ class Engine:
         texts = self._run_rows(settings, rows)
         return BatchResult(texts, 0.0, time.perf_counter() - started, len(rows))
 
-    def generate(self, request: GenerateRequest) -> GenerateResponse:
-        """Writes the request's drafts now, in the calling thread (no batching)."""
-        started = time.perf_counter()
-        seeds, settings, rows = self._plan(request)
-        return self._response(request, settings, seeds, self._write(settings, rows), started)
-
     async def generate_async(self, request: GenerateRequest, chat: Chat | None = None) -> GenerateResponse:
         """Writes the request's drafts off the event loop (batched with other requests when enabled).
 
@@ -242,12 +236,6 @@ class Engine:
         seed = self.seeds(request.model_copy(update={"num_drafts": 1}))[0]
         settings = self.settings(request, seed, chat)
         return settings, self.loaded.model.stream(request.prompt, settings)
-
-    async def stream_async(self, request: GenerateRequest) -> AsyncIterator[str]:
-        """Streams one draft; the model runs in a worker thread so the event loop stays free."""
-        _, pieces = self.stream(request)
-        async for piece in iterate_in_thread(pieces):
-            yield piece
 
     def describe(self) -> dict[str, Any]:
         """What is served: provenance, metrics, the forms and genres it knows, limits and defaults."""

@@ -103,11 +103,16 @@ def engine_for(writer, batching: bool = True, **kwargs) -> Engine:
     return engine
 
 
+def generate(engine: Engine, request: GenerateRequest):
+    """The engine's drafts for one request (as the service asks for them)."""
+    return asyncio.run(engine.generate_async(request))
+
+
 def test_engine_drafts_use_consecutive_seeds_and_match_the_model(writer):
     from models.contract import GenerationSettings
 
     engine = engine_for(writer, batching=False)
-    response = engine.generate(GenerateRequest(prompt="A fox finds a key.", max_new_tokens=12, seed=10, num_drafts=3))
+    response = generate(engine, GenerateRequest(prompt="A fox finds a key.", max_new_tokens=12, seed=10, num_drafts=3))
     assert [d.seed for d in response.drafts] == [10, 11, 12]
     settings = GenerationSettings(max_new_tokens=12, seed=11, temperature=0.8, top_k=50, top_p=0.95,
                                   repetition_penalty=1.1)
@@ -119,10 +124,10 @@ def test_engine_drafts_use_consecutive_seeds_and_match_the_model(writer):
 def test_engine_checks_form_and_genre_against_the_model(writer):
     engine = engine_for(writer)
     with pytest.raises(RequestError, match="unknown form 'limerick'; this model writes: fable, poem, story") as err:
-        engine.generate(GenerateRequest(prompt="A fox", form="limerick"))
+        generate(engine, GenerateRequest(prompt="A fox", form="limerick"))
     assert err.value.field == "form"
     with pytest.raises(RequestError, match="unknown genre 'romance'") as err:
-        engine.generate(GenerateRequest(prompt="A fox", genre="romance"))
+        generate(engine, GenerateRequest(prompt="A fox", genre="romance"))
     assert err.value.field == "genre" and "none" not in str(err.value).split("knows:")[1].split("(")[0]
 
 
@@ -135,20 +140,24 @@ def test_batched_and_unbatched_engines_write_the_same_and_batch_under_load(write
         return await asyncio.gather(*(batched.generate_async(r) for r in requests))
 
     results = asyncio.run(together())
-    expected = [plain.generate(r) for r in requests]
+    expected = [generate(plain, r) for r in requests]
     assert [[d.text for d in r.drafts] for r in results] == [[d.text for d in r.drafts] for r in expected]
     assert max(batched.batch_sizes) > 2  # requests that arrived together ran as one batch
 
 
-def test_stream_async_joins_to_the_draft(writer):
+def test_a_stream_driven_off_the_event_loop_joins_to_the_draft(writer):
+    from serving.engine import iterate_in_thread
+
     engine = engine_for(writer)
     request = GenerateRequest(prompt="An owl and a lantern.", max_new_tokens=20, seed=4)
 
     async def collect():
-        return [piece async for piece in engine.stream_async(request)]
+        settings, pieces = engine.stream(request)
+        return settings, [piece async for piece in iterate_in_thread(pieces)]
 
-    pieces = asyncio.run(collect())
-    assert len(pieces) > 1 and "".join(pieces) == engine.generate(request).drafts[0].text
+    settings, pieces = asyncio.run(collect())
+    assert settings.seed == 4 and len(pieces) > 1
+    assert "".join(pieces) == generate(engine, request).drafts[0].text
 
 
 def test_not_ready_reason_and_retry(writer):
@@ -168,7 +177,7 @@ def test_not_ready_reason_and_retry(writer):
     ready, reason = engine.check_ready()
     assert not ready and "no registered model 'cw'" in reason
     with pytest.raises(NotReadyError, match="no registered model"):
-        engine.generate(GenerateRequest(prompt="A fox"))
+        generate(engine, GenerateRequest(prompt="A fox"))
     assert engine.describe()["ready"] is False
     import time
 
@@ -322,14 +331,14 @@ def test_a_lora_champion_is_served_with_its_base_named_and_batched_like_the_othe
         return await asyncio.gather(*(batched.generate_async(r) for r in requests))
 
     results = asyncio.run(together())
-    assert [r.drafts[0].text for r in results] == [plain.generate(r).drafts[0].text for r in requests]
+    assert [r.drafts[0].text for r in results] == [generate(plain, r).drafts[0].text for r in requests]
     assert max(batched.batch_sizes) > 1
-    response = plain.generate(requests[0])
+    response = generate(plain, requests[0])
     assert response.provenance["base_model"] == base["spec"] and response.provenance["base_license"] == "apache-2.0"
     assert "base base" in Provenance(**response.provenance).short() and "(apache-2.0)" in Provenance(
         **response.provenance).short()
     with pytest.raises(RequestError, match="unknown form 'limerick'"):
-        plain.generate(GenerateRequest(prompt="A fox", form="limerick"))
+        generate(plain, GenerateRequest(prompt="A fox", form="limerick"))
 
 
 def test_openai_fields_map_onto_the_generate_request():
