@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     if args.pipeline == "inference":  # the user's output file is written here, from the step's artifact
         from infra.report import step_output
-        from serving.batch import write_generations
+        from serving.batch_inference import write_generations
 
         frame = step_output(run, "batch_generate")
         print_inference_summary(run, seconds, frame, write_generations(frame, args.output))
@@ -155,7 +155,7 @@ def serving_parameters(args: argparse.Namespace, profile: dict, where: str) -> d
     Raises:
         ValueError: If there is no model to use, or the prompts file is unusable (named, with what to do).
     """
-    from serving.batch import PromptFileError, file_fingerprint, read_prompts
+    from serving.batch_inference import PromptFileError, file_fingerprint, read_prompts
     from serving.champion import NoModelError, resolve_registry
     from serving.config import ModelSource
 

@@ -100,7 +100,7 @@ def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selec
         same = own[str(champion.version)]
         champion_samples = {"test": list(samples[same]), "open": list(open_samples[same])}
     elif champion is not None:
-        from evaluation.run import test_part
+        from evaluation.candidates import test_part
         from evaluation.suite import generate_samples, open_prompts
         from evaluation.suite import open_samples as open_samples_of
 
@@ -110,7 +110,7 @@ def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selec
                             "open": open_samples_of(champion_model, open_prompts(suite), suite)[0]}
 
     def rescore(version: str) -> dict[str, Any]:
-        from evaluation.run import reference_model, test_part
+        from evaluation.candidates import reference_model, test_part
         from evaluation.suite import evaluate_candidate
 
         model = champion_model if champion_model is not None and version == str(champion.version) else \

@@ -15,7 +15,7 @@ def load_prompts(prompts_path: str, prompts_sha256: str, max_prompt_chars: int =
     """Reads and checks a text or JSONL prompts file (``prompts_sha256`` makes the cache follow its content).
 
     Args:
-        prompts_path: The file (see :mod:`serving.batch` for the formats).
+        prompts_path: The file (see :mod:`serving.batch_inference` for the formats).
         prompts_sha256: SHA-256 of the file's bytes, computed by ``run.py``.
         max_prompt_chars: Longest prompt accepted.
 
@@ -25,7 +25,7 @@ def load_prompts(prompts_path: str, prompts_sha256: str, max_prompt_chars: int =
     from pathlib import Path
 
     from infra.zenml_utils import log_step_metadata
-    from serving.batch import file_fingerprint, read_prompts
+    from serving.batch_inference import file_fingerprint, read_prompts
 
     if file_fingerprint(Path(prompts_path)) != prompts_sha256:
         raise ValueError(f"{prompts_path} changed after the run started (its SHA-256 differs); run again")
@@ -57,7 +57,7 @@ def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "cham
 
     from infra.zenml_utils import log_step_metadata
     from models.contract import GenerationSettings
-    from serving.batch import generate_for_prompts
+    from serving.batch_inference import generate_for_prompts
     from serving.champion import load
     from serving.config import ModelSource
 
@@ -79,6 +79,6 @@ def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "cham
 @step
 def generations_report(generations: pd.DataFrame) -> Annotated[HTMLString, "generations_report"]:
     """The generations as one readable page for the dashboard (prompt, text, seed, provenance)."""
-    from serving.batch import generations_html
+    from serving.batch_inference import generations_html
 
     return HTMLString(generations_html(generations))

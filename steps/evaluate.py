@@ -44,7 +44,7 @@ def evaluate(
     """
     import mlflow
 
-    from evaluation.run import evaluate_candidates
+    from evaluation.candidates import evaluate_candidates
     from evaluation.selection import NUMERIC, SelectionRule
     from evaluation.suite import SuiteConfig
 

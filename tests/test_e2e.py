@@ -5,6 +5,8 @@ fully cached, and a changed cleaning parameter re-running clean_data and what fo
 Statuses are read back through the ZenML client, not inferred from timings. The copy lives under a
 hidden folder (``.checkout/``), as a checkout in ``~/.cache`` would. After training: batch inference,
 and deployments with their faults (a foreign process on the port, a killed worker, a killed supervisor).
+The tests tell one story in file order, and each also runs alone: the ``first_run`` fixture trains the
+copy once for all of them.
 """
 
 from __future__ import annotations
@@ -87,8 +89,15 @@ print(json.dumps({"text": text, "family": version.tags["family"], "versions": le
 """
 
 
-def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
-    out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml").stdout
+@pytest.fixture(scope="module")
+def first_run(project) -> str:
+    """The copy's first training run (its output). Every later test asks for it, so each also runs alone
+    (``pytest tests/test_e2e.py::test_...``) from a trained project, not only after the tests above it."""
+    return run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml").stdout
+
+
+def test_first_run_completes_every_step_and_bootstraps_the_stack(project, first_run):
+    out = first_run
     assert "[stack] registered stack 'creative-writer-local'" in out
     assert "[stack] activated stack 'creative-writer-local'" in out
     assert "Where to look:" in out and "mlflow ui --backend-store-uri sqlite:///" in out
@@ -106,7 +115,7 @@ def test_first_run_completes_every_step_and_bootstraps_the_stack(project):
     assert "[promote]" in out and "first champion of 'creative-writer'" in out
 
 
-def test_second_identical_run_is_cached_except_promotion_and_changes_no_stack(project):
+def test_second_identical_run_is_cached_except_promotion_and_changes_no_stack(project, first_run):
     out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml").stdout
     assert "[stack]" not in out
     last = statuses(project)[-1]
@@ -140,7 +149,7 @@ def write_real_test(path: Path, stories: int = 10) -> Path:
     return path
 
 
-def test_a_real_test_set_is_measured_without_retraining_and_a_leaking_one_stops_the_run(project):
+def test_a_real_test_set_is_measured_without_retraining_and_a_leaking_one_stops_the_run(project, first_run):
     root, env = project
     spec = f"tinystories:{write_real_test(root.parent / 'real-stories.txt')}"
     out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml", "--real-test", spec).stdout
@@ -194,7 +203,7 @@ sys.exit(run.main(sys.argv[1:]))
 """
 
 
-def test_a_killed_run_is_marked_failed_at_the_next_start_and_the_rerun_completes(project):
+def test_a_killed_run_is_marked_failed_at_the_next_start_and_the_rerun_completes(project, first_run):
     import signal
 
     root, env = project
@@ -221,7 +230,7 @@ def test_a_killed_run_is_marked_failed_at_the_next_start_and_the_rerun_completes
     assert set(before["versions"]) <= set(after["versions"])
 
 
-def test_changing_only_gan_settings_reruns_only_the_gan_and_a_promote_killed_before_aliasing_heals(project):
+def test_changing_only_gan_settings_reruns_only_the_gan_and_a_promote_killed_before_aliasing_heals(project, first_run):
     """A new GAN is trained and registered, then promote is SIGKILLed before deciding: nothing half-done stays."""
     root, env = project
     profile = (root / "configs" / "smoke.yaml").read_text()
@@ -251,7 +260,7 @@ def test_changing_only_gan_settings_reruns_only_the_gan_and_a_promote_killed_bef
     assert after["runs"][-2][1] == "failed" and after["runs"][-1][1] == "completed"
 
 
-def test_changing_a_cleaning_parameter_reruns_clean_and_downstream_only(project):
+def test_changing_a_cleaning_parameter_reruns_clean_and_downstream_only(project, first_run):
     root, _ = project
     profile = (root / "configs" / "smoke.yaml").read_text()
     assert "min_words: 40" in profile
@@ -262,7 +271,7 @@ def test_changing_a_cleaning_parameter_reruns_clean_and_downstream_only(project)
     assert {last[s] for s in STEPS - {"ingest_data"}} == {"completed"}
 
 
-def test_a_failing_step_ends_with_one_clear_line_and_exit_1(project):
+def test_a_failing_step_ends_with_one_clear_line_and_exit_1(project, first_run):
     root, env = project
     result = subprocess.run([sys.executable, "run.py", "--config", "configs/smoke.yaml", "--dataset", "builtin?n=8"],
                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
@@ -278,7 +287,7 @@ def champion_version(project) -> str:
     return run(project, "-c", script).stdout.strip().splitlines()[-1]
 
 
-def test_inference_writes_generations_with_provenance_and_is_cached_by_content(project):
+def test_inference_writes_generations_with_provenance_and_is_cached_by_content(project, first_run):
     root, env = project
     version = champion_version(project)
     out = run(project, "run.py", "--pipeline", "inference", "--prompts", "examples/prompts.jsonl",
@@ -330,7 +339,7 @@ def answers(url: str) -> tuple[int, str]:
     return reply.status_code, reply.text
 
 
-def test_a_port_held_by_another_process_is_refused_before_anything_is_built(project):
+def test_a_port_held_by_another_process_is_refused_before_anything_is_built(project, first_run):
     from serving.local import free_port
 
     root, env = project
@@ -353,7 +362,7 @@ def test_a_port_held_by_another_process_is_refused_before_anything_is_built(proj
         squatter.wait(10)
 
 
-def test_deployments_verify_what_they_serve_and_survive_killed_processes(project):
+def test_deployments_verify_what_they_serve_and_survive_killed_processes(project, first_run):
     """Serve, replace, kill the worker, kill the supervisor, redeploy over the orphan, stop the orphan."""
     import signal
 

@@ -225,8 +225,8 @@ def test_champion_from_another_evaluation_is_evaluated_again(registry):
 
 def test_promote_candidates_loads_the_champion_and_generates_for_the_report(registry, tiny_corpus, tmp_path,
                                                                           tiny_tokenizer):
+    from evaluation.candidates import evaluate_candidates
     from evaluation.champion import promote_candidates
-    from evaluation.run import evaluate_candidates
     from tests.conftest import tiny_writer
 
     dirs = {"seq2seq": tiny_writer(tiny_tokenizer).save(tmp_path / "s")}

@@ -100,7 +100,7 @@ def test_real_metrics_per_set_with_known_answers():
 
 
 def test_evaluation_checks_real_sets_before_any_model_loads(tiny_corpus, tmp_path):
-    from evaluation.run import evaluate_candidates
+    from evaluation.candidates import evaluate_candidates
     from evaluation.selection import SelectionRule
 
     train = tiny_corpus[tiny_corpus["split"] == "train"].head(2)
@@ -111,8 +111,8 @@ def test_evaluation_checks_real_sets_before_any_model_loads(tiny_corpus, tmp_pat
 
 
 def test_evaluation_measures_every_candidate_on_every_set(tiny_corpus, tiny_tokenizer, tmp_path):
+    from evaluation.candidates import evaluate_candidates
     from evaluation.report import build_report
-    from evaluation.run import evaluate_candidates
     from evaluation.selection import SelectionRule
     from tests.conftest import tiny_writer
 
