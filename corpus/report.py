@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import re
 from collections import Counter
 
 import pandas as pd
 
+from corpus.html_parts import STYLE, png_img, table_html
 from corpus.schema import SPLIT_COLUMN, SPLITS
 
-STYLE = """
-<style>
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1f2933;max-width:1100px}
-h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #e4e7eb;padding-bottom:4px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0} th,td{padding:4px 10px;border-bottom:1px solid #eef0f2;text-align:right}
-th:first-child,td:first-child{text-align:left} th{background:#f5f7fa}
-.bar{display:inline-block;height:10px;background:#e66a6a;vertical-align:middle}
-.muted{color:#7b8794;font-size:12px} .grid{display:flex;flex-wrap:wrap;gap:24px}
-.pair{border:1px solid #e4e7eb;border-radius:6px;padding:10px 14px;margin:10px 0}
-.pair .prompt{font-weight:600;margin-bottom:6px} .pair pre{white-space:pre-wrap;font-family:Georgia,serif;font-size:13px;margin:0}
-.tag{display:inline-block;background:#eef2ff;color:#3949ab;border-radius:4px;padding:0 6px;font-size:11px;margin-right:4px}
-</style>
-"""
-
 WORD = re.compile(r"[a-z][a-z']+")
-
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, escape=True)
-
-
-def _png(fig) -> str:  # noqa: ANN001 - a matplotlib Figure
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return f'<img alt="chart" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
 def length_histograms(raw: pd.DataFrame, clean: pd.DataFrame) -> str:
@@ -60,7 +32,7 @@ def length_histograms(raw: pd.DataFrame, clean: pd.DataFrame) -> str:
     ax.set_ylabel("pieces")
     ax.legend(frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
+    return png_img(fig)
 
 
 def top_words(frame: pd.DataFrame, k: int = 30) -> pd.DataFrame:
@@ -134,13 +106,13 @@ def build_report(raw: pd.DataFrame, clean: pd.DataFrame, stats: pd.DataFrame, sp
 Seconds are wall time per rule.</p>
 {rules_html}
 <h2>Splits</h2>
-<div class="grid"><div>{_table(sizes)}</div>
+<div class="grid"><div>{table_html(sizes)}</div>
 <div><b>by form</b>{by_form.to_html(border=0)}</div>
 <div><b>by genre</b>{by_genre.to_html(border=0)}</div>
 <div><b>by source</b>{by_source.to_html(border=0)}</div></div>
 <h2>Lengths</h2>
 {length_histograms(raw, clean)}
-{_table(length_desc)}
+{table_html(length_desc)}
 <h2>Most frequent words (train, stop words excluded)</h2>
 {_bars(words, "count").to_html(index=False, border=0, escape=False)}
 <h2>Example pairs (train)</h2>

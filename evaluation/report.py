@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from corpus.report import STYLE, _png, _table
+from corpus.html_parts import STYLE, png_img, table_html
 
 BARS = (("ppl_word", "per-word perplexity (lower is better)"), ("ranking_acc", "prompt-ranking accuracy"),
         ("distinct2", "distinct-2"), ("self_bleu4", "self-BLEU-4 (lower = more diverse)"),
@@ -43,7 +43,7 @@ def highlight(text: str, matched: str) -> str:
     return "".join(out)
 
 
-def real_table(real_metrics: pd.DataFrame) -> pd.DataFrame:
+def realtable_html(real_metrics: pd.DataFrame) -> pd.DataFrame:
     """Candidates as rows, and per real test set its per-word perplexity and prompt-ranking accuracy."""
     wide = real_metrics.pivot(index="candidate", columns="test_set", values=["ppl_word", "ranking_acc"])
     wide.columns = [f"{name}: {'per-word ppl' if kind == 'ppl_word' else 'ranking'}" for kind, name in wide.columns]
@@ -72,7 +72,7 @@ def real_section(real_metrics: pd.DataFrame | None, selection: dict[str, Any]) -
             f"set the same seeded {int(first['pieces'])} pieces (or all, if fewer) for every candidate: per-word "
             f"perplexity, and prompt ranking on {int(first['ranking_trials'])} of them against other prompts of the "
             f"same set (chance {chance:.0%}). Shown, not gated on.</p><div style='overflow-x:auto'>"
-            f"{_table(real_table(real_metrics))}</div><ul class='muted'>{lines}</ul>")
+            f"{table_html(realtable_html(real_metrics))}</div><ul class='muted'>{lines}</ul>")
 
 
 def open_section(metrics: pd.DataFrame, open_samples: pd.DataFrame, selection: dict[str, Any],
@@ -105,7 +105,7 @@ def open_section(metrics: pd.DataFrame, open_samples: pd.DataFrame, selection: d
     size_line = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sizes.items())
     return (f"<h2>Open prompts</h2><p>One sample per prompt the project wrote itself (none of its people, places "
             f"or objects appear in any training source), same settings and seed for every candidate. Sizes: "
-            f"{html.escape(size_line)}.</p><div style='overflow-x:auto'>{_table(shown)}</div><p class='muted'>"
+            f"{html.escape(size_line)}.</p><div style='overflow-x:auto'>{table_html(shown)}</div><p class='muted'>"
             f"{judge}</p><h2>Open-prompt samples</h2><div class='muted'>marked: the prompt's content words the "
             f"piece uses</div>{''.join(blocks)}")
 
@@ -129,7 +129,7 @@ def metric_bars(metrics: pd.DataFrame) -> str:
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_img(fig)
 
 
 def _gates(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -181,8 +181,8 @@ champion before: {html.escape(str(decision.get("champion_before") or "none"))} Â
 champion after: {html.escape(str(decision.get("champion_after") or "none"))}</div>
 <h2>Selection rule</h2><p>{html.escape(selection.get("rule", ""))}</p>
 <p>Selection: {html.escape(selection.get("why", ""))}</p>
-<h2>Metrics</h2><div style="overflow-x:auto">{_table(shown)}</div>
-<h2>Gates</h2>{_table(_gates(metrics))}
+<h2>Metrics</h2><div style="overflow-x:auto">{table_html(shown)}</div>
+<h2>Gates</h2>{table_html(_gates(metrics))}
 <h2>Charts</h2><div class="muted">grey bars: the candidate failed a gate</div>{metric_bars(metrics)}
 {real_section(real_metrics, selection)}
 {open_section(metrics, open_samples, selection, champion_open, decision.get("champion_before"))}

@@ -172,7 +172,7 @@ def generations_html(frame: pd.DataFrame, limit: int = 200) -> str:
     """A readable page of generations: what wrote them, then prompt and text for each row."""
     from html import escape
 
-    from corpus.report import STYLE
+    from corpus.html_parts import STYLE
 
     first = frame.iloc[0] if len(frame) else {}
     head = (f"{escape(str(first.get('family', '')))} · {escape(str(first.get('registered_name', '')))} "
