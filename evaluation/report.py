@@ -43,7 +43,7 @@ def highlight(text: str, matched: str) -> str:
     return "".join(out)
 
 
-def realtable_html(real_metrics: pd.DataFrame) -> pd.DataFrame:
+def real_table(real_metrics: pd.DataFrame) -> pd.DataFrame:
     """Candidates as rows, and per real test set its per-word perplexity and prompt-ranking accuracy."""
     wide = real_metrics.pivot(index="candidate", columns="test_set", values=["ppl_word", "ranking_acc"])
     wide.columns = [f"{name}: {'per-word ppl' if kind == 'ppl_word' else 'ranking'}" for kind, name in wide.columns]
@@ -72,7 +72,7 @@ def real_section(real_metrics: pd.DataFrame | None, selection: dict[str, Any]) -
             f"set the same seeded {int(first['pieces'])} pieces (or all, if fewer) for every candidate: per-word "
             f"perplexity, and prompt ranking on {int(first['ranking_trials'])} of them against other prompts of the "
             f"same set (chance {chance:.0%}). Shown, not gated on.</p><div style='overflow-x:auto'>"
-            f"{table_html(realtable_html(real_metrics))}</div><ul class='muted'>{lines}</ul>")
+            f"{table_html(real_table(real_metrics))}</div><ul class='muted'>{lines}</ul>")
 
 
 def open_section(metrics: pd.DataFrame, open_samples: pd.DataFrame, selection: dict[str, Any],
