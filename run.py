@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.paths import REGISTERED_NAME
 from infra.stack import PROJECT_ROOT, quiet_defaults
 
 PIPELINES = ("training", "deployment", "inference")
@@ -161,7 +162,7 @@ def serving_parameters(args: argparse.Namespace, profile: dict, where: str) -> d
 
     resolved = dict(profile)
     params = dict(resolved.get("parameters") or {})
-    source = ModelSource(registered_name=params.get("registered_name", "creative-writer"),
+    source = ModelSource(registered_name=params.get("registered_name", REGISTERED_NAME),
                          alias=params.get("alias", "champion"), version=args.model_version or "")
     try:
         provenance = resolve_registry(source)

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from core.paths import PROJECT_ROOT
 
 
 def worker(seconds: float, start_at: float) -> dict:

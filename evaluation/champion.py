@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.paths import REGISTERED_NAME
 from evaluation.promotion import (
     Decision,
     content_fingerprint,
@@ -27,7 +28,7 @@ from evaluation.selection import SelectionRule
 from models.manifest import read_manifest
 
 log = logging.getLogger(__name__)
-REGISTERED_MODEL = "creative-writer"
+REGISTERED_MODEL = REGISTERED_NAME
 
 
 def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selection: dict[str, Any],

@@ -32,6 +32,7 @@ from zenml.integrations.bentoml.services.bentoml_local_deployment import (
     BentoMLLocalDeploymentService,
 )
 
+from core.paths import REGISTERED_NAME
 from infra.processes import ProcessInfo, listeners, marked, port_in_use, terminate, wait_port_free
 from infra.stack import PROJECT_ROOT
 from serving.config import DEPLOYMENT_ID_ENV, DEPLOYMENT_ROOT_ENV, PROCESS_ENV
@@ -151,7 +152,7 @@ def deploy(model_deployer: Any, bento_tag: str, model_uri: str, host: str, port:
         raise DeploymentError(f"port {port} on {host} is still in use after stopping this project's deployment; "
                               f"holders: {', '.join(p.describe() for p in listeners(port)) or 'not visible'}")
     config = BentoMLLocalDeploymentConfig(
-        model_name="creative-writer", model_uri=model_uri, bento_tag=bento_tag, apis=apis or [],
+        model_name=REGISTERED_NAME, model_uri=model_uri, bento_tag=bento_tag, apis=apis or [],
         host=host, port=port, working_dir=str(PROJECT_ROOT), pipeline_name=PIPELINE, pipeline_step_name=STEP,
         service_name=f"creative-writer-{port}")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)

@@ -8,10 +8,10 @@ from typing import Any
 
 import yaml
 
+from core.yaml_files import read_mapping
 from corpus.loaders import LOCAL_SCHEMES, parse_spec, source_fingerprint
 from corpus.schema import DataError
 from infra.stack import PROJECT_ROOT
-from infra.yaml_files import read_mapping
 
 # Top-level keys ZenML accepts in a run configuration that our profiles use.
 ALLOWED_KEYS = {"enable_cache", "parameters", "steps", "settings", "model", "run_name", "extra", "tags",

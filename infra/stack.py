@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from core.paths import MLFLOW_DIRNAME, PROJECT_ROOT, mlflow_dir, tracking_uri  # noqa: F401 - infra.stack's API
+
 DEFAULT_STACK_CONFIG = PROJECT_ROOT / "stack_configs" / "local.yaml"
-MLFLOW_DIRNAME = ".mlflow"
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,6 @@ def quiet_defaults() -> None:
     os.environ.setdefault("ZENML_ENABLE_REPO_INIT_WARNINGS", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def mlflow_dir(root: Path = PROJECT_ROOT) -> Path:
-    """The project's MLflow folder (SQLite tracking store, registry and artifacts)."""
-    return root / MLFLOW_DIRNAME
-
-
-def tracking_uri(root: Path = PROJECT_ROOT) -> str:
-    """The MLflow tracking (and registry) URI of the project: ``sqlite:////abs/path/.mlflow/mlflow.db``."""
-    return f"sqlite:///{mlflow_dir(root)}/mlflow.db"
 
 
 @dataclass

@@ -6,10 +6,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from core.paths import PROJECT_ROOT
 from models.contract import GenerationSettings
 
 PYFUNC_CODE = Path(__file__).with_name("mlflow_pyfunc.py")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def signature() -> Any:

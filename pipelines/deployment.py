@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from zenml import pipeline
 
+from core.paths import REGISTERED_NAME
 from steps import build_bento, deploy_bento
 
 
 @pipeline(name="deployment_pipeline", enable_cache=False)
-def deployment_pipeline(model_version: str, alias: str = "champion", registered_name: str = "creative-writer",
+def deployment_pipeline(model_version: str, alias: str = "champion", registered_name: str = REGISTERED_NAME,
                         host: str = "127.0.0.1", port: int = 3000, timeout: int = 180) -> None:
     """build_bento → deploy_bento.
 

@@ -6,12 +6,13 @@ from typing import Any
 
 from zenml import pipeline
 
+from core.paths import REGISTERED_NAME
 from steps import batch_generate, generations_report, load_prompts
 
 
 @pipeline(name="inference_pipeline")
 def inference_pipeline(prompts_path: str, prompts_sha256: str, model_version: str, alias: str = "champion",
-                       registered_name: str = "creative-writer", generation: dict[str, Any] | None = None,
+                       registered_name: str = REGISTERED_NAME, generation: dict[str, Any] | None = None,
                        batch_size: int = 16, max_prompt_chars: int = 1000) -> None:
     """load_prompts → batch_generate → generations_report.
 

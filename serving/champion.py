@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.paths import REGISTERED_NAME
 from models.contract import load_model
 from models.mlflow_logging import tagged_metrics
 from serving.config import ModelSource
@@ -92,7 +93,7 @@ class LoadedModel:
 
 def tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` when set (and not empty), else the project's SQLite store."""
-    from infra.stack import tracking_uri as project_uri
+    from core.paths import tracking_uri as project_uri
 
     return os.environ.get("MLFLOW_TRACKING_URI") or project_uri()
 
@@ -191,7 +192,7 @@ def saved_model_dir(mlflow_model: Path) -> Path:
         raise NoModelError(str(exc)) from None
 
 
-def import_to_bentoml(source: ModelSource, bento_model_name: str = "creative-writer",
+def import_to_bentoml(source: ModelSource, bento_model_name: str = REGISTERED_NAME,
                       alias: str = "") -> tuple[str, Provenance]:
     """Copies the registry version ``source`` points at into the BentoML model store.
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from infra.yaml_files import read_mapping
+from core.paths import PROJECT_ROOT, REGISTERED_NAME
+from core.yaml_files import read_mapping
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "serving.yaml"
 DEPLOYMENT_ID_ENV = "CW_DEPLOYMENT_ID"  # which deployment started this server (its processes inherit it)
 DEPLOYMENT_ROOT_ENV = "CW_DEPLOYMENT_ROOT"  # whose deployment it is: the checkout that started it
@@ -52,7 +52,7 @@ class ModelSource:
         retry_s: With no model yet, how often readiness checks look again (seconds).
     """
 
-    registered_name: str = "creative-writer"
+    registered_name: str = REGISTERED_NAME
     alias: str = "champion"
     version: str = ""
     bento_model: str = ""

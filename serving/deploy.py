@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.paths import PROJECT_ROOT
 from serving.champion import Provenance, import_to_bentoml
 from serving.config import ModelSource
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "serving.service:CreativeWriter"
 BENTOFILE = PROJECT_ROOT / "serving" / "bentofile.yaml"
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from core.paths import PROJECT_ROOT
 from serving.config import PROCESS_ENV
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

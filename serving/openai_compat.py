@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
+from core.paths import REGISTERED_NAME
 from models.presets import MAX_STOPS, REPETITION_PENALTY_MAX, TEMPERATURE_MAX, TOP_K_MAX
 from serving.engine import Chat, Engine, NotReadyError, RequestError, iterate_in_thread
 from serving.schemas import CONFIG, MAX_SEED, GenerateRequest
@@ -290,7 +291,7 @@ class OpenAICompat:
     # --- helpers -----------------------------------------------------------------------------------------
     def model_id(self, engine: Engine) -> str:
         """The id clients name the served model by: the registered name (e.g. ``creative-writer``)."""
-        return engine.loaded.provenance.registered_name or "creative-writer"
+        return engine.loaded.provenance.registered_name or REGISTERED_NAME
 
     def _check_model(self, engine: Engine, name: str) -> None:
         served = self.model_id(engine)
@@ -329,7 +330,7 @@ class OpenAICompat:
             return OpenAIError(503, str(exc), None, "model_not_ready", "server_error").response()
         prov = loaded.provenance
         entry = {"id": self.model_id(engine), "object": "model", "created": int(loaded.loaded_at),
-                 "owned_by": "creative-writer", "provenance": prov.as_dict(), "controls": loaded.controls}
+                 "owned_by": REGISTERED_NAME, "provenance": prov.as_dict(), "controls": loaded.controls}
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def completions(self, request: Request) -> Any:
@@ -477,7 +478,7 @@ _CHAT_ONLY: dict[str, dict[str, Any]] = {
 }
 
 
-def openapi_parts(model_id: str = "creative-writer") -> tuple[dict[str, Any], dict[str, Any]]:
+def openapi_parts(model_id: str = REGISTERED_NAME) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``/v1`` paths and their component schemas for the service's OpenAPI document.
 
     Args:

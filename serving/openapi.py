@@ -14,6 +14,7 @@ import copy
 import json
 from typing import Any
 
+from core.paths import REGISTERED_NAME
 from serving.middleware import Message, Receive, Scope, Send
 
 DOCS_PATH = "/docs.json"
@@ -108,7 +109,7 @@ def _referenced(root: Any, schemas: dict[str, Any]) -> set[str]:
 
 
 def api_document(document: dict[str, Any], include_ui: bool = False,
-                 model_id: str = "creative-writer") -> dict[str, Any]:
+                 model_id: str = REGISTERED_NAME) -> dict[str, Any]:
     """The served OpenAPI document: 3.0-valid, honest error bodies, the UI's routes left out unless asked for.
 
     Args:
@@ -158,7 +159,7 @@ class ApiDocsMiddleware:
         model_id: The served model's id (documented as the ``model`` of the ``/v1`` endpoints).
     """
 
-    def __init__(self, app: Any, model_id: str = "creative-writer") -> None:
+    def __init__(self, app: Any, model_id: str = REGISTERED_NAME) -> None:
         self.app = app
         self.model_id = model_id
 

@@ -8,6 +8,8 @@ import pandas as pd
 from zenml import step
 from zenml.types import HTMLString
 
+from core.paths import REGISTERED_NAME
+
 
 @step
 def load_prompts(prompts_path: str, prompts_sha256: str, max_prompt_chars: int = 1000) -> Annotated[
@@ -36,7 +38,7 @@ def load_prompts(prompts_path: str, prompts_sha256: str, max_prompt_chars: int =
 
 @step
 def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "champion",
-                   registered_name: str = "creative-writer", generation: dict[str, Any] | None = None,
+                   registered_name: str = REGISTERED_NAME, generation: dict[str, Any] | None = None,
                    batch_size: int = 16) -> Annotated[pd.DataFrame, "generations"]:
     """Generates one piece per prompt with a registry version (cached per prompts, version and settings).
 

@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 from zenml import step
 
+from core.paths import REGISTERED_NAME
+
 
 @step(enable_cache=False)
 def build_bento(model_version: str, alias: str = "champion",
-                registered_name: str = "creative-writer") -> Annotated[dict[str, Any], "bento"]:
+                registered_name: str = REGISTERED_NAME) -> Annotated[dict[str, Any], "bento"]:
     """Imports a registry version into BentoML's model store and builds a Bento serving it.
 
     Args:

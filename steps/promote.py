@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import pandas as pd
 from zenml import get_step_context, step
 
+from core.paths import REGISTERED_NAME
 from infra.zenml_utils import update_model_version
 
 
@@ -21,7 +22,7 @@ def promote(
     seq2seq_model: Path,
     transformer_model: Path,
     gan_model: Path,
-    registered_model: str = "creative-writer",
+    registered_model: str = REGISTERED_NAME,
 ) -> tuple[Annotated[dict[str, Any], "promotion"], Annotated[dict[str, list[str]], "champion_samples"]]:
     """Registers new candidates (tagged; a model the registry holds is reused), compares the winner with the champion.
 
