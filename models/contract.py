@@ -31,7 +31,7 @@ from models.presets import (
     REPETITION_PENALTY_MAX,
     TEMPERATURE_MAX,
     TOP_K_MAX,
-    preset_values,
+    resolve_sampling,
 )
 
 CHAT_ROLES = ("user", "assistant")  # the roles of earlier turns in GenerationSettings.history
@@ -130,8 +130,9 @@ class GenerationSettings:
         """
         data = dict(data)
         preset = data.pop("preset", None)
-        if preset:
-            data = {**preset_values(preset), **data}
+        if preset:  # the same merge as the API's: defaults, then the preset, then what the dict sets
+            defaults = {f.name: f.default for f in fields(cls)}
+            data = {**data, **resolve_sampling(defaults, preset, data)}
         return from_known_fields(cls, data, "generation setting")
 
 
