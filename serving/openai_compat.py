@@ -12,9 +12,14 @@ token, which clients send as their API key). How the fields map:
   ``stop`` mean what they mean in ``/generate`` (``n`` drafts use seeds ``seed, seed + 1, …``). Temperature
   0 is greedy decoding (top-k 1).
 - Extra body fields: ``form``, ``genre``, ``preset``, ``top_k``, ``min_p`` and ``repetition_penalty``.
+- ``logprobs`` (completions: an integer, the alternatives per token; chat: ``logprobs: true`` with
+  ``top_logprobs``), non-streamed only: each token's log-probability under the request's sampling settings
+  (temperature, penalty and filters, so a token the filters cut gets OpenAI's floor of -9999) and the top
+  alternatives, from :meth:`models.contract.WriterModel.token_chances` (the text read again by the model).
 - Refused with a 400 error object naming the parameter: ``presence_penalty``/``frequency_penalty`` other
-  than 0 (use ``repetition_penalty``), ``logprobs``, ``echo``, ``best_of`` > 1, ``suffix``, ``logit_bias``,
-  tools, a response format other than text, more than one prompt, token-id prompts and unknown fields.
+  than 0 (use ``repetition_penalty``), ``logprobs`` with ``stream``, ``echo``, ``best_of`` > 1, ``suffix``,
+  ``logit_bias``, tools, a response format other than text, more than one prompt, token-id prompts and
+  unknown fields.
 - ``stream: true`` sends server-sent events in OpenAI's chunk format; the chunk that ends a choice carries
   its ``finish_reason``, the last one the request's ``usage`` (with ``stream_options.include_usage`` it comes
   as a separate chunk with no choices, as OpenAI sends it), then ``data: [DONE]``.
@@ -28,7 +33,9 @@ Errors use OpenAI's error object: ``{"error": {"message", "type", "param", "code
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -44,6 +51,8 @@ from serving.engine import Chat, Engine, NotReadyError, RequestError, iterate_in
 from serving.schemas import CONFIG, MAX_SEED, GenerateRequest
 
 _LIMITS = CONFIG.limits
+MAX_LOGPROBS = 5  # alternatives per token, as OpenAI allows for completions
+FLOOR_LOGPROB = -9999.0  # a token the sampler could not have drawn (OpenAI's own floor); JSON has no -inf
 
 # the GenerateRequest field each OpenAI field becomes (and back, for error messages)
 TO_GENERATE = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "n": "num_drafts"}
@@ -112,7 +121,8 @@ class CompletionRequest(_Extras):
     """``POST /v1/completions``."""
 
     prompt: str | list[str] | list[int] | list[list[int]]
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="Per-token log-probabilities with "
+                                 "this many alternatives (not with stream).")
     echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
@@ -142,8 +152,8 @@ class ChatRequest(_Extras):
 
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: int | None = Field(None, ge=1, le=_LIMITS.max_new_tokens)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    logprobs: bool | None = Field(None, description="Per-token log-probabilities (not with stream).")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="Alternatives per token.")
     tools: list[Any] | None = None
     tool_choice: Any = None
     functions: list[Any] | None = None
@@ -162,16 +172,54 @@ def _refuse_unsupported(req: _Extras) -> None:
         raise OpenAIError(400, "logit_bias is not supported", "logit_bias", "unsupported_parameter")
     unsupported: dict[str, bool] = {}
     if isinstance(req, CompletionRequest):
-        unsupported = {"logprobs": req.logprobs is not None, "echo": req.echo,
+        unsupported = {"echo": req.echo,
                        "best_of": req.best_of not in (None, 1), "suffix": bool(req.suffix)}
     elif isinstance(req, ChatRequest):
         fmt = (req.response_format or {}).get("type", "text")
-        unsupported = {"logprobs": bool(req.logprobs) or req.top_logprobs is not None,
-                       "tools": bool(req.tools) or bool(req.functions),
+        unsupported = {"tools": bool(req.tools) or bool(req.functions),
                        "response_format": fmt != "text"}
     for name, refused in unsupported.items():
         if refused:
             raise OpenAIError(400, f"{name} is not supported by this server", name, "unsupported_parameter")
+    if req.stream and _logprobs_asked(req) is not None:
+        raise OpenAIError(400, "logprobs are sent with non-streamed responses only; leave out stream or logprobs",
+                          "logprobs", "unsupported_parameter")
+    if isinstance(req, ChatRequest) and req.top_logprobs is not None and not req.logprobs:
+        raise OpenAIError(400, "top_logprobs needs logprobs: true", "top_logprobs", "invalid_value")
+
+
+def _logprobs_asked(req: _Extras) -> int | None:
+    """How many alternatives per token the request asks for (None: no log-probabilities)."""
+    if isinstance(req, CompletionRequest):
+        return req.logprobs
+    if isinstance(req, ChatRequest) and req.logprobs:
+        return req.top_logprobs or 0
+    return None
+
+
+def _logprob(p: float) -> float:
+    return math.log(p) if p > 0 else FLOOR_LOGPROB
+
+
+def logprobs_body(chances: list[Any], top: int, chat: bool) -> dict[str, Any]:
+    """OpenAI's ``logprobs`` of one choice from the model's token report (:meth:`WriterModel.token_chances`).
+
+    Args:
+        chances: The written tokens with their probabilities and alternatives.
+        top: Alternatives per token.
+        chat: The chat shape (``content`` list) rather than the completions one (parallel lists).
+    """
+    if chat:
+        return {"content": [{"token": c.text, "logprob": _logprob(c.p), "bytes": list(c.text.encode()),
+                             "top_logprobs": [{"token": t, "logprob": _logprob(p), "bytes": list(t.encode())}
+                                              for t, p in c.alternatives[:top]]} for c in chances]}
+    offsets, at = [], 0
+    for c in chances:
+        offsets.append(at)
+        at += len(c.text)
+    return {"tokens": [c.text for c in chances], "token_logprobs": [_logprob(c.p) for c in chances],
+            "top_logprobs": [{t: _logprob(p) for t, p in c.alternatives[:top]} for c in chances] if top else None,
+            "text_offset": offsets}
 
 
 def _prompt_text(req: CompletionRequest) -> str:
@@ -368,11 +416,19 @@ class OpenAICompat:
         except RequestError as exc:
             self.count(endpoint, "bad_request", 0)
             return OpenAIError(400, str(exc), FROM_GENERATE.get(exc.field, exc.field), "invalid_value").response()
+        top = _logprobs_asked(req)
+        reports: list[Any] = [None] * len(response.drafts)
+        if top is not None:  # one teacher-forced pass per choice, off the event loop
+            model = loaded.model
+            reports = [await asyncio.to_thread(
+                model.token_chances, gen.prompt, draft.text, engine.settings(gen, draft.seed, conversation), top)
+                for draft in response.drafts]
         completion = sum(d.tokens for d in response.drafts)
         self.count(endpoint, "ok", completion)
         choices = []
         for i, draft in enumerate(response.drafts):
-            choice: dict[str, Any] = {"index": i, "logprobs": None,
+            report = logprobs_body(reports[i], top or 0, chat) if top is not None else None
+            choice: dict[str, Any] = {"index": i, "logprobs": report,
                                       "finish_reason": _finish(draft.tokens, gen.max_new_tokens)}
             choice.update({"message": {"role": "assistant", "content": draft.text}} if chat else {"text": draft.text})
             choices.append(choice)
@@ -472,12 +528,6 @@ _ACCEPTED_ONLY: dict[str, dict[str, Any]] = {
                                                               "items": {"type": "string", "minLength": 1}}]},
 }
 
-_CHAT_ONLY: dict[str, dict[str, Any]] = {
-    "logprobs": {"type": "boolean", "nullable": True, "enum": [False, None]},
-    "top_logprobs": {"type": "integer", "nullable": True, "enum": [None]},
-}
-
-
 def openapi_parts(model_id: str = REGISTERED_NAME) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``/v1`` paths and their component schemas for the service's OpenAPI document.
 
@@ -496,9 +546,7 @@ def openapi_parts(model_id: str = REGISTERED_NAME) -> tuple[dict[str, Any], dict
             schemas["Message"]["properties"]["role"]["enum"] = ["system", "developer", "user", "assistant"]
             schemas["Message"]["description"] = "One chat message; the last one must be the user's."
         schema["properties"]["model"]["enum"] = [model_id]
-        only = {**_ACCEPTED_ONLY, **(_CHAT_ONLY if name == "ChatRequest" else
-                                     {"logprobs": {"type": "integer", "nullable": True, "enum": [None]}})}
-        for field, accepted in only.items():  # present for OpenAI clients, honoured only as documented
+        for field, accepted in _ACCEPTED_ONLY.items():  # present for OpenAI clients, honoured only as documented
             if field in schema["properties"]:
                 schema["properties"][field] = {**accepted, "description": "Accepted only as documented here; "
                                                "anything else is refused with 400 naming the parameter."}

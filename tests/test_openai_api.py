@@ -102,6 +102,22 @@ def test_stop_strings_end_the_text_before_them(client):
     assert "".join(c.choices[0].text for c in streamed if c.choices) == cut.choices[0].text
 
 
+def test_logprobs_report_each_token_with_its_alternatives(client):
+    done = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=16, seed=4, logprobs=3)
+    choice = done.choices[0]
+    assert "".join(choice.logprobs.tokens) == choice.text and choice.text
+    assert all(lp <= 0 for lp in choice.logprobs.token_logprobs)
+    assert all(1 <= len(top) <= 3 for top in choice.logprobs.top_logprobs)
+    assert choice.logprobs.text_offset[0] == 0 and choice.logprobs.text_offset == sorted(choice.logprobs.text_offset)
+    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_tokens=16,
+                                          seed=4, logprobs=True, top_logprobs=2)
+    content = chat.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == chat.choices[0].message.content
+    assert all(len(t.top_logprobs) <= 2 and t.logprob <= 0 for t in content)
+    greedy = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=1)
+    assert set(greedy.choices[0].logprobs.token_logprobs) == {0.0}  # top-k 1: each token was certain
+
+
 def test_temperature_zero_is_greedy(client):
     texts = {client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=16, temperature=0,
                                        seed=s).choices[0].text for s in (1, 2, 3)}
@@ -114,7 +130,8 @@ def test_temperature_zero_is_greedy(client):
     ({"max_tokens": 0}, "max_tokens"),
     ({"n": 9}, "n"),
     ({"temperature": -1}, "temperature"),
-    ({"logprobs": 2}, "logprobs"),
+    ({"logprobs": 9}, "logprobs"),
+    ({"logprobs": 2, "stream": True}, "logprobs"),
     ({"echo": True}, "echo"),
     ({"extra_body": {"form": "limerick"}}, "form"),
     ({"extra_body": {"typical_p": 0.5}}, "typical_p"),
