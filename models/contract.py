@@ -62,6 +62,8 @@ class GenerationSettings:
             ignore it).
         history: Earlier ``(role, text)`` turns of a conversation, ``role`` being ``user`` or
             ``assistant``, placed before the request (families with a chat layout; the others ignore it).
+        lead: Text the piece already begins with: the model writes on from its last word, and only the
+            new text is returned (families whose ``writes_on`` is true; the others ignore it).
     """
 
     max_new_tokens: int = 200
@@ -79,6 +81,7 @@ class GenerationSettings:
     stop: tuple[str, ...] = ()
     system: str = ""
     history: tuple[tuple[str, str], ...] = ()
+    lead: str = ""
 
     def __post_init__(self) -> None:
         """Validates every field; raises ValueError naming the field."""
@@ -110,6 +113,7 @@ class GenerationSettings:
              and all(isinstance(x, str) and 0 < len(x) <= MAX_STOP_CHARS for x in self.stop),
              f"up to {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters"),
             ("system", isinstance(self.system, str), "a string"),
+            ("lead", isinstance(self.lead, str), "a string"),
             ("history", isinstance(self.history, tuple) and all(
                 isinstance(t, tuple) and len(t) == 2 and t[0] in CHAT_ROLES and isinstance(t[1], str)
                 for t in self.history), f"a list of (role, text) pairs with role in {CHAT_ROLES}"),
@@ -368,6 +372,7 @@ class WriterModel(ABC):
     """The contract of a generator family (see the module docstring)."""
 
     family: ClassVar[str] = ""
+    writes_on: ClassVar[bool] = False  # whether GenerationSettings.lead is honoured (a text is continued)
 
     @abstractmethod
     def generate(self, prompts: Sequence[str], settings: GenerationSettings | None = None) -> list[str]:

@@ -166,6 +166,7 @@ class TransformerWriter(WriterModel):
     """The Transformer family behind the model contract (causal LM + tokenizer)."""
 
     family: ClassVar[str] = "transformer"
+    writes_on: ClassVar[bool] = True  # a causal LM continues any text placed after its prefix
 
     def __init__(self, model: Any, tokenizer: Any, config: TransformerConfig,
                  metadata: dict[str, Any] | None = None) -> None:
@@ -329,13 +330,24 @@ class TransformerWriter(WriterModel):
         """``max_prompt_tokens``: the prompt's share of the context (the instruction around it comes on top)."""
         return self.config.max_prompt_tokens
 
+    def lead_ids(self, lead: str) -> list[int]:
+        """The ids of a piece's given beginning (its end, at most ``lead_window()`` tokens; none for '')."""
+        if not lead.strip():
+            return []
+        ids = encode_text(self.tokenizer, lead.rstrip())
+        return ids[-self.lead_window():]
+
+    def lead_window(self) -> int:
+        """Tokens of a given beginning (``GenerationSettings.lead``) the model reads: a third of its context."""
+        return self.config.context // 3
+
     def teacher_logits(self, prompt: str, text: str, settings: GenerationSettings) -> tuple[torch.Tensor, list[int]]:
         """The logits for each token of ``text`` after the request's prefix (teacher forcing), and the ids.
 
         Only what fits the context is read.
         """
         prefix = self.encode_prefix(prompt, settings.form, settings.genre, settings.target_words, settings.system,
-                                    settings.history)
+                                    settings.history) + self.lead_ids(settings.lead)
         ids = encode_text(self.tokenizer, text)[: max(0, self.config.context - len(prefix))]
         out = self.model(input_ids=torch.tensor([prefix + ids], device=self.model.device))
         return out.logits[0, len(prefix) - 1: len(prefix) - 1 + len(ids)].cpu(), ids
@@ -423,7 +435,8 @@ class TransformerWriter(WriterModel):
         """
         forms = forms or [settings.form] * len(prompts)
         genres = genres or [settings.genre] * len(prompts)
-        prefixes = [self.encode_prefix(p, f, g, settings.target_words, settings.system, settings.history)
+        lead = self.lead_ids(settings.lead)
+        prefixes = [self.encode_prefix(p, f, g, settings.target_words, settings.system, settings.history) + lead
                     for p, f, g in zip(prompts, forms, genres, strict=True)]
         width = max(len(p) for p in prefixes)
         max_new = max(0, min(settings.max_new_tokens, self.config.context - width))

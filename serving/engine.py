@@ -26,14 +26,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Chat:
-    """A conversation around a request: a system message ('' keeps the model's own) and earlier turns.
+    """The context around a request: a system message, earlier turns, the text the piece begins with.
 
-    Families with a chat layout (a pretrained Transformer with a chat template) read both; the others
-    write from the request's prompt alone.
+    ``system`` ('' keeps the model's own) replaces the system prompt; ``lead`` is written on from.
+    Families with a chat layout (a pretrained Transformer with a chat template) read the system message
+    and the turns; families whose ``writes_on`` is true read the lead; the others write from the prompt.
     """
 
     system: str = ""
     history: tuple[tuple[str, str], ...] = ()
+    lead: str = ""
 
 
 class NotReadyError(RuntimeError):
@@ -186,7 +188,8 @@ class Engine:
                                     {k: getattr(request, k) for k in SAMPLING_FIELDS})
         chat = chat or Chat()
         return GenerationSettings(max_new_tokens=request.max_new_tokens, seed=seed, form=form, genre=genre,
-                                  stop=tuple(request.stop), system=chat.system, history=chat.history, **sampling)
+                                  stop=tuple(request.stop), system=chat.system, history=chat.history, lead=chat.lead,
+                                  **sampling)
 
     def seeds(self, request: GenerateRequest) -> list[int]:
         """The drafts' seeds: ``seed, seed + 1, ...`` (a random first seed when the request has none)."""

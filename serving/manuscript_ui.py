@@ -23,8 +23,9 @@ import gradio as gr
 from pydantic import ValidationError
 
 from serving.config import ServingConfig
-from serving.engine import Engine, NotReadyError, RequestError
+from serving.engine import Chat, Engine, NotReadyError, RequestError
 from serving.manuscript import (
+    NOTE_FORMAT,
     apply_turn,
     build_context,
     chances_html,
@@ -70,10 +71,11 @@ def manuscript_tab(get_engine: Callable[[], Engine], config: ServingConfig, sett
         request_for: Builds a ``GenerateRequest`` from the values of ``settings_inputs`` and a seed.
     """
     limits = config.limits
-    gr.Markdown("One text you edit freely. **Generate** writes a piece for the prompt above (with the memory "
-                "in front); **Continue** gives the model the memory, the end of the manuscript and the author's "
-                "note, and adds what it writes. The served models write *for* that context (they were trained "
-                "prompt → piece), within their prompt window shown under the notes.")
+    gr.Markdown("One text you edit freely. **Generate** writes a piece for the prompt above (with the memory in "
+                "front). **Continue** writes on from the end of the manuscript, your own edits included: the "
+                "pretrained Transformer continues the text itself, with the prompt, the memory and the author's "
+                "note as its instruction; the seq2seq and GAN families write a piece for the memory, the "
+                "manuscript's end and the note. The line under the notes shows what fits the model's windows.")
     story = gr.State(new_story())
     stories = gr.BrowserState({}, storage_key=STORAGE_KEY, secret=STORAGE_SECRET)
     with gr.Row():
@@ -110,9 +112,34 @@ def manuscript_tab(get_engine: Callable[[], Engine], config: ServingConfig, sett
         memory_text, body, note_text = (prompt_safe(t, limits.reject_emoji) for t in (memory_text, body, note_text))
         return build_context(memory_text, body, note_text, window(engine), model.count_tokens, limits.max_prompt_chars)
 
-    def show_budget(body: str, memory_text: str, note_text: str) -> str:
+    def writes_on(engine: Engine) -> bool:
+        return bool(getattr(engine.loaded.model, "writes_on", False))
+
+    def instruction_for(engine: Engine, memory_text: str, prompt_text: str, note_text: str) -> Any:
+        """The instruction for a family that writes on: memory, prompt, then the author's note (last)."""
+        note_text = prompt_safe(note_text, limits.reject_emoji).strip()
+        body = (prompt_text or "").strip() or "Write on from where the piece stops."
+        if note_text:
+            body += "\n\n" + NOTE_FORMAT.format(note_text)
+        return context_for(engine, memory_text, body, "")
+
+    def budget_line(engine: Engine, body: str, memory_text: str, note_text: str, prompt_text: str) -> str:
+        """What the next Continue gives the model, against its windows."""
+        if not writes_on(engine):
+            return context_for(engine, memory_text, body, note_text).describe()
+        model = engine.loaded.model
+        instruction = instruction_for(engine, memory_text, prompt_text, note_text)
+        lead = model.lead_ids(prompt_safe(body, limits.reject_emoji))
+        covered = len(model.tokenizer.decode(lead)) if lead else 0
+        beyond = max(0, len(body.strip()) - covered)
+        rest = f"; the first {beyond:,} characters are beyond its window" if beyond else ""
+        return (f"Instruction: **{instruction.tokens} of {instruction.budget} tokens** (memory "
+                f"{instruction.memory_tokens} · the prompt and the author's note) · Manuscript: Continue writes on "
+                f"from its last **{len(lead)} of {model.lead_window()} tokens** ({covered:,} characters){rest}")
+
+    def show_budget(body: str, memory_text: str, note_text: str, prompt_text: str) -> str:
         try:
-            return context_for(get_engine(), memory_text or "", body or "", note_text or "").describe()
+            return budget_line(get_engine(), body or "", memory_text or "", note_text or "", prompt_text or "")
         except NotReadyError as exc:
             return f"⚠ {exc}"
 
@@ -125,7 +152,8 @@ def manuscript_tab(get_engine: Callable[[], Engine], config: ServingConfig, sett
         from models.contract import GenerationSettings
 
         last = turns[-1]
-        settings = GenerationSettings.from_dict(last["settings"])
+        lead = prompt_safe(last["before"], limits.reject_emoji) if last.get("wrote_on") else ""
+        settings = GenerationSettings.from_dict({**last["settings"], "lead": lead})
         chances = get_engine().loaded.model.token_chances(last["prompt"], last["written"], settings)
         return gr.update(value=chances_html(chances), visible=True)
 
@@ -138,39 +166,52 @@ def manuscript_tab(get_engine: Callable[[], Engine], config: ServingConfig, sett
                 raise ValueError("the manuscript is empty: Generate first, or write its opening yourself")
             if kind == "generate" and not (values[0] or "").strip():
                 raise ValueError("write a prompt above first")
-            source = values[0] if kind == "generate" else body
-            context = context_for(engine, memory_text, source, note_text if kind == "continue" else "")
+            prompt_text = values[0] or current.get("prompt", "")
+            wrote_on = kind == "continue" and writes_on(engine)
+            if wrote_on:  # the model reads the manuscript's end as the start of its own piece and writes on
+                context = instruction_for(engine, memory_text, prompt_text, note_text)
+                chat = Chat(lead=prompt_safe(body, limits.reject_emoji))
+            else:
+                source = values[0] if kind == "generate" else body
+                context = context_for(engine, memory_text, source, note_text if kind == "continue" else "")
+                chat = None
             values[0], values[-1] = context.prompt, 1
             request = request_for(*values, seed_value if reuse_value else random.randrange(0, 2**31))
-            settings, pieces = engine.stream(request)
+            settings, pieces = engine.stream(request, chat)
             written = ""
             before = body
+
+            def grown(new: str) -> str:
+                if kind == "generate":
+                    return new.strip()
+                return before.rstrip() + new if wrote_on else joined(before, new.lstrip())
+
             for piece in pieces:
                 written += piece
-                shown_text = written.lstrip() if kind == "generate" else joined(before, written.lstrip())
-                yield shown_text, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-            after = written.strip() if kind == "generate" else joined(before, written.lstrip())
+                yield grown(written), gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            after = grown(written)
             prov = engine.loaded.provenance.as_dict()
-            settings_dict = asdict(settings)
+            settings_dict = {k: v for k, v in asdict(settings).items() if k != "lead"}  # the lead is `before`
             meta = {"kind": kind, "seed": settings.seed, "settings": settings_dict, "provenance": prov,
                     "provenance_line": provenance_line(prov, settings_dict), "prompt": context.prompt,
-                    "written": written.strip()}
-            updated = apply_turn({**current, "title": title_text or "", "memory": memory_text, "note": note_text},
-                                 before, after, meta)
+                    "written": written if wrote_on else written.strip(), "wrote_on": wrote_on,
+                    "story_prompt": prompt_text}
+            updated = apply_turn({**current, "title": title_text or "", "memory": memory_text, "note": note_text,
+                                  "prompt": prompt_text}, before, after, meta)
             kept = save_story(kept, updated)
             yield (after, updated, kept, gr.update(choices=story_choices(kept), value=updated["id"]),
-                   meta["provenance_line"], context_for(engine, memory_text, after, note_text).describe(),
+                   meta["provenance_line"], budget_line(engine, after, memory_text, note_text, prompt_text),
                    chances_for(updated, shown))
         except Exception as exc:
             raise _fail(exc) from None
 
     def take_back(body: str, current: dict[str, Any], kept: dict[str, Any], shown: bool, memory_text: str,
-                  note_text: str, forward: bool) -> tuple[Any, ...]:
+                  note_text: str, prompt_text: str, forward: bool) -> tuple[Any, ...]:
         try:
             updated = (redo if forward else undo)(current, body or "")
             kept = save_story(kept, updated)
             return (updated["text"], updated, kept, gr.update(choices=story_choices(kept), value=updated["id"]),
-                    show_budget(updated["text"], memory_text, note_text), chances_for(updated, shown))
+                    show_budget(updated["text"], memory_text, note_text, prompt_text), chances_for(updated, shown))
         except Exception as exc:
             raise _fail(exc) from None
 
@@ -190,7 +231,8 @@ def manuscript_tab(get_engine: Callable[[], Engine], config: ServingConfig, sett
         last = chosen["turns"][-1]["provenance_line"] if chosen.get("turns") else ""
         return (chosen, chosen.get("text", ""), chosen.get("memory", ""), chosen.get("note", ""),
                 chosen.get("title", ""), show_budget(chosen.get("text", ""), chosen.get("memory", ""),
-                                                     chosen.get("note", "")), last, chances_for(chosen, shown))
+                                                     chosen.get("note", ""), chosen.get("prompt", "")), last,
+                chances_for(chosen, shown), gr.update(value=chosen["prompt"]) if chosen.get("prompt") else gr.update())
 
     def start_new() -> tuple[Any, ...]:
         return new_story(), "", "", "", "", "", "", gr.update(visible=False)
@@ -218,15 +260,18 @@ def manuscript_tab(get_engine: Callable[[], Engine], config: ServingConfig, sett
 
     write.click(generate_turn, turn_inputs, turn_outputs, concurrency_limit=4)
     cont.click(continue_turn, turn_inputs, turn_outputs, concurrency_limit=4)
-    back_inputs = [text, story, stories, show, memory, note]
+    prompt = settings_inputs[0]
+    back_inputs = [text, story, stories, show, memory, note, prompt]
     back_outputs = [text, story, stories, saved, budget, probs]
     back.click(undo_turn, back_inputs, back_outputs)
     forth.click(redo_turn, back_inputs, back_outputs)
-    for box in (text, memory, note):
-        box.change(show_budget, [text, memory, note], budget, trigger_mode="always_last", show_progress="hidden")
+    for box in (text, memory, note, prompt):
+        box.change(show_budget, [text, memory, note, prompt], budget, trigger_mode="always_last",
+                   show_progress="hidden")
     for box in (text, memory, note, title):
         box.blur(keep_edits, [text, memory, note, title, story, stories], [story, stories, saved])
-    open_story.click(reopen, [saved, stories, show], [story, text, memory, note, title, budget, provenance, probs])
+    open_story.click(reopen, [saved, stories, show],
+                     [story, text, memory, note, title, budget, provenance, probs, prompt])
     fresh_story.click(start_new, None, [story, text, memory, note, title, budget, provenance, probs])
     show.change(chances_for, [story, show], probs)
     story.change(exported, [story, fmt], download)

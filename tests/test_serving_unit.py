@@ -392,3 +392,25 @@ def test_one_set_of_sampling_limits_for_the_settings_the_api_and_the_openai_laye
                          ("repetition_penalty", REPETITION_PENALTY_MAX + 0.5)):
         with pytest.raises(ValueError, match=field):
             GenerationSettings(**{field: value})
+
+
+def test_a_writer_that_writes_on_continues_the_manuscript_end(lora_champion):
+    from models.contract import GenerationSettings
+    from serving.engine import Chat
+
+    engine = Engine(load_serving_config(env={}), loader=lambda source: LoadedModel(lora_champion, PROV, 0.1))
+    assert engine.load() and lora_champion.writes_on
+    manuscript = "Wren climbed the hill at dawn. The mill door stood open, and inside"
+    request = GenerateRequest(prompt="A girl finds an abandoned mill.", max_new_tokens=12, seed=5)
+    settings, pieces = engine.stream(request, Chat(lead=manuscript))
+    text = "".join(pieces)
+    assert settings.lead == manuscript
+    plain = GenerationSettings(max_new_tokens=12, seed=5, temperature=0.8, top_k=50, top_p=0.95,
+                               repetition_penalty=1.1)
+    assert text == lora_champion.generate([request.prompt], plain.replace(lead=manuscript))[0]
+    assert text != lora_champion.generate([request.prompt], plain)[0]  # the lead is read
+    long_lead = "word " * 2000
+    assert len(lora_champion.lead_ids(long_lead)) == lora_champion.lead_window() == lora_champion.config.context // 3
+    assert lora_champion.lead_ids("   ") == []
+    chances = lora_champion.token_chances(request.prompt, text, settings)
+    assert chances and all(0 <= c.p <= 1 for c in chances)
