@@ -7,6 +7,7 @@ Examples:
     python run.py --pipeline training --real-test tinystories:../shared/datasets/tinystories/FILE.txt?limit=400
     python run.py --pipeline deployment --port 3000
     python run.py --pipeline inference --prompts examples/prompts.txt --output outputs/generations.jsonl
+    python run.py --stack team --pipeline training     # on the servers `python -m infra.team up` started
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from core.paths import REGISTERED_NAME
-from infra.stack import PROJECT_ROOT, quiet_defaults
+from infra.stack import PROJECT_ROOT, STACK_CONFIGS, quiet_defaults
 
 PIPELINES = ("training", "deployment", "inference")
 DEFAULT_CONFIGS = {"training": Path("configs/default.yaml"), "deployment": Path("configs/deployment.yaml"),
@@ -34,7 +35,7 @@ class CleanArgumentParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = CleanArgumentParser(description="Run a creative-writer pipeline on the local ZenML stack.")
+    parser = CleanArgumentParser(description="Run a creative-writer pipeline on the local (or the team's) ZenML stack.")
     parser.add_argument("--pipeline", choices=PIPELINES, default="training", help="which pipeline to run")
     parser.add_argument("--config", type=Path, help="run profile (YAML; default: configs/default.yaml for "
                         "training, configs/deployment.yaml, configs/inference.yaml)")
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inference: where to write the generations (.jsonl or .csv)")
     parser.add_argument("--model-version", help="deployment/inference: a registry version instead of the alias")
     parser.add_argument("--port", type=int, help="deployment: the port to serve on (default from the profile)")
+    parser.add_argument("--stack", choices=sorted(STACK_CONFIGS), default="local",
+                        help="local: SQLite files in this checkout (default); team: the ZenML and MLflow servers "
+                             "of stack_configs/team.yaml (start them with python -m infra.team up)")
+    parser.add_argument("--team-root", type=Path, default=PROJECT_ROOT / ".team",
+                        help="--stack team: the folder `python -m infra.team up` used (default: .team)")
     return parser
 
 
@@ -75,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--real-test is for --pipeline training (the evaluation measures the candidates on it)", 2)
     if args.port is not None and not 0 < args.port < 65536:
         return fail(f"--port {args.port}: not a port number", 2)
+    from infra.team import TeamError, select_stack
+
+    try:  # before ZenML is imported: it reads where its server is when it loads
+        repository = select_stack(args.stack, args.team_root)
+    except TeamError as exc:
+        return fail(str(exc))
     quiet_defaults()
     started = time.perf_counter()
 
@@ -90,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_cache:
         resolved["enable_cache"] = False
 
-    from infra.stack import StackConfigError, ensure_stack
+    from infra.stack import StackConfigError, ensure_stack, load_stack_spec, spec_tracking_uri
 
     try:
-        for change in ensure_stack():
+        for change in ensure_stack(STACK_CONFIGS[args.stack], repository=repository):
             print(f"[stack] {change}")
+        tracking = spec_tracking_uri(load_stack_spec(STACK_CONFIGS[args.stack]))
     except StackConfigError as exc:
         return fail(str(exc))
     if args.pipeline != "training":
@@ -146,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.pipeline == "deployment":
         print_deployment_summary(run, seconds)
     else:
-        print_run_summary(run, seconds, PROJECT_ROOT)
+        print_run_summary(run, seconds, PROJECT_ROOT, tracking)
     return 0
 
 

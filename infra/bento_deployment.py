@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,9 +72,19 @@ def existing(model_deployer: Any) -> list[Any]:
                                             service_type=CreativeWriterDeployment.SERVICE_TYPE)
 
 
+def owner(root: Path = PROJECT_ROOT) -> str:
+    """Whose deployments a process serves: the checkout, and the ZenML server when not the local stack.
+
+    The team stack's deployments are the team server's to manage, so the local stack's ``list``/``stop``
+    leaves them alone (and the other way round).
+    """
+    server = os.environ.get("ZENML_STORE_URL", "")
+    return f"{root} (stack at {server})" if server.startswith(("http://", "https://")) else str(root)
+
+
 def leftovers(root: Path = PROJECT_ROOT) -> list[ProcessInfo]:
-    """Server processes started by deployments of the checkout at ``root`` (daemons and BentoML workers)."""
-    return marked(DEPLOYMENT_ROOT_ENV, str(root))
+    """Server processes started by deployments of the checkout at ``root`` on this stack (daemons, workers)."""
+    return marked(DEPLOYMENT_ROOT_ENV, owner(root))
 
 
 def check_port(host: str, port: int, root: Path = PROJECT_ROOT) -> None:
@@ -89,12 +100,12 @@ def check_port(host: str, port: int, root: Path = PROJECT_ROOT) -> None:
     if not holders:
         raise DeploymentError(f"port {port} on {host} is in use by a process this user cannot see; free it {other}")
     for holder in holders:
-        if holder.marker == str(root):
+        if holder.marker == owner(root):
             continue
         if holder.marker:
             raise DeploymentError(f"port {port} is held by {holder.describe()}, a creative-writer deployment of "
-                                  f"{holder.marker}; stop it there with `python -m infra.bento_deployment stop` "
-                                  f"{other}")
+                                  f"{holder.marker}; stop it there with `python -m infra.bento_deployment stop"
+                                  f"{' --stack team' if '(stack at' in holder.marker else ''}` {other}")
         raise DeploymentError(f"port {port} is held by {holder.describe()}, which is not a deployment of this "
                               f"project; stop it (kill {holder.pid}) {other}")
 
@@ -162,7 +173,7 @@ def deploy(model_deployer: Any, bento_tag: str, model_uri: str, host: str, port:
     service = CreativeWriterDeployment(uuid=record.id, config=config)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     try:
-        markers = {DEPLOYMENT_ID_ENV: str(record.id), DEPLOYMENT_ROOT_ENV: str(PROJECT_ROOT)}
+        markers = {DEPLOYMENT_ID_ENV: str(record.id), DEPLOYMENT_ROOT_ENV: owner()}
         process_env = {k: os.environ.get(k, v) for k, v in PROCESS_ENV.items()}  # the environment wins
         with _environment({**process_env, **markers}):
             service.start(timeout=0)
@@ -272,11 +283,21 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    from zenml.client import Client
+    from infra.team import TeamError, TeamLayout, select_stack
 
     parser = argparse.ArgumentParser(description="List or stop the creative-writer deployments.")
     parser.add_argument("action", choices=("list", "stop"))
+    parser.add_argument("--stack", choices=("local", "team"), default="local",
+                        help="whose deployments: the local stack's (default) or the team stack's")
+    parser.add_argument("--team-root", type=Path, default=TeamLayout.root, help="--stack team: infra.team's folder")
     args = parser.parse_args(argv)
+    try:
+        select_stack(args.stack, args.team_root)
+    except TeamError as exc:
+        print(f"infra.bento_deployment: error: {exc}", file=sys.stderr)
+        return 1
+    from zenml.client import Client
+
     deployer = Client().active_stack.model_deployer
     if deployer is None:
         print("the active ZenML stack has no model deployer (run `python run.py` once to set the stack up)")

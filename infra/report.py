@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,20 @@ def step_statuses(run_id: Any) -> dict[str, str]:
     return {name: str(step.status.value) for name, step in run.steps.items()}
 
 
+_UNREACHABLE = re.compile(r"API request to (https?://[^/\s]+)/api/\S*mlflow\S* failed .*"
+                          r"(Connection refused|Max retries exceeded|timed out|Name or service not known)", re.S)
+
+
+def explain_failure(message: str) -> str:
+    """A step's error message, with an unreachable MLflow server said in one plain sentence."""
+    unreachable = _UNREACHABLE.search(message)
+    if unreachable:
+        return (f"the MLflow tracking server at {unreachable.group(1)} did not answer ({unreachable.group(2)}), so "
+                "the step stopped there. Start it again (the team services: python -m infra.team up) and rerun: "
+                "model versions it had registered are reused")
+    return message
+
+
 def failure_messages(pipeline_name: str) -> list[str]:
     """``step: message`` for each failed step of the pipeline's latest run."""
     from zenml.client import Client
@@ -25,7 +40,7 @@ def failure_messages(pipeline_name: str) -> list[str]:
     for name, step in run.steps.items():
         info = getattr(step, "exception_info", None)
         if str(step.status.value) == "failed":
-            out.append(f"step {name} failed: {info.message if info else 'see the log above'}")
+            out.append(f"step {name} failed: {explain_failure(info.message) if info else 'see the log above'}")
     return out
 
 
@@ -40,8 +55,15 @@ def dashboard_url(run_id: Any) -> str | None:
         return None
 
 
-def print_run_summary(run: Any, seconds: float, root: Path) -> None:
-    """Prints the step table, the report artifacts and how to open the dashboard and the MLflow UI."""
+def print_run_summary(run: Any, seconds: float, root: Path, tracking: str = "") -> None:
+    """Prints the step table, the report artifacts and how to open the dashboard and the MLflow UI.
+
+    Args:
+        run: The pipeline run.
+        seconds: How long ``run.py`` took.
+        root: The project root (its local MLflow store).
+        tracking: The stack's MLflow tracking URI; a server's is printed as the UI's address.
+    """
     statuses = _print_steps(run, seconds)
     cached = sum(s == "cached" for s in statuses.values())
     print(f"  ({cached} of {len(statuses)} steps cached)")
@@ -56,7 +78,10 @@ def print_run_summary(run: Any, seconds: float, root: Path) -> None:
           "Client().get_artifact_version('evaluation_report').visualize()  (or 'data_report')")
     if "promote" in run.steps:
         print("  The champion: mlflow.pyfunc.load_model('models:/creative-writer@champion'), tracking URI below")
-    print(f"  MLflow UI: mlflow ui --backend-store-uri {tracking_uri(root)} --port 5000")
+    if tracking.startswith(("http://", "https://")):  # the team stack: the tracking server is the UI
+        print(f"  MLflow UI: {tracking}")
+    else:
+        print(f"  MLflow UI: mlflow ui --backend-store-uri {tracking_uri(root)} --port 5000")
 
 
 def step_output(run: Any, step: str) -> Any:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ import yaml
 from core.paths import MLFLOW_DIRNAME, PROJECT_ROOT, mlflow_dir, tracking_uri  # noqa: F401 - infra.stack's API
 
 DEFAULT_STACK_CONFIG = PROJECT_ROOT / "stack_configs" / "local.yaml"
+STACK_CONFIGS = {"local": DEFAULT_STACK_CONFIG, "team": PROJECT_ROOT / "stack_configs" / "team.yaml"}
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECRET_REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\.[A-Za-z0-9_-]+\s*\}\}")
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,28 @@ class StackSpec:
     experiments: list[str] = field(default_factory=list)
 
 
+def _fill_environment(value: Any, path: Path) -> Any:
+    """``value`` with every ``${NAME}`` in its strings replaced by the environment variable.
+
+    Raises:
+        StackConfigError: If a variable is not set (naming it and the file).
+    """
+    if isinstance(value, dict):
+        return {key: _fill_environment(item, path) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill_environment(item, path) for item in value]
+    if not isinstance(value, str):
+        return value
+    missing = sorted({name for name in _ENV_REFERENCE.findall(value) if not os.environ.get(name)})
+    if missing:
+        raise StackConfigError(f"{path} reads {', '.join(missing)} from the environment, which is not set")
+    return _ENV_REFERENCE.sub(lambda m: os.environ[m.group(1)], value)
+
+
 def load_stack_spec(path: Path = DEFAULT_STACK_CONFIG, root: Path = PROJECT_ROOT) -> StackSpec:
-    """Reads a stack YAML and fills in ``{mlflow_dir}``.
+    """Reads a stack YAML and fills in ``{mlflow_dir}`` and ``${NAME}`` (from the environment).
+
+    ZenML secret references (``{{secret.key}}``) are left for ZenML to resolve.
 
     Args:
         path: The YAML file.
@@ -62,12 +86,13 @@ def load_stack_spec(path: Path = DEFAULT_STACK_CONFIG, root: Path = PROJECT_ROOT
         The spec.
 
     Raises:
-        StackConfigError: If the file is missing or malformed; the message names the file and key.
+        StackConfigError: If the file is missing or malformed, or names an environment variable that is
+            not set; the message names the file and key or variable.
     """
     if not path.is_file():
         raise StackConfigError(f"stack config not found: {path}")
     text = path.read_text().replace("{mlflow_dir}", str(mlflow_dir(root)))
-    data = yaml.safe_load(text) or {}
+    data = _fill_environment(yaml.safe_load(text) or {}, path)
     if not isinstance(data.get("name"), str) or not isinstance(data.get("components"), dict):
         raise StackConfigError(f"{path}: needs a 'name' and a 'components' mapping")
     for role, comp in data["components"].items():
@@ -84,8 +109,17 @@ def _spec_digest(spec: StackSpec, root: Path) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def spec_tracking_uri(spec: StackSpec, root: Path = PROJECT_ROOT) -> str:
+    """The MLflow tracking URI the spec's experiment tracker uses (the project's SQLite store by default)."""
+    tracker = spec.components.get("experiment_tracker") or {}
+    return str((tracker.get("configuration") or {}).get("tracking_uri") or tracking_uri(root))
+
+
 def ensure_mlflow_store(spec: StackSpec, root: Path = PROJECT_ROOT) -> list[str]:
-    """Creates the MLflow folder and the spec's experiments with absolute artifact locations.
+    """Creates the spec's MLflow experiments when missing.
+
+    On a local store (SQLite in ``.mlflow``) they get absolute artifact locations in that folder; on a
+    tracking server, its own artifact root (which proxies artifacts when it serves them).
 
     Returns:
         What was created (empty when everything existed).
@@ -93,21 +127,44 @@ def ensure_mlflow_store(spec: StackSpec, root: Path = PROJECT_ROOT) -> list[str]
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    uri = spec_tracking_uri(spec, root)
+    remote = uri.startswith(("http://", "https://"))
     folder = mlflow_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=tracking_uri(root), registry_uri=tracking_uri(root))
-    mlflow.set_tracking_uri(tracking_uri(root))
+    if not remote:
+        folder.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mlflow.set_tracking_uri(uri)
     changes = []
     for name in spec.experiments:
         if client.get_experiment_by_name(name) is None:
-            location = (folder / "artifacts" / name).as_uri()
+            location = None if remote else (folder / "artifacts" / name).as_uri()
             client.create_experiment(name, artifact_location=location)
-            changes.append(f"created MLflow experiment '{name}' (artifacts in {location})")
+            changes.append(f"created MLflow experiment '{name}' on {uri}"
+                           + (f" (artifacts in {location})" if location else ""))
     return changes
 
 
+def check_secrets(spec: StackSpec, client: Any, config_path: Path) -> None:
+    """Fails early when a component reads a ZenML secret that the connected store does not have.
+
+    Raises:
+        StackConfigError: Naming the component, the secret and how to create it.
+    """
+    for role, comp in spec.components.items():
+        for value in comp["configuration"].values():
+            for secret in _SECRET_REFERENCE.findall(str(value)):
+                try:
+                    client.get_secret(secret)
+                except KeyError:
+                    raise StackConfigError(
+                        f"{config_path}: the {role} '{comp['name']}' reads the ZenML secret '{secret}', which "
+                        f"is not registered on {client.zen_store.url}; create it (`zenml secret create {secret} "
+                        "--token=...`; `python -m infra.team up` does it for the servers it starts)") from None
+
+
 def ensure_stack(
-    config_path: Path = DEFAULT_STACK_CONFIG, root: Path = PROJECT_ROOT, activate: bool = True
+    config_path: Path = DEFAULT_STACK_CONFIG, root: Path = PROJECT_ROOT, activate: bool = True,
+    repository: Path | None = None,
 ) -> list[str]:
     """Initialises the ZenML repository, registers the stack, activates it and prepares MLflow.
 
@@ -118,6 +175,8 @@ def ensure_stack(
         config_path: The stack YAML.
         root: The project root (ZenML repository and ``.mlflow`` folder).
         activate: Whether to make the stack the active one.
+        repository: The ZenML repository folder when it is not ``root`` (the team stack keeps its own,
+            ``$ZENML_REPOSITORY_PATH``, so that team runs leave the local stack's state alone).
 
     Returns:
         A list of human-readable changes; empty when nothing changed.
@@ -132,10 +191,13 @@ def ensure_stack(
 
     spec = load_stack_spec(config_path, root)
     changes: list[str] = []
-    if not Client.is_repository_directory(root):
-        Client.initialize(root)
-        changes.append(f"initialised the ZenML repository at {root}")
+    repo = repository or root
+    if not Client.is_repository_directory(repo):
+        repo.mkdir(parents=True, exist_ok=True)
+        Client.initialize(repo)
+        changes.append(f"initialised the ZenML repository at {repo}")
     client = Client()
+    check_secrets(spec, client, config_path)
     ids: dict[StackComponentType, Any] = {}
     for role, comp in spec.components.items():
         ctype = StackComponentType(role)
@@ -176,7 +238,9 @@ def ensure_stack(
     if activate and client.active_stack_model.name != spec.name:
         client.activate_stack(spec.name)
         changes.append(f"activated stack '{spec.name}'")
-    # MLflow's first connection creates its tables (seconds); skip it when this spec was prepared before.
+    if spec_tracking_uri(spec, root).startswith(("http://", "https://")):
+        return changes + ensure_mlflow_store(spec, root)  # a server: three quick look-ups
+    # MLflow's first connection creates its SQLite tables (seconds); skip it when this spec was prepared.
     marker = mlflow_dir(root) / ".prepared"
     digest = _spec_digest(spec, root)
     if not (marker.is_file() and marker.read_text() == digest):

@@ -1,20 +1,28 @@
-"""The team services on one machine: PostgreSQL and an MLflow tracking server that proxies artifacts.
+"""The team services on one machine: PostgreSQL, an MLflow tracking server on it and a ZenML server.
 
-    python -m infra.team up        # initialise (once) and start both, wait for health, print how to use them
+    python -m infra.team up        # initialise (once) and start all three, wait for health, print how to use them
     python -m infra.team status    # what runs, on which ports
     python -m infra.team down      # stop exactly what `up` started (by pid file and pg_ctl)
 
 Everything lives in a folder the script owns (``.team/`` in the checkout, or ``--root``): the PostgreSQL
-cluster (``pg/``), the artifacts the MLflow server stores for its clients (``artifacts/``), logs and pid
-files. PostgreSQL listens on loopback only; the MLflow server's role has a random password written once to
-``pg/password`` (mode 0600) and given to the server through its environment, never written in a config.
+cluster (``pg/``), the artifacts the MLflow server stores for its clients (``artifacts/``), the ZenML
+server's database and its artifact store (``zenml/``), logs and pid files. PostgreSQL listens on loopback
+only; the MLflow server's role has a random password written once to ``pg/password`` (mode 0600) and
+given to the server through its environment, never written in a config.
 Run as root, the database runs as the ``postgres`` system user (PostgreSQL refuses root).
 
 The MLflow server is the team's tracking server *and* model registry (``--serve-artifacts``: clients send
 artifacts through it, so they need no access to its disk). Point MLflow clients at it with
 ``MLFLOW_TRACKING_URI=http://127.0.0.1:5050``; elsewhere the same server runs on a shared host.
 
-Not here yet (issue #17): a ZenML server, ``run.py --stack team`` and multi-process training.
+The ZenML server keeps the pipelines, runs, stacks and secrets (SQLite in ``zenml/`` by default, or the
+database ``--zenml-store-url`` names, e.g. ``mysql://user:password@host/zenml`` for MariaDB); it asks for a
+login, whose password is written once to ``zenml/password`` (0600). ``up`` registers the ZenML secret
+``cw_mlflow`` that ``stack_configs/team.yaml``'s MLflow tracker reads its token from: this MLflow server
+has no authentication (loopback only), so the token is random; against a server elsewhere, create the
+secret with its real token. ``python run.py --stack team`` reads :func:`client_environment` to reach the
+servers; variables already set in the environment win, which is how the same ``team.yaml`` points at
+servers elsewhere.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,6 +61,7 @@ class TeamLayout:
     root: Path = PROJECT_ROOT / ".team"
     pg_port: int = 5433
     mlflow_port: int = 5050
+    zenml_port: int = 8239
 
     @property
     def pg_data(self) -> Path:
@@ -72,6 +82,26 @@ class TeamLayout:
     def tracking_uri(self) -> str:
         """What MLflow clients use."""
         return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def zenml_dir(self) -> Path:
+        """The ZenML server's database and configuration, and the team's ZenML client folders."""
+        return self.root / "zenml"
+
+    @property
+    def zenml_pid(self) -> Path:
+        """The ZenML server's pid file."""
+        return self.root / "zenml.pid"
+
+    @property
+    def zenml_password_file(self) -> Path:
+        """The ZenML server's login password (0600)."""
+        return self.zenml_dir / "password"
+
+    @property
+    def zenml_url(self) -> str:
+        """What ZenML clients connect to."""
+        return f"http://127.0.0.1:{self.zenml_port}"
 
 
 def pg_bin(name: str) -> str:
@@ -172,59 +202,69 @@ def _pid(path: Path) -> int | None:
     return pid
 
 
-def mlflow_healthy(layout: TeamLayout) -> bool:
-    """Whether the MLflow server answers its health check."""
+ZENML_USER = "creative-writer"
+MLFLOW_SECRET = "cw_mlflow"  # the ZenML secret stack_configs/team.yaml's tracker reads its token from
+
+
+def _healthy(url: str) -> bool:
     import httpx
 
     try:
-        return httpx.get(layout.tracking_uri + "/health", timeout=2).status_code == 200
+        return httpx.get(url + "/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def start_mlflow(layout: TeamLayout, database_uri: str, timeout_s: float = 120) -> int:
-    """Starts the MLflow server (tracking, registry, proxied artifacts) unless it runs; waits for health.
+def mlflow_healthy(layout: TeamLayout) -> bool:
+    """Whether the MLflow server answers its health check."""
+    return _healthy(layout.tracking_uri)
+
+
+def zenml_healthy(layout: TeamLayout) -> bool:
+    """Whether the ZenML server answers its health check."""
+    return _healthy(layout.zenml_url)
+
+
+def _start_server(name: str, command: list[str], env: dict[str, str], pid_file: Path, port: int,
+                  healthy: Callable[[], bool], timeout_s: float) -> int:
+    """Starts one server in its own process group unless it runs; waits until ``healthy()``.
 
     Returns:
         Its pid.
 
     Raises:
-        TeamError: If it exits or is not healthy in time (with the end of its log).
+        TeamError: If the port is taken, or the server exits or is not healthy in time (with its log's end).
     """
-    running = _pid(layout.mlflow_pid)
-    if running is not None and mlflow_healthy(layout):
+    running = _pid(pid_file)
+    if running is not None and healthy():
         return running
     from infra.processes import port_in_use
 
-    if port_in_use("127.0.0.1", layout.mlflow_port):
-        raise TeamError(f"port {layout.mlflow_port} is taken by something else; choose another (--mlflow-port)")
-    artifacts = layout.root / "artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    log_path = layout.root / "mlflow.log"
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": database_uri}  # the password stays out of argv
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(layout.mlflow_port),
-               "--serve-artifacts", "--artifacts-destination", artifacts.resolve().as_uri(), "--workers", "1"]
+    if port_in_use("127.0.0.1", port):
+        raise TeamError(f"port {port} is taken by something else; choose another port for the {name} server")
+    log_path = pid_file.with_suffix(".log")
     with log_path.open("a") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    layout.mlflow_pid.write_text(str(process.pid))
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                   cwd=pid_file.parent)
+    pid_file.write_text(str(process.pid))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            layout.mlflow_pid.unlink(missing_ok=True)
-            raise TeamError(f"the MLflow server exited ({process.returncode}):\n{log_path.read_text()[-2000:]}")
-        if mlflow_healthy(layout):
+            pid_file.unlink(missing_ok=True)
+            raise TeamError(f"the {name} server exited ({process.returncode}):\n{log_path.read_text()[-2000:]}")
+        if healthy():
             return process.pid
         time.sleep(0.5)
-    stop_mlflow(layout)
-    raise TeamError(f"the MLflow server was not healthy after {timeout_s:.0f} s:\n{log_path.read_text()[-2000:]}")
+    _stop_server(pid_file)
+    raise TeamError(f"the {name} server was not healthy after {timeout_s:.0f} s:\n{log_path.read_text()[-2000:]}")
 
 
-def stop_mlflow(layout: TeamLayout) -> bool:
-    """Stops the MLflow server this script started (its whole process group); returns whether one ran."""
+def _stop_server(pid_file: Path) -> bool:
+    """Stops the server a pid file names (its whole process group); returns whether one ran."""
     import signal
 
-    pid = _pid(layout.mlflow_pid)
-    layout.mlflow_pid.unlink(missing_ok=True)
+    pid = _pid(pid_file)
+    pid_file.unlink(missing_ok=True)
     if pid is None:
         return False
     for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
@@ -242,17 +282,176 @@ def stop_mlflow(layout: TeamLayout) -> bool:
     return True
 
 
-def up(layout: TeamLayout) -> dict[str, str]:
-    """Starts PostgreSQL and the MLflow server (idempotent); returns how to reach them."""
+def start_mlflow(layout: TeamLayout, database_uri: str, timeout_s: float = 120) -> int:
+    """Starts the MLflow server (tracking, registry, proxied artifacts) unless it runs; waits for health.
+
+    Returns:
+        Its pid.
+
+    Raises:
+        TeamError: If the port is taken, or it exits or is not healthy in time (with the end of its log).
+    """
+    artifacts = layout.root / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": database_uri}  # the password stays out of argv
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(layout.mlflow_port),
+               "--serve-artifacts", "--artifacts-destination", artifacts.resolve().as_uri(), "--workers", "1"]
+    return _start_server("MLflow", command, env, layout.mlflow_pid, layout.mlflow_port,
+                         lambda: mlflow_healthy(layout), timeout_s)
+
+
+def stop_mlflow(layout: TeamLayout) -> bool:
+    """Stops the MLflow server this script started; returns whether one ran."""
+    return _stop_server(layout.mlflow_pid)
+
+
+def _secret_file(path: Path) -> str:
+    """The secret in ``path``, written once (random, mode 0600) when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def start_zenml(layout: TeamLayout, store_url: str = "", timeout_s: float = 120) -> int:
+    """Starts the ZenML server (REST API and dashboard) unless it runs; waits for health.
+
+    Args:
+        layout: Where it lives and listens.
+        store_url: Its database (e.g. ``mysql://user:password@host/zenml``); SQLite in ``zenml/`` when empty.
+        timeout_s: How long to wait for health.
+
+    Returns:
+        Its pid.
+
+    Raises:
+        TeamError: If the port is taken, or it exits or is not healthy in time (with the end of its log).
+    """
+    password = _secret_file(layout.zenml_password_file)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ZENML_")},
+           "ZENML_SERVER": "true", "ZENML_CONFIG_PATH": str(layout.zenml_dir / "server-config"),
+           "ZENML_STORE_URL": store_url or f"sqlite:///{layout.zenml_dir.resolve()}/zenml.db",
+           "ZENML_SERVER_AUTO_ACTIVATE": "true", "ZENML_DEFAULT_USER_NAME": ZENML_USER,
+           "ZENML_DEFAULT_USER_PASSWORD": password, "ZENML_ANALYTICS_OPT_IN": "false",
+           # one machine: the dashboard may show artifacts of the local artifact store
+           "ZENML_SERVER_ALLOW_LOCAL_FILE_ACCESS": "true"}
+    command = [sys.executable, "-m", "uvicorn", "zenml.zen_server.zen_server_api:app", "--host", "127.0.0.1",
+               "--port", str(layout.zenml_port), "--log-level", "warning"]
+    return _start_server("ZenML", command, env, layout.zenml_pid, layout.zenml_port,
+                         lambda: zenml_healthy(layout), timeout_s)
+
+
+def client_environment(layout: TeamLayout) -> dict[str, str]:
+    """The environment a ZenML/MLflow client uses to work on these servers (``run.py --stack team``).
+
+    The team's ZenML client keeps its own configuration and repository under ``zenml/``, so the local
+    stack's state (``.zen``, the global ZenML config) is never touched by team runs.
+    """
+    return {"ZENML_STORE_URL": layout.zenml_url, "ZENML_STORE_USERNAME": ZENML_USER,
+            "ZENML_STORE_PASSWORD": _secret_file(layout.zenml_password_file),
+            "ZENML_CONFIG_PATH": str(layout.zenml_dir / "client-config"),
+            "ZENML_REPOSITORY_PATH": str(layout.zenml_dir / "repository"),
+            "ZENML_CUSTOM_SOURCE_ROOT": str(PROJECT_ROOT),
+            "MLFLOW_TRACKING_URI": layout.tracking_uri, "CW_TEAM_DIR": str(layout.root.resolve())}
+
+
+def select_stack(stack: str, team_root: Path) -> Path | None:
+    """For ``--stack team``: points this process at the team servers; returns the team's ZenML repository.
+
+    ``--stack local`` changes nothing and returns None (the project root is the repository). Call it
+    before ZenML is imported.
+
+    Raises:
+        TeamError: If the team servers cannot be found (see :func:`use_team_environment`).
+    """
+    if stack != "team":
+        return None
+    use_team_environment(team_root)
+    return Path(os.environ["ZENML_REPOSITORY_PATH"])
+
+
+def connection_file(root: Path) -> Path:
+    """Where ``up`` records the ports it started the servers on (read by ``run.py --stack team``)."""
+    return root / "connection.json"
+
+
+def use_team_environment(root: Path = TeamLayout.root) -> dict[str, str]:
+    """Points this process at the team servers: sets what the environment does not set already.
+
+    With ``ZENML_STORE_URL`` and ``MLFLOW_TRACKING_URI`` in the environment (servers elsewhere), only the
+    team client's own folders are filled in; otherwise the servers ``up`` started under ``root`` are used.
+    Must run before ZenML is imported.
+
+    Returns:
+        The variables it set.
+
+    Raises:
+        TeamError: If neither the environment nor ``root`` says where the servers are.
+    """
+    root = root.resolve()
+    if os.environ.get("ZENML_STORE_URL") and os.environ.get("MLFLOW_TRACKING_URI"):
+        wanted = {"ZENML_CONFIG_PATH": str(root / "zenml" / "client-config"),
+                  "ZENML_REPOSITORY_PATH": str(root / "zenml" / "repository"),
+                  "ZENML_CUSTOM_SOURCE_ROOT": str(PROJECT_ROOT), "CW_TEAM_DIR": str(root)}
+    else:
+        recorded = connection_file(root)
+        if not recorded.is_file():
+            raise TeamError(f"no team services found in {root}: start them with `python -m infra.team up` "
+                            "(or set ZENML_STORE_URL, ZENML_STORE_USERNAME/ZENML_STORE_PASSWORD and "
+                            "MLFLOW_TRACKING_URI for servers elsewhere)")
+        ports = json.loads(recorded.read_text())
+        layout = TeamLayout(root, int(ports["pg_port"]), int(ports["mlflow_port"]), int(ports["zenml_port"]))
+        if not (mlflow_healthy(layout) and zenml_healthy(layout)):
+            raise TeamError(f"the team services in {root} are not running (MLflow {layout.tracking_uri}, ZenML "
+                            f"{layout.zenml_url}): start them with `python -m infra.team up`")
+        wanted = client_environment(layout)
+    changed = {name: value for name, value in wanted.items() if not os.environ.get(name)}
+    os.environ.update(changed)
+    Path(os.environ["ZENML_REPOSITORY_PATH"]).mkdir(parents=True, exist_ok=True)
+    return changed
+
+
+def register_mlflow_secret(layout: TeamLayout) -> bool:
+    """Creates the ZenML secret ``cw_mlflow`` on the ZenML server unless it exists; returns whether it did.
+
+    Our MLflow server has no authentication, so its token is random (ZenML's tracker insists on one for
+    an ``http`` URI). Runs the ZenML CLI as a client of the server, with the secret in a 0600 file.
+    """
+    env = {**os.environ, **client_environment(layout), "ZENML_ANALYTICS_OPT_IN": "false"}
+    zenml = [sys.executable, "-c", "from zenml.cli import cli; cli()"]
+    found = subprocess.run([*zenml, "secret", "get", MLFLOW_SECRET], capture_output=True, text=True, env=env,
+                           timeout=120, cwd=PROJECT_ROOT)
+    if found.returncode == 0:
+        return False
+    values = layout.zenml_dir / "mlflow-secret.json"
+    values.write_text(json.dumps({"token": secrets.token_urlsafe(24)}))
+    values.chmod(0o600)
+    try:
+        _run([*zenml, "secret", "create", MLFLOW_SECRET, f"--values=@{values}"],
+             "registering the cw_mlflow secret", env=env)
+    finally:
+        values.unlink(missing_ok=True)
+    return True
+
+
+def up(layout: TeamLayout, zenml_store_url: str = "") -> dict[str, str]:
+    """Starts PostgreSQL, the MLflow server and the ZenML server (idempotent); returns how to reach them."""
     database_uri = start_postgres(layout)
     start_mlflow(layout, database_uri)
-    return {"tracking_uri": layout.tracking_uri, "postgres": f"127.0.0.1:{layout.pg_port}/{DB_NAME}",
-            "artifacts": str(layout.root / "artifacts")}
+    start_zenml(layout, zenml_store_url)
+    register_mlflow_secret(layout)
+    connection_file(layout.root).write_text(json.dumps(
+        {"pg_port": layout.pg_port, "mlflow_port": layout.mlflow_port, "zenml_port": layout.zenml_port}))
+    return {"tracking_uri": layout.tracking_uri, "zenml_url": layout.zenml_url,
+            "postgres": f"127.0.0.1:{layout.pg_port}/{DB_NAME}", "artifacts": str(layout.root / "artifacts")}
 
 
 def down(layout: TeamLayout) -> list[str]:
     """Stops what :func:`up` started; returns what was stopped."""
     stopped = []
+    if _stop_server(layout.zenml_pid):
+        stopped.append("zenml")
     if stop_mlflow(layout):
         stopped.append("mlflow")
     if postgres_running(layout):
@@ -263,9 +462,10 @@ def down(layout: TeamLayout) -> list[str]:
 
 
 def status(layout: TeamLayout) -> dict[str, object]:
-    """What runs: PostgreSQL, the MLflow server (pid and health) and the layout."""
+    """What runs: PostgreSQL, the MLflow and ZenML servers (pid and health) and the layout."""
     return {"postgres": postgres_running(layout), "mlflow_pid": _pid(layout.mlflow_pid),
-            "mlflow_healthy": mlflow_healthy(layout), **{k: str(v) for k, v in asdict(layout).items()}}
+            "mlflow_healthy": mlflow_healthy(layout), "zenml_pid": _pid(layout.zenml_pid),
+            "zenml_healthy": zenml_healthy(layout), **{k: str(v) for k, v in asdict(layout).items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,16 +475,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=TeamLayout.root, help="the folder the services live in")
     parser.add_argument("--pg-port", type=int, default=TeamLayout.pg_port)
     parser.add_argument("--mlflow-port", type=int, default=TeamLayout.mlflow_port)
+    parser.add_argument("--zenml-port", type=int, default=TeamLayout.zenml_port)
+    parser.add_argument("--zenml-store-url", default=os.environ.get("CW_TEAM_ZENML_STORE_URL", ""),
+                        help="the ZenML server's database (e.g. mysql://user:password@127.0.0.1/zenml for "
+                             "MariaDB; default: SQLite in the team folder); also $CW_TEAM_ZENML_STORE_URL")
     args = parser.parse_args(argv)
-    layout = TeamLayout(args.root.resolve(), args.pg_port, args.mlflow_port)
+    layout = TeamLayout(args.root.resolve(), args.pg_port, args.mlflow_port, args.zenml_port)
     try:
         if args.action == "up":
             started = time.perf_counter()
             where = up(layout)
             print(f"team services up in {time.perf_counter() - started:.1f} s: MLflow {where['tracking_uri']} "
-                  f"(PostgreSQL {where['postgres']}, artifacts in {where['artifacts']})")
-            print(f"use them: export MLFLOW_TRACKING_URI={where['tracking_uri']}")
-            print("stop them: python -m infra.team down")
+                  f"(PostgreSQL {where['postgres']}, artifacts in {where['artifacts']}), "
+                  f"ZenML {where['zenml_url']} (user {ZENML_USER}, password in {layout.zenml_password_file})")
+            root = "" if layout.root == TeamLayout.root else f" --team-root {layout.root}"
+            print(f"use them: python run.py --stack team{root} --pipeline training")
+            print(f"MLflow clients: export MLFLOW_TRACKING_URI={where['tracking_uri']}")
+            print("stop them: python -m infra.team down" + (f" --root {layout.root}" if root else ""))
         elif args.action == "down":
             stopped = down(layout)
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
