@@ -392,8 +392,13 @@ class TransformerWriter(WriterModel):
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> TransformerWriter:
+    def load(cls, directory: Path, trainable: bool = False) -> TransformerWriter:
         """Restores a model saved with :meth:`save` (resolving its base and merging its adapter if it has one).
+
+        Args:
+            directory: What :meth:`save` wrote.
+            trainable: Keep an adapter as a trainable adapter on its base instead of merging it (what the
+                workers of a multi-process training start from).
 
         Raises:
             ValueError: If the base of an adapter cannot be resolved (the message names the spec).
@@ -411,6 +416,9 @@ class TransformerWriter(WriterModel):
             model, _, _ = load_base(config.base_model)
             if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
                 model.resize_token_embeddings(len(tokenizer))
+            if trainable:
+                return cls(PeftModel.from_pretrained(model, str(adapter), is_trainable=True), tokenizer, config,
+                           metadata=manifest)
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
             writer = cls(model, tokenizer, config, metadata=manifest)
             writer.adapter_dir = adapter

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -42,7 +43,9 @@ class TransformerTrainConfig(TrainConfig):
 
     The seq2seq's :class:`~models.training.TrainConfig` fields with Transformer defaults, plus the
     warm-up fraction, a cap on validation pieces (a seeded sample: validating a 135 M-parameter base on
-    every piece costs more than its training), the progress bar and the device choice.
+    every piece costs more than its training), the progress bar, the device choice and the number of
+    training processes (``processes`` > 1: data-parallel, see :mod:`models.transformer_ddp`; ``batch_size``
+    stays the global batch and is split between them; ``torch_threads`` is then per process, default 1).
     """
 
     epochs: int = 3
@@ -53,11 +56,17 @@ class TransformerTrainConfig(TrainConfig):
     max_val_pieces: int = 0
     progress_bar: bool = True
     use_cpu: bool = True
+    processes: int = 1
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
         super().__post_init__()
         require_min(self, ("max_val_pieces",), 0, integer=True)
+        require_min(self, ("processes",), 1, integer=True)
+        if self.processes > 1 and self.batch_size % self.processes:
+            raise ValueError(f"TransformerTrainConfig.batch_size ({self.batch_size}) is the global batch and must "
+                             f"divide evenly between processes ({self.processes})")
+
         if not 0 <= self.warmup < 1:
             raise ValueError(f"TransformerTrainConfig.warmup must be a fraction of steps in [0, 1), got {self.warmup}")
 
@@ -109,8 +118,9 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 class _Reporter(TrainerCallback):
     """Log line every ``log_every`` steps, NaN stop, time budget, and one history row per epoch."""
 
-    def __init__(self, cfg: TransformerTrainConfig, collator: _Collator, on_epoch: EpochCallback | None) -> None:
-        self.cfg, self.collator, self.on_epoch = cfg, collator, on_epoch
+    def __init__(self, cfg: TransformerTrainConfig, collator: _Collator, on_epoch: EpochCallback | None,
+                 world: int = 1) -> None:
+        self.cfg, self.collator, self.on_epoch, self.world = cfg, collator, on_epoch, world
         self.history: list[dict[str, float]] = []
         self.started = self.epoch_started = time.perf_counter()
         self.epoch_tokens_start = 0
@@ -136,7 +146,14 @@ class _Reporter(TrainerCallback):
                  logs["loss"], logs.get("learning_rate", float("nan")), rate, left)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.cfg.time_budget_s and time.perf_counter() - self.started > self.cfg.time_budget_s:
+        if not self.cfg.time_budget_s:
+            return
+        over = time.perf_counter() - self.started > self.cfg.time_budget_s
+        if self.world > 1:  # the processes stop together: one that stopped alone would leave the others waiting
+            flag = torch.tensor([float(over)])
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            over = bool(flag.item())
+        if over:
             log.info("time budget of %.0f s reached at step %d", self.cfg.time_budget_s, state.global_step)
             self.stopped_for_budget = True
             control.should_training_stop = control.should_evaluate = control.should_save = True
@@ -145,11 +162,15 @@ class _Reporter(TrainerCallback):
                     **kwargs: Any) -> None:
         metrics = metrics or {}
         seconds = time.perf_counter() - self.epoch_started
+        tokens = self.collator.tokens - self.epoch_tokens_start
+        if self.world > 1:  # every process calls this after the same evaluation: sum their tokens
+            counted = torch.tensor([float(tokens)])
+            torch.distributed.all_reduce(counted)
+            tokens = int(counted.item())
         row = {"train_loss": float(np.mean(self.losses)) if self.losses else float("nan"),
                "val_loss": float(metrics["eval_val_loss"]), "val_ppl_token": float(metrics["eval_val_ppl_token"]),
                "val_ppl_word": float(metrics["eval_val_ppl_word"]),
-               "tokens_per_s": (self.collator.tokens - self.epoch_tokens_start) / max(1e-9, seconds),
-               "seconds": seconds}
+               "tokens_per_s": tokens / max(1e-9, seconds), "seconds": seconds}
         epoch = len(self.history) + 1
         self.history.append({"epoch": epoch, **row})
         log.info("epoch %d: train loss %.3f, val loss %.3f, val per-word ppl %.2f, %.0f tokens/s", epoch,
@@ -158,14 +179,24 @@ class _Reporter(TrainerCallback):
             self.on_epoch(epoch, row)
 
 
+def distributed_world() -> int:
+    """How many training processes this one is part of (``$WORLD_SIZE`` from torchrun; 1 alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def _summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``preprocess_logits_for_metrics``: per-row summed NLL and counted tokens, ``(B, 2)``."""
     return torch.stack([sequence_nll(logits, labels), (labels[:, 1:] != -100).sum(dim=1).float()], dim=1)
 
 
 def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_frame: pd.DataFrame,
-                      cfg: TransformerTrainConfig, on_epoch: EpochCallback | None = None) -> pd.DataFrame:
+                      cfg: TransformerTrainConfig, on_epoch: EpochCallback | None = None,
+                      output_dir: str | None = None) -> pd.DataFrame:
     """Trains ``writer`` in place with the ``Trainer`` and returns the per-epoch history.
+
+    With ``cfg.processes`` > 1 (and not already inside a worker) the training runs in that many
+    data-parallel processes (:func:`models.transformer_ddp.train_distributed`); ``on_epoch`` is then
+    called for each epoch once they finish.
 
     Args:
         writer: A writer from :func:`models.transformer.build_transformer`.
@@ -173,6 +204,8 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
         val_frame: Validation pieces (early stopping and reported metrics).
         cfg: Optimisation settings.
         on_epoch: Called with ``(epoch, metrics)`` after every evaluation (e.g. to log to MLflow).
+        output_dir: The ``Trainer``'s checkpoint folder (a temporary one when None; the workers of one
+            multi-process run share theirs).
 
     Returns:
         One row per epoch: ``epoch, train_loss, val_loss, val_ppl_token, val_ppl_word, tokens_per_s, seconds``.
@@ -181,25 +214,32 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
         ValueError: If there is nothing to train or validate on.
         FloatingPointError: If the training loss stops being finite.
     """
+    world = distributed_world()
+    if cfg.processes > 1 and world == 1:
+        from models.transformer_ddp import train_distributed
+
+        return train_distributed(writer, train_frame, val_frame, cfg, on_epoch)
     train_frame = training_pieces(train_frame, val_frame, cfg.max_train_pieces, cfg.seed)
     if cfg.max_val_pieces and len(val_frame) > cfg.max_val_pieces:
         val_frame = val_frame.sample(n=cfg.max_val_pieces, random_state=cfg.seed)
     threads = configure_threads(cfg.torch_threads)
-    log.info("training on %d pieces, validating on %d, %d torch thread(s)", len(train_frame), len(val_frame), threads)
+    log.info("training on %d pieces, validating on %d, %d torch thread(s)%s", len(train_frame), len(val_frame),
+             threads, f" in each of {world} processes" if world > 1 else "")
     set_seed(cfg.seed)
     train_set, val_set = _Examples(writer, train_frame, length_requests=writer.chat), _Examples(writer, val_frame)
     collator = _Collator(writer.pad_id)
-    reporter = _Reporter(cfg, collator, on_epoch)
+    reporter = _Reporter(cfg, collator, on_epoch, world)
 
     def metrics(pred: Any) -> dict[str, float]:
         nll, tokens = pred.predictions[:, 0].sum(), pred.predictions[:, 1].sum()
         return {"val_loss": float(nll / max(1.0, tokens)), "val_ppl_token": math.exp(min(nll / max(1.0, tokens), 50)),
                 "val_ppl_word": math.exp(min(nll / max(1, val_set.words), 50))}
 
-    out_dir = tempfile.mkdtemp(prefix="transformer-trainer-")
+    out_dir = output_dir or tempfile.mkdtemp(prefix="transformer-trainer-")
+    per_process = cfg.batch_size // world  # batch_size is the global batch
     args = TrainingArguments(
-        output_dir=out_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        output_dir=out_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=per_process,
+        per_device_eval_batch_size=per_process, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
         lr_scheduler_type="cosine", warmup_steps=cfg.warmup, max_grad_norm=cfg.clip,
         bf16=resolve_bf16(cfg.bf16) if cfg.use_cpu else cfg.bf16,
         eval_strategy="epoch", save_strategy="epoch", save_only_model=True, save_total_limit=1,
@@ -207,6 +247,7 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
         logging_strategy="steps", logging_steps=max(1, cfg.log_every), report_to="none", use_cpu=cfg.use_cpu,
         seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0, remove_unused_columns=False,
         train_sampling_strategy="group_by_length", disable_tqdm=not cfg.progress_bar,
+        ddp_find_unused_parameters=False,  # every trainable weight takes part in each step
     )
     trainer = Trainer(model=writer.model, args=args, data_collator=collator, train_dataset=train_set,
                       eval_dataset=val_set, compute_metrics=metrics, preprocess_logits_for_metrics=_summed_nll,
@@ -214,6 +255,7 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
     try:
         trainer.train()
     finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if output_dir is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
     writer.model = trainer.model.eval()  # on the GPU when use_cpu is false; generation follows the model's device
     return pd.DataFrame(reporter.history)
