@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:  # ZenML's "Pipeline run has failed due to failure in step(s): ..."
         from infra.report import failure_messages
 
-        reasons = failure_messages(chosen.name) or [str(exc)]
+        try:
+            reasons = failure_messages(chosen.name) or [str(exc)]
+        except Exception:  # e.g. the run could not even be created: its own error says why
+            reasons = [str(exc)]
         return fail(f"the {args.pipeline} pipeline failed: " + "; ".join(reasons))
     from infra.report import print_deployment_summary, print_inference_summary, print_run_summary
 

@@ -56,12 +56,15 @@ class TeamLayout:
         root: The folder the script owns.
         pg_port: PostgreSQL's loopback port.
         mlflow_port: The MLflow server's loopback port.
+        zenml_port: The ZenML server's loopback port.
+        mariadb_port: MariaDB's loopback port (when the ZenML server's database is MariaDB).
     """
 
     root: Path = PROJECT_ROOT / ".team"
     pg_port: int = 5433
     mlflow_port: int = 5050
     zenml_port: int = 8239
+    mariadb_port: int = 3307
 
     @property
     def pg_data(self) -> Path:
@@ -87,6 +90,11 @@ class TeamLayout:
     def zenml_dir(self) -> Path:
         """The ZenML server's database and configuration, and the team's ZenML client folders."""
         return self.root / "zenml"
+
+    @property
+    def mariadb_dir(self) -> Path:
+        """MariaDB's folder: data, socket, pid file, log and the ``zenml`` account's password."""
+        return self.root / "mariadb"
 
     @property
     def zenml_pid(self) -> Path:
@@ -186,6 +194,97 @@ def start_postgres(layout: TeamLayout) -> str:
     if psql(layout, f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'").strip() != "1":
         psql(layout, f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
     return f"postgresql://{DB_USER}:{password}@127.0.0.1:{layout.pg_port}/{DB_NAME}"
+
+
+def _mariadb_program(name: str) -> str:
+    found = shutil.which(name) or next((str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name)
+                                         if p.is_file()), None)
+    if found is None:
+        raise TeamError(f"MariaDB's {name} not found: install the server (apt-get install mariadb-server)")
+    return found
+
+
+def mariadb_sql(layout: TeamLayout, sql: str) -> str:
+    """Runs SQL as MariaDB's root account over its socket (socket authentication: no password)."""
+    return _run([_mariadb_program("mariadb"), f"--socket={layout.mariadb_dir / 'mysqld.sock'}", "-u", _me(),
+                 "-N", "-e", sql], f"mariadb {sql[:40]!r}")
+
+
+def _me() -> str:
+    """Our system user: MariaDB lets it in over the socket as the account of the same name."""
+    import getpass
+
+    return getpass.getuser()
+
+
+def _db_owner() -> str:
+    """The system user MariaDB runs as: ``mysql`` when we are root (it refuses root), else ourselves."""
+    return "mysql" if os.geteuid() == 0 else _me()
+
+
+def mariadb_running(layout: TeamLayout) -> bool:
+    """Whether the MariaDB server of this folder answers on its socket."""
+    socket = layout.mariadb_dir / "mysqld.sock"
+    if not socket.exists():
+        return False
+    ping = subprocess.run([_mariadb_program("mariadb-admin"), f"--socket={socket}", "-u", _me(), "ping"],
+                          capture_output=True, text=True, timeout=30)
+    return ping.returncode == 0
+
+
+def start_mariadb(layout: TeamLayout, timeout_s: float = 60) -> str:
+    """Initialises MariaDB once in the team folder, starts it on loopback, creates the ``zenml`` database.
+
+    Returns:
+        The ZenML server's store URL (``mysql://zenml:PASSWORD@127.0.0.1:PORT/zenml``).
+
+    Raises:
+        TeamError: If MariaDB is not installed, or does not start in time (with its log's end).
+    """
+    folder = layout.mariadb_dir
+    data = folder / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    owner = _db_owner()
+    if os.geteuid() == 0:
+        shutil.chown(folder, owner, owner)
+    if not (data / "mysql").is_dir():
+        _run([_mariadb_program("mariadb-install-db"), f"--datadir={data}", f"--user={owner}", "--skip-test-db",
+              "--auth-root-authentication-method=socket", f"--auth-root-socket-user={_me()}"],
+             "initialising MariaDB")
+    password = _secret_file(folder / "password")
+    if not mariadb_running(layout):
+        log_path = folder / "mariadb.log"
+        command = [_mariadb_program("mariadbd"), "--no-defaults", f"--datadir={data}", f"--user={owner}",
+                   f"--socket={folder / 'mysqld.sock'}", f"--pid-file={folder / 'mariadbd.pid'}",
+                   f"--port={layout.mariadb_port}", "--bind-address=127.0.0.1", f"--log-error={log_path}",
+                   "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci"]
+        from infra.processes import port_in_use
+
+        if port_in_use("127.0.0.1", layout.mariadb_port):
+            raise TeamError(f"port {layout.mariadb_port} is taken by something else; choose another (--mariadb-port)")
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while not mariadb_running(layout):
+            if time.monotonic() > deadline:
+                tail = log_path.read_text()[-2000:] if log_path.is_file() else "(no log)"
+                raise TeamError(f"MariaDB did not start in {timeout_s:.0f} s:\n{tail}")
+            time.sleep(0.5)
+    mariadb_sql(layout, "CREATE DATABASE IF NOT EXISTS zenml CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci; "
+                         f"CREATE USER IF NOT EXISTS 'zenml'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+                         "GRANT ALL PRIVILEGES ON zenml.* TO 'zenml'@'127.0.0.1'")
+    return f"mysql://zenml:{password}@127.0.0.1:{layout.mariadb_port}/zenml"
+
+
+def stop_mariadb(layout: TeamLayout) -> bool:
+    """Stops the MariaDB server of this folder (a clean shutdown); returns whether one ran."""
+    if not mariadb_running(layout):
+        return False
+    _run([_mariadb_program("mariadb-admin"), f"--socket={layout.mariadb_dir / 'mysqld.sock'}", "-u", _me(),
+          "shutdown"], "stopping MariaDB")
+    deadline = time.monotonic() + 30
+    while (layout.mariadb_dir / "mariadbd.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return True
 
 
 def _pid(path: Path) -> int | None:
@@ -435,10 +534,19 @@ def register_mlflow_secret(layout: TeamLayout) -> bool:
     return True
 
 
-def up(layout: TeamLayout, zenml_store_url: str = "") -> dict[str, str]:
-    """Starts PostgreSQL, the MLflow server and the ZenML server (idempotent); returns how to reach them."""
+def up(layout: TeamLayout, zenml_store_url: str = "", mariadb: bool = False) -> dict[str, str]:
+    """Starts PostgreSQL, the MLflow server and the ZenML server (idempotent); returns how to reach them.
+
+    Args:
+        layout: Where the services live and listen.
+        zenml_store_url: The ZenML server's database; empty: SQLite in the folder, or MariaDB (below).
+        mariadb: Start MariaDB in the folder for the ZenML server; a folder that has a MariaDB keeps
+            using it.
+    """
     database_uri = start_postgres(layout)
     start_mlflow(layout, database_uri)
+    if not zenml_store_url and (mariadb or (layout.mariadb_dir / "data" / "mysql").is_dir()):
+        zenml_store_url = start_mariadb(layout)
     start_zenml(layout, zenml_store_url)
     register_mlflow_secret(layout)
     connection_file(layout.root).write_text(json.dumps(
@@ -458,6 +566,8 @@ def down(layout: TeamLayout) -> list[str]:
         _run(_as_db_user([pg_bin("pg_ctl"), "-D", str(layout.pg_data), "-m", "fast", "-w", "stop"]),
              "stopping PostgreSQL")
         stopped.append("postgres")
+    if (layout.mariadb_dir / "data").is_dir() and stop_mariadb(layout):
+        stopped.append("mariadb")
     return stopped
 
 
@@ -465,7 +575,9 @@ def status(layout: TeamLayout) -> dict[str, object]:
     """What runs: PostgreSQL, the MLflow and ZenML servers (pid and health) and the layout."""
     return {"postgres": postgres_running(layout), "mlflow_pid": _pid(layout.mlflow_pid),
             "mlflow_healthy": mlflow_healthy(layout), "zenml_pid": _pid(layout.zenml_pid),
-            "zenml_healthy": zenml_healthy(layout), **{k: str(v) for k, v in asdict(layout).items()}}
+            "zenml_healthy": zenml_healthy(layout),
+            "mariadb": (layout.mariadb_dir / "data").is_dir() and mariadb_running(layout),
+            **{k: str(v) for k, v in asdict(layout).items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,15 +588,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-port", type=int, default=TeamLayout.pg_port)
     parser.add_argument("--mlflow-port", type=int, default=TeamLayout.mlflow_port)
     parser.add_argument("--zenml-port", type=int, default=TeamLayout.zenml_port)
+    parser.add_argument("--mariadb-port", type=int, default=TeamLayout.mariadb_port)
+    parser.add_argument("--mariadb", action="store_true",
+                        help="up: run the ZenML server on MariaDB started in the team folder (kept once created)")
     parser.add_argument("--zenml-store-url", default=os.environ.get("CW_TEAM_ZENML_STORE_URL", ""),
                         help="the ZenML server's database (e.g. mysql://user:password@127.0.0.1/zenml for "
                              "MariaDB; default: SQLite in the team folder); also $CW_TEAM_ZENML_STORE_URL")
     args = parser.parse_args(argv)
-    layout = TeamLayout(args.root.resolve(), args.pg_port, args.mlflow_port, args.zenml_port)
+    layout = TeamLayout(args.root.resolve(), args.pg_port, args.mlflow_port, args.zenml_port, args.mariadb_port)
     try:
         if args.action == "up":
             started = time.perf_counter()
-            where = up(layout)
+            where = up(layout, args.zenml_store_url, args.mariadb)
             print(f"team services up in {time.perf_counter() - started:.1f} s: MLflow {where['tracking_uri']} "
                   f"(PostgreSQL {where['postgres']}, artifacts in {where['artifacts']}), "
                   f"ZenML {where['zenml_url']} (user {ZENML_USER}, password in {layout.zenml_password_file})")

@@ -218,3 +218,50 @@ def test_pipelines_run_on_the_team_servers_survive_a_killed_mlflow_server_and_se
 
     left = [p.info for p in psutil.process_iter(["pid", "cmdline"]) if str(root) in " ".join(p.info["cmdline"] or [])]
     assert not left
+
+
+STACK_SCRIPT = """
+import sys
+from pathlib import Path
+from infra.team import select_stack
+repository = select_stack("team", Path(sys.argv[1]))
+from infra.stack import STACK_CONFIGS, ensure_stack
+print("\\n".join(ensure_stack(STACK_CONFIGS["team"], repository=repository)))
+"""
+
+
+def test_the_zenml_server_can_keep_its_database_in_mariadb(layout):
+    import shutil as shell
+
+    from infra.team import TeamLayout, mariadb_sql
+
+    if not (shell.which("mariadbd") or Path("/usr/sbin/mariadbd").is_file()):
+        pytest.skip("MariaDB is not installed (apt-get install mariadb-server; .ci/run installs it)")
+    root, ports = layout
+    maria_port = free_port()
+    args = [sys.executable, "-m", "infra.team", "up", "--root", str(root), "--pg-port", str(ports[0]),
+            "--mlflow-port", str(ports[1]), "--zenml-port", str(ports[2]), "--mariadb-port", str(maria_port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ZENML_"))}
+    try:
+        started = subprocess.run([*args, "--mariadb"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                                 timeout=300)
+        assert started.returncode == 0, started.stderr
+        servers = TeamLayout(root, *ports, maria_port)
+        registered = subprocess.run([sys.executable, "-c", STACK_SCRIPT, str(root)], cwd=PROJECT_ROOT, env=env,
+                                    capture_output=True, text=True, timeout=300)
+        assert registered.returncode == 0, registered.stderr[-3000:]
+        assert "registered stack 'creative-writer-team'" in registered.stdout
+        # the server's tables, the secret and the new stack are rows in MariaDB; no SQLite file
+        rows = mariadb_sql(servers, "SELECT (SELECT group_concat(name) FROM zenml.secret), "
+                                     "(SELECT group_concat(name ORDER BY name) FROM zenml.stack)").split()
+        assert rows == ["cw_mlflow", "creative-writer-team,default"]
+        assert not (root / "zenml" / "zenml.db").exists()
+        again = subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        status = json.loads(team(root, ports, "status").stdout)
+        assert again.returncode == 0 and status["zenml_healthy"] is True
+        assert status["mariadb"] is True and not (root / "zenml" / "zenml.db").exists()  # it kept MariaDB
+    finally:
+        stopped = subprocess.run([*args[:3], "down", *args[4:]], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                                 text=True, timeout=300)
+    assert "stopped: zenml, mlflow, postgres, mariadb" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert not (root / "mariadb" / "mysqld.sock").exists()
