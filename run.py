@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inference: where to write the generations (.jsonl or .csv)")
     parser.add_argument("--model-version", help="deployment/inference: a registry version instead of the alias")
     parser.add_argument("--port", type=int, help="deployment: the port to serve on (default from the profile)")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print the run's settings resolved (the profile over the code's defaults) and exit")
     parser.add_argument("--stack", choices=sorted(STACK_CONFIGS), default="local",
                         help="local: SQLite files in this checkout (default); team: the ZenML and MLflow servers "
                              "of stack_configs/team.yaml (start them with python -m infra.team up)")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from infra.team import TeamError, select_stack
 
     try:  # before ZenML is imported: it reads where its server is when it loads
-        repository = select_stack(args.stack, args.team_root)
+        repository = select_stack("local" if args.show_config else args.stack, args.team_root)
     except TeamError as exc:
         return fail(str(exc))
     quiet_defaults()
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc), 2)
     if args.no_cache:
         resolved["enable_cache"] = False
+    if args.show_config:
+        return show_config(args.pipeline, resolved, str(config_arg))
 
     from infra.stack import StackConfigError, ensure_stack, load_stack_spec, spec_tracking_uri
 
@@ -110,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         tracking = spec_tracking_uri(load_stack_spec(STACK_CONFIGS[args.stack]))
     except StackConfigError as exc:
         return fail(str(exc))
+    from infra.zenml_utils import limit_eager_integrations
+
+    limit_eager_integrations(args.pipeline)  # before the pipelines (and so ZenML's integrations) load
     if args.pipeline != "training":
         try:
             resolved = serving_parameters(args, resolved, str(config_arg))
@@ -121,9 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     for stale in mark_stale_runs():
         print(f"[runs] {stale.name} marked failed: {stale.reason}")
 
-    from infra.zenml_utils import limit_eager_integrations
-
-    limit_eager_integrations(args.pipeline)
     import pipelines
 
     if args.pipeline == "deployment":  # before building anything: is the port ours to take?
@@ -166,6 +170,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def show_config(pipeline: str, resolved: dict, where: str) -> int:
+    """Prints the run's settings with every default the code holds filled in (nothing runs)."""
+    import yaml
+
+    from infra.settings import SettingsError, resolve_settings
+    from infra.zenml_utils import limit_eager_integrations
+
+    limit_eager_integrations(pipeline)
+    import pipelines
+
+    try:
+        full = resolve_settings(resolved, getattr(pipelines, f"{pipeline}_pipeline"), where)
+    except SettingsError as exc:
+        return fail(str(exc), 2)
+    print(f"# the {pipeline} pipeline with {where}: the profile's values over the code's defaults")
+    print(yaml.safe_dump(full, sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def pipeline_parameters(pipeline: str) -> list[str]:
+    """The parameters the pipeline itself declares (read from its signature)."""
+    import inspect
+
+    import pipelines
+
+    return list(inspect.signature(getattr(pipelines, f"{pipeline}_pipeline").entrypoint).parameters)
+
+
 def serving_parameters(args: argparse.Namespace, profile: dict, where: str) -> dict:
     """The deployment/inference profile with the champion resolved to a version (and the prompts' hash).
 
@@ -196,19 +228,14 @@ def serving_parameters(args: argparse.Namespace, profile: dict, where: str) -> d
         params.update(prompts_path=str(prompts), prompts_sha256=file_fingerprint(prompts))
     elif args.port is not None:
         params["port"] = args.port
-    unknown = sorted(set(params) - set(PIPELINE_PARAMETERS[args.pipeline]))
+    allowed = pipeline_parameters(args.pipeline)
+    unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(f"{where}: unknown parameter(s) {unknown} for the {args.pipeline} pipeline; "
-                         f"allowed: {sorted(PIPELINE_PARAMETERS[args.pipeline])}")
+                         f"allowed: {sorted(allowed)}")
     resolved["parameters"] = params
     return resolved
 
-
-PIPELINE_PARAMETERS = {
-    "deployment": ("model_version", "alias", "registered_name", "host", "port", "timeout"),
-    "inference": ("prompts_path", "prompts_sha256", "model_version", "alias", "registered_name", "generation",
-                  "batch_size", "max_prompt_chars"),
-}
 
 if __name__ == "__main__":
     sys.exit(main())

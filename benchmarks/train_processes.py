@@ -29,7 +29,8 @@ def one_run(prepared: Prepared, model: dict, train: dict, processes: int, thread
     import torch
 
     from models.transformer import TransformerConfig, build_transformer
-    from models.transformer_training import TransformerTrainConfig, train_transformer
+    from models.transformer_ddp import train
+    from models.transformer_training import TransformerTrainConfig
 
     train_part, val_part = prepared.part("train"), prepared.part("validation")
     torch.set_num_threads(threads)
@@ -39,7 +40,7 @@ def one_run(prepared: Prepared, model: dict, train: dict, processes: int, thread
                                     "time_budget_s": 0, "progress_bar": False, "processes": processes,
                                     "torch_threads": 1 if processes > 1 else threads})
     started = time.perf_counter()
-    history = train_transformer(writer, train_part, val_part, cfg)
+    history = train(writer, train_part, val_part, cfg)
     return {"tokens_per_s": float(history["tokens_per_s"].iloc[0]), "wall_s": time.perf_counter() - started}
 
 

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from urllib.parse import parse_qsl
 
 import pandas as pd
 
+from core.network import hub_reachable
 from corpus import builtin
 from corpus.schema import COLUMNS, DataError, make_frame, validate_frame
 
@@ -351,15 +351,6 @@ def load_csv(spec: Spec) -> Records:
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{spec.raw}: {path} is not a readable CSV ({exc})") from None
     return _limit(_map_columns(frame.to_dict("records"), spec, f"{spec.raw} ({path})"), spec)
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def load_hf(spec: Spec) -> Records:

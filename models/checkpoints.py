@@ -239,7 +239,7 @@ def hub_offline() -> bool:
     """Whether hub downloads are impossible: ``HF_HUB_OFFLINE`` set, or the hub does not answer in 3 s."""
     if os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "True", "TRUE", "yes"):
         return True
-    from corpus.loaders import hub_reachable  # the data loaders' probe: a TCP connection, not a download
+    from core.network import hub_reachable  # a TCP connection, not a download
 
     return not hub_reachable()
 

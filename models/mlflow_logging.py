@@ -51,12 +51,23 @@ def log_pyfunc(model_dir: Path, name: str = "model") -> Any:
     )
 
 
-def log_training_params(family: str, model: dict[str, Any] | None, train_config: dict[str, Any] | None) -> None:
-    """Logs a training step's family and settings to the active MLflow run (``model.*``, ``train.*``)."""
+def log_training_params(family: str, model: Any, train_config: Any) -> None:
+    """Logs a training step's family and its resolved settings to the active MLflow run (``model.*``, ``train.*``).
+
+    Args:
+        family: The model family.
+        model: The model's config as built (a dataclass: every field, defaults included) or a dict.
+        train_config: The training config as built (likewise).
+    """
+    import dataclasses
+
     import mlflow
 
-    mlflow.log_params({"family": family, **{f"model.{k}": v for k, v in (model or {}).items()},
-                       **{f"train.{k}": v for k, v in (train_config or {}).items()}})
+    def fields(config: Any) -> dict[str, Any]:
+        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})
+
+    mlflow.log_params({"family": family, **{f"model.{k}": v for k, v in fields(model).items()},
+                       **{f"train.{k}": v for k, v in fields(train_config).items()}})
 
 
 def finish_training(writer: Any, history: Any, prefix: str) -> tuple[Path, Any, str]:

@@ -4,6 +4,7 @@ The same ``Trainer`` loop as one process, in N: :func:`train_distributed` writes
 writer as it is before training, the pieces, the settings), launches N workers with
 ``torch.distributed.run`` (torchrun, which ``accelerate launch --multi_gpu`` also runs underneath), and
 each worker (:func:`worker`) loads that writer and runs :func:`models.transformer_training.train_transformer`.
+:func:`train` is the entry point for one process or several.
 The ``Trainer``'s Accelerate backend wraps the model in ``DistributedDataParallel`` — gloo on CPU, NCCL
 when ``use_cpu`` is false on a GPU node — so every step averages the gradients of the processes' shares
 of the global batch, and rank 0's copy of the weights is everyone's. Rank 0 saves the trained writer and
@@ -35,6 +36,18 @@ from models.transformer_training import EpochCallback, TransformerTrainConfig, t
 
 log = logging.getLogger(__name__)
 COLUMNS = ["prompt", "text", "form", "genre"]
+
+
+def train(writer: TransformerWriter, train_frame: pd.DataFrame, val_frame: pd.DataFrame,
+          cfg: TransformerTrainConfig, on_epoch: EpochCallback | None = None) -> pd.DataFrame:
+    """Trains ``writer`` in place in ``cfg.processes`` processes (one: this process) and returns the history.
+
+    What the training step calls; see :func:`models.transformer_training.train_transformer` for the
+    arguments.
+    """
+    if cfg.processes == 1:
+        return train_transformer(writer, train_frame, val_frame, cfg, on_epoch)
+    return train_distributed(writer, train_frame, val_frame, cfg, on_epoch)
 
 
 def train_distributed(writer: TransformerWriter, train_frame: pd.DataFrame, val_frame: pd.DataFrame,

@@ -194,9 +194,8 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
                       output_dir: str | None = None) -> pd.DataFrame:
     """Trains ``writer`` in place with the ``Trainer`` and returns the per-epoch history.
 
-    With ``cfg.processes`` > 1 (and not already inside a worker) the training runs in that many
-    data-parallel processes (:func:`models.transformer_ddp.train_distributed`); ``on_epoch`` is then
-    called for each epoch once they finish.
+    This is one process's loop; with ``cfg.processes`` > 1 it runs inside each worker that
+    :func:`models.transformer_ddp.train` starts.
 
     Args:
         writer: A writer from :func:`models.transformer.build_transformer`.
@@ -211,14 +210,13 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
         One row per epoch: ``epoch, train_loss, val_loss, val_ppl_token, val_ppl_word, tokens_per_s, seconds``.
 
     Raises:
-        ValueError: If there is nothing to train or validate on.
+        ValueError: If there is nothing to train or validate on, or ``cfg.processes`` > 1 outside a worker.
         FloatingPointError: If the training loss stops being finite.
     """
     world = distributed_world()
     if cfg.processes > 1 and world == 1:
-        from models.transformer_ddp import train_distributed
-
-        return train_distributed(writer, train_frame, val_frame, cfg, on_epoch)
+        raise ValueError(f"TransformerTrainConfig.processes is {cfg.processes}: train through "
+                         "models.transformer_ddp.train, which starts the processes")
     train_frame = training_pieces(train_frame, val_frame, cfg.max_train_pieces, cfg.seed)
     if cfg.max_val_pieces and len(val_frame) > cfg.max_val_pieces:
         val_frame = val_frame.sample(n=cfg.max_val_pieces, random_state=cfg.seed)

@@ -46,18 +46,20 @@ def train_gan(
     Returns:
         The GAN model directory, per-round history, the comparison table and the trade-off plot.
     """
+    from dataclasses import asdict
+
     import mlflow
 
     from models.gan import DiscriminatorConfig, GanConfig
     from models.gan_study import run_gan_study
     from models.mlflow_logging import log_pyfunc
 
-    result = run_gan_study(split, tokenizer, seq2seq_model, GanConfig.from_dict(gan or {}),
-                           DiscriminatorConfig(**(discriminator or {})), generator or {}, pretrain or {},
+    gan_cfg, disc_cfg = GanConfig.from_dict(gan or {}), DiscriminatorConfig(**(discriminator or {}))
+    result = run_gan_study(split, tokenizer, seq2seq_model, gan_cfg, disc_cfg, generator or {}, pretrain or {},
                            temperatures or [0.7, 0.85, 1.0, 1.2], comparison_prompts,
                            on_round=lambda r, m: mlflow.log_metrics(m, step=r))
-    mlflow.log_params({"family": "gan", **{f"gan.{k}": v for k, v in (gan or {}).items()},
-                       **{f"discriminator.{k}": v for k, v in (discriminator or {}).items()}})
+    mlflow.log_params({"family": "gan", **{f"gan.{k}": v for k, v in asdict(gan_cfg).items()},  # defaults too
+                       **{f"discriminator.{k}": v for k, v in asdict(disc_cfg).items()}})
     mlflow.log_table(result.comparison, "gan_comparison.json")
     mlflow.log_image(result.plot, "gan_tradeoff.png")
     model_uri = log_pyfunc(result.model_dir).model_uri

@@ -49,8 +49,9 @@ def train_seq2seq(
 
     writer = build_writer(load_tokenizer(tokenizer), **(model or {}))
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]
-    log_training_params("seq2seq", model, train_config)
-    history = train(writer, train_part, val_part, TrainConfig(**(train_config or {})),
+    cfg = TrainConfig(**(train_config or {}))
+    log_training_params("seq2seq", writer.net.config, cfg)  # every setting, defaults included
+    history = train(writer, train_part, val_part, cfg,
                     on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
     model_dir, curves, model_uri = finish_training(writer, history, "seq2seq")
     maps = []

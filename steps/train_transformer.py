@@ -40,19 +40,20 @@ def train_transformer(
     from models.mlflow_logging import finish_training, log_training_params
     from models.tokenizer import load_tokenizer
     from models.transformer import TransformerConfig, build_transformer, parameter_count
-    from models.transformer_training import TransformerTrainConfig, train_transformer
+    from models.transformer_ddp import train
+    from models.transformer_training import TransformerTrainConfig
 
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]
     writer = build_transformer(load_tokenizer(tokenizer), TransformerConfig(**(model or {})),
                                forms=sorted(train_part["form"].unique()), genres=sorted(train_part["genre"].unique()))
-    log_training_params("transformer", model, train_config)
+    cfg = TransformerTrainConfig(**(train_config or {}))
+    log_training_params("transformer", writer.config, cfg)  # every setting, defaults included
     base = writer.metadata.get("base") or {}
     total = parameter_count(writer.model)
     mlflow.log_params({"parameters": total, "layout": "chat" if writer.chat else "control",
                        "trainable_parameters": writer.metadata.get("trainable_parameters", total),
                        **{f"base.{k}": v for k, v in base.items() if k != "path"}})
-    history = train_transformer(writer, train_part, val_part, TransformerTrainConfig(**(train_config or {})),
-                                on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
+    history = train(writer, train_part, val_part, cfg, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
     model_dir, curves, model_uri = finish_training(writer, history, "transformer")
     log_step_metadata({"best_val_ppl_word": writer.metadata["val_ppl_word"], "epochs": len(history),
                        "parameters": parameter_count(writer.model), "mlflow_model_uri": model_uri,

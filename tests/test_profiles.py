@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 
-from corpus.cleaning import CleaningConfig
-from evaluation.selection import SelectionRule
-from evaluation.suite import SuiteConfig
 from infra.profiles import load_profile
-from models.gan import DiscriminatorConfig, GanConfig
-from models.seq2seq import Seq2SeqConfig
-from models.training import TrainConfig
-from models.transformer import TransformerConfig
+from infra.settings import FROM_TOKENIZER, NONE_KEPT, TYPED_SECTIONS, SettingsError, resolve_settings
 from models.transformer_training import TransformerTrainConfig
 from tests.conftest import PROJECT_ROOT
 
@@ -22,37 +18,78 @@ PROFILES = sorted(p for p in (PROJECT_ROOT / "configs").glob("*.yaml") if p.name
 
 @pytest.mark.parametrize("path", PROFILES, ids=[p.name for p in PROFILES])
 def test_profile_settings_build_their_configs(path):
-    load_profile(path)
-    steps = yaml.safe_load(path.read_text())["steps"]
-    CleaningConfig(**steps["clean_data"]["parameters"]["config"])
-    s2s = steps["train_seq2seq"]["parameters"]
-    Seq2SeqConfig(vocab_size=100, pad_id=0, bos_id=1, eos_id=2, **s2s["model"])
-    TrainConfig(**s2s["train_config"])
-    tr = steps["train_transformer"]["parameters"]
-    TransformerConfig(**tr["model"])
-    TransformerTrainConfig(**tr["train_config"])
-    gan = steps["train_gan"]["parameters"]
-    GanConfig.from_dict(gan["gan"])
-    DiscriminatorConfig(**gan.get("discriminator", {}))
-    SuiteConfig(**steps["evaluate"]["parameters"]["suite"])
-    SelectionRule(**steps["evaluate"]["parameters"].get("rule", {}))
+    """Every typed section of every training profile builds its config (resolve_settings builds each one)."""
+    import pipelines
+
+    profile = load_profile(path)
+    full = resolve_settings(profile, pipelines.training_pipeline, path.name)
+    steps = full["steps"]
+    for step, sections in TYPED_SECTIONS.items():
+        for parameter in sections:
+            if (step, parameter) not in NONE_KEPT:
+                assert isinstance(steps[step]["parameters"][parameter], dict), (step, parameter)
     assert steps["promote"]["enable_cache"] is False  # a pipeline-level enable_cache would otherwise cache it
-    assert yaml.safe_load(path.read_text())["model"]["name"] == "creative-writer"
+    assert profile["model"]["name"] == "creative-writer"
+
+
+def test_resolved_settings_put_the_profile_over_every_default_the_code_holds():
+    import pipelines
+
+    path = PROJECT_ROOT / "configs" / "smoke.yaml"
+    full = resolve_settings(load_profile(path), pipelines.training_pipeline, "smoke.yaml")
+    train = full["steps"]["train_transformer"]["parameters"]["train_config"]
+    assert set(train) == {f.name for f in dataclasses.fields(TransformerTrainConfig)}
+    assert train["batch_size"] == 8 and train["processes"] == 1  # the profile's value; the code's default
+    s2s = full["steps"]["train_seq2seq"]["parameters"]["model"]
+    assert s2s["vocab_size"] == FROM_TOKENIZER and s2s["attention"] in ("bahdanau", "luong", "none")
+    import inspect
+
+    import steps
+
+    given = load_profile(path)["steps"]
+    filled = 0
+    for name, step in full["steps"].items():  # a plain parameter the profile leaves out has its step's default
+        profile_params = (given.get(name) or {}).get("parameters") or {}
+        for parameter, p in inspect.signature(getattr(steps, name).entrypoint).parameters.items():
+            plain = parameter not in TYPED_SECTIONS.get(name, {}) and parameter not in profile_params
+            if plain and parameter in step["parameters"]:
+                assert step["parameters"][parameter] == p.default, (name, parameter)
+                filled += 1
+    assert filled >= 1
+    assert "source_fingerprint" not in full["steps"]["ingest_data"]["parameters"]  # the pipeline passes it
+
+
+@pytest.mark.parametrize(("section", "value", "said"), [
+    ("train_config", {"batch_size": 0}, r"steps\.train_transformer\.parameters\.train_config: .*batch_size"),
+    ("train_config", {"batchsize": 4}, r"train_config: .*unknown TransformerTrainConfig field\(s\) \['batchsize'\]"),
+    ("model", {"context": 16}, r"steps\.train_transformer\.parameters\.model: .*context"),
+])
+def test_a_bad_setting_is_named_by_its_profile_key(section, value, said):
+    import pipelines
+
+    profile = {"steps": {"train_transformer": {"parameters": {section: value}}}}
+    with pytest.raises(SettingsError, match=said):
+        resolve_settings(profile, pipelines.training_pipeline, "mine.yaml")
+
+
+def test_show_config_prints_the_resolved_settings_without_running(capsys):
+    import run
+
+    assert run.main(["--show-config", "--config", str(PROJECT_ROOT / "configs" / "smoke.yaml")]) == 0
+    out = capsys.readouterr().out
+    shown = yaml.safe_load(out)
+    assert shown["steps"]["train_transformer"]["parameters"]["train_config"]["processes"] == 1
+    assert shown["parameters"]["dataset"] == ["builtin?n=300&seed=13"]
 
 
 @pytest.mark.parametrize("name", ["deployment", "inference"])
 def test_deployment_and_inference_profiles_fit_their_pipelines(name):
-    import inspect
-
-    import pipelines
     from models.contract import GenerationSettings
-    from run import PIPELINE_PARAMETERS
+    from run import pipeline_parameters
 
     profile = load_profile(PROJECT_ROOT / "configs" / f"{name}.yaml")
     params = profile["parameters"]
-    assert set(params) <= set(PIPELINE_PARAMETERS[name])
-    signature = inspect.signature(getattr(pipelines, f"{name}_pipeline").entrypoint)
-    assert set(PIPELINE_PARAMETERS[name]) == set(signature.parameters)
+    assert set(params) <= set(pipeline_parameters(name))  # read from the pipeline's own signature
     if name == "inference":
         GenerationSettings.from_dict(params["generation"])
     else:

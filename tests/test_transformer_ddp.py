@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models import transformer_ddp
 from models.contract import GenerationSettings
 from models.transformer import TransformerConfig, build_transformer, is_peft_model, trainable_count
 from models.transformer_training import TransformerTrainConfig, train_transformer
@@ -28,8 +29,8 @@ def one_and_two(tiny_corpus, tiny_tokenizer):
         writer = scratch(tiny_tokenizer)
         before = {name: value.clone() for name, value in writer.model.state_dict().items()}
         epochs: list[int] = []
-        history = train_transformer(writer, train, val, TransformerTrainConfig(**SETTINGS, processes=processes),
-                                    on_epoch=lambda epoch, _, seen=epochs: seen.append(epoch))
+        history = transformer_ddp.train(writer, train, val, TransformerTrainConfig(**SETTINGS, processes=processes),
+                                        on_epoch=lambda epoch, _, seen=epochs: seen.append(epoch))
         results[processes] = {"writer": writer, "history": history, "before": before, "epochs": epochs}
     return results
 
@@ -61,7 +62,7 @@ def test_a_lora_adapter_stays_an_adapter_in_two_processes(tiny_corpus, tmp_path_
                                                        lora_r=4, lora_alpha=8),
                                forms=sorted(train["form"].unique()), genres=sorted(train["genre"].unique()))
     trainable = trainable_count(writer.model)
-    history = train_transformer(writer, train.head(32), val, TransformerTrainConfig(
+    history = transformer_ddp.train(writer, train.head(32), val, TransformerTrainConfig(
         epochs=1, batch_size=8, lr=5e-3, max_val_pieces=6, progress_bar=False, processes=2))
     assert len(history) == 1 and history["val_ppl_word"].iloc[0] > 0
     assert is_peft_model(writer.model) and trainable_count(writer.model) == trainable
@@ -72,13 +73,15 @@ def test_settings_that_cannot_work_in_several_processes_are_refused_by_name():
         TransformerTrainConfig(batch_size=15, processes=2)
     with pytest.raises(ValueError, match="processes"):
         TransformerTrainConfig(processes=0)
+    with pytest.raises(ValueError, match=r"train through models\.transformer_ddp\.train"):  # one loop, N asked
+        train_transformer(None, None, None, TransformerTrainConfig(processes=2))
 
 
 def test_a_time_budget_stops_every_process_at_the_same_step(tiny_corpus, tiny_tokenizer):
     train, val = parts(tiny_corpus)
     rows = {}
     for processes in (1, 2):
-        history = train_transformer(scratch(tiny_tokenizer), train, val.head(8), TransformerTrainConfig(
+        history = transformer_ddp.train(scratch(tiny_tokenizer), train, val.head(8), TransformerTrainConfig(
             epochs=3, batch_size=8, progress_bar=False, processes=processes, time_budget_s=0.01))
         rows[processes] = len(history)
     assert rows[2] == rows[1] < 3  # stopped in the first epoch as one process does, and no process left waiting
@@ -89,5 +92,5 @@ def test_a_failing_worker_fails_the_training_with_its_error(tiny_corpus, tiny_to
     train, val = parts(tiny_corpus)
     said = r"multi-process training failed \(torchrun exit 1\) in rank[01]: ValueError: CW_TORCH_THREADS must be"
     with pytest.raises(RuntimeError, match=said):
-        train_transformer(scratch(tiny_tokenizer), train.head(16), val.head(8),
-                          TransformerTrainConfig(epochs=1, batch_size=8, progress_bar=False, processes=2))
+        transformer_ddp.train(scratch(tiny_tokenizer), train.head(16), val.head(8),
+                              TransformerTrainConfig(epochs=1, batch_size=8, progress_bar=False, processes=2))
