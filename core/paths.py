@@ -7,6 +7,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_DIRNAME = ".mlflow"
 REGISTERED_NAME = "creative-writer"  # the MLflow registered model the champion is an alias of
+TRACKER = "cw-mlflow-tracker"  # the experiment tracker's component name in every stack (stack_configs/*.yaml)
 
 
 def mlflow_dir(root: Path = PROJECT_ROOT) -> Path:

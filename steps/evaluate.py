@@ -9,9 +9,10 @@ import pandas as pd
 from zenml import step
 
 from infra.zenml_utils import log_step_metadata
+from steps.tracking import tracked
 
 
-@step
+@step(**tracked())
 def evaluate(
     split: pd.DataFrame,
     seq2seq_model: Path,

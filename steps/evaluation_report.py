@@ -8,8 +8,10 @@ import pandas as pd
 from zenml import step
 from zenml.types import HTMLString
 
+from steps.tracking import tracked
 
-@step
+
+@step(**tracked())
 def evaluation_report(
     metrics: pd.DataFrame,
     samples: pd.DataFrame,

@@ -10,9 +10,10 @@ from zenml import get_step_context, step
 
 from core.paths import REGISTERED_NAME
 from infra.zenml_utils import update_model_version
+from steps.tracking import tracked
 
 
-@step(enable_cache=False)
+@step(**tracked(enable_cache=False))
 def promote(
     split: pd.DataFrame,
     metrics: pd.DataFrame,

@@ -11,9 +11,10 @@ from zenml import ArtifactConfig, step
 from zenml.enums import ArtifactType
 
 from infra.zenml_utils import log_step_metadata
+from steps.tracking import tracked
 
 
-@step
+@step(**tracked())
 def train_seq2seq(
     split: pd.DataFrame,
     tokenizer: Path,

@@ -32,6 +32,23 @@ def test_profile_settings_build_their_configs(path):
     assert profile["model"]["name"] == "creative-writer"
 
 
+@pytest.mark.parametrize("path", PROFILES, ids=[p.name for p in PROFILES])
+def test_profiles_restate_no_default_the_code_holds(path):
+    """Defaults live in the typed configs only: a profile's typed sections hold what differs from them."""
+    from infra.settings import _class, typed_settings
+
+    steps = load_profile(path)["steps"]
+    restated = []
+    for step, sections in TYPED_SECTIONS.items():
+        for parameter, cls in sections.items():
+            given = ((steps.get(step) or {}).get("parameters") or {}).get(parameter) or {}
+            defaults = typed_settings(_class(cls), {})
+            restated += [f"{step}.{parameter}.{key}" for key, value in given.items()
+                         if defaults.get(key) == value or (isinstance(defaults.get(key), tuple)
+                                                           and list(defaults[key]) == value)]
+    assert not restated, f"{path.name} restates defaults: {restated}"
+
+
 def test_resolved_settings_put_the_profile_over_every_default_the_code_holds():
     import pipelines
 

@@ -21,7 +21,9 @@ def test_the_team_stack_reads_servers_from_the_environment_and_keeps_the_local_r
     team, local = load_stack_spec(STACK_CONFIGS["team"]), load_stack_spec(STACK_CONFIGS["local"])
     assert set(team.components) == set(local.components)
     # the run profiles name the tracker: the same name on both stacks lets them run unchanged
-    assert team.components["experiment_tracker"]["name"] == local.components["experiment_tracker"]["name"]
+    from core.paths import TRACKER  # the steps' decorators name it (steps/tracking.py)
+
+    assert team.components["experiment_tracker"]["name"] == local.components["experiment_tracker"]["name"] == TRACKER
     tracker = team.components["experiment_tracker"]["configuration"]
     assert tracker["tracking_uri"] == "http://mlflow.example.org:5000" == spec_tracking_uri(team)
     assert tracker["tracking_token"] == "{{cw_mlflow.token}}"  # a ZenML secret, resolved by ZenML
