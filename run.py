@@ -144,8 +144,13 @@ def main(argv: list[str] | None = None) -> int:
 
     chosen = getattr(pipelines, f"{args.pipeline}_pipeline")
     run_config = write_resolved(resolved, args.pipeline)
+    from pydantic import ValidationError
+
     try:
         run = chosen.with_options(config_path=str(run_config), extra={OWNER_KEY: owner_record()})()
+    except ValidationError as exc:  # ZenML refused the run configuration before anything ran
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return fail(f"{config_arg}: ZenML refused the run configuration: {problems}", 2)
     except RuntimeError as exc:  # ZenML's "Pipeline run has failed due to failure in step(s): ..."
         from infra.report import failure_messages
 
@@ -174,11 +179,11 @@ def show_config(pipeline: str, resolved: dict, where: str) -> int:
     """Prints the run's settings with every default the code holds filled in (nothing runs)."""
     import yaml
 
-    from infra.settings import SettingsError, resolve_settings
     from infra.zenml_utils import limit_eager_integrations
 
-    limit_eager_integrations(pipeline)
+    limit_eager_integrations(pipeline)  # before the pipelines package (and ZenML's integrations) loads
     import pipelines
+    from pipelines.settings import SettingsError, resolve_settings
 
     try:
         full = resolve_settings(resolved, getattr(pipelines, f"{pipeline}_pipeline"), where)

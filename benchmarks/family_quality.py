@@ -33,7 +33,7 @@ from typing import Any
 from benchmarks.common import Prepared, prepare, scratch_settings
 from benchmarks.seq2seq_quality import relevance
 from models.contract import GenerationSettings, WriterModel
-from models.training import unigram_per_word_ppl
+from training.seq2seq import unigram_per_word_ppl
 
 
 def pieces_for_budget(rate: float, tokens_per_piece: float, epochs: int, budget_s: float, available: int) -> int:
@@ -49,7 +49,8 @@ def train_family(name: str, data: Prepared, budget_s: float) -> tuple[WriterMode
     if name == "seq2seq":
         from benchmarks.train_seq2seq import train_tokens_per_s
         from models.seq2seq import build_writer
-        from models.training import TrainConfig, collate, encode_frame, make_batches, train
+        from training.config import TrainConfig
+        from training.seq2seq import collate, encode_frame, make_batches, train
 
         writer = build_writer(data.tokenizer, **params["model"])
         examples = encode_frame(writer, tr)
@@ -63,7 +64,7 @@ def train_family(name: str, data: Prepared, budget_s: float) -> tuple[WriterMode
     if name in ("transformer", "scratch", "zero-shot"):
         from benchmarks.train_transformer import train_tokens_per_s
         from models.transformer import TransformerConfig, build_transformer, collate_examples
-        from models.transformer_training import TransformerTrainConfig, train_transformer
+        from training.transformer import TransformerTrainConfig, train_transformer
 
         model_params = dict(params["model"])
         if name == "scratch":  # GPT-2 from scratch: the dataclass's own sizes, no base, no adapter

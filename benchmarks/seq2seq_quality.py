@@ -21,7 +21,8 @@ import time
 from benchmarks.common import prepare
 from models.contract import GenerationSettings
 from models.seq2seq import build_writer
-from models.training import TrainConfig, train, unigram_per_word_ppl
+from training.config import TrainConfig
+from training.seq2seq import train, unigram_per_word_ppl
 
 STOP = {"write", "tell", "story", "poem", "fable", "about", "who", "where", "with", "and", "the", "a", "an", "in",
         "of", "that", "must", "what", "happens", "short", "me", "set", "out", "to", "finds", "meets", "his", "her",

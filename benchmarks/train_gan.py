@@ -22,8 +22,8 @@ import torch
 
 from benchmarks.common import prepare
 from models.gan import Discriminator, DiscriminatorConfig, GanConfig
-from models.gan_training import _Batches, discriminator_step, generator_step
 from models.seq2seq import build_writer
+from training.gan import _Batches, discriminator_step, generator_step
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,8 @@ def one_run(prepared: Prepared, model: dict, train: dict, processes: int, thread
     import torch
 
     from models.transformer import TransformerConfig, build_transformer
-    from models.transformer_ddp import train
-    from models.transformer_training import TransformerTrainConfig
+    from training.transformer import TransformerTrainConfig
+    from training.transformer_ddp import train
 
     train_part, val_part = prepared.part("train"), prepared.part("validation")
     torch.set_num_threads(threads)

@@ -24,7 +24,7 @@ import torch
 from benchmarks.common import matmul_peak, prepare
 from models.contract import GenerationSettings
 from models.seq2seq import build_writer
-from models.training import collate, encode_frame, make_batches
+from training.seq2seq import collate, encode_frame, make_batches
 
 
 def train_tokens_per_s(writer, batches, bf16: bool) -> float:  # noqa: ANN001

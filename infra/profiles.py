@@ -38,6 +38,13 @@ def load_profile(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - ALLOWED_KEYS)
     if unknown:
         raise ProfileError(f"{path}: unknown top-level key(s) {unknown}; allowed: {sorted(ALLOWED_KEYS)}")
+    steps = data.get("steps") or {}
+    if not isinstance(steps, dict):
+        raise ProfileError(f"{path}: steps must be a mapping of step names to their settings")
+    for name, settings in steps.items():
+        if not isinstance(settings, dict):
+            raise ProfileError(f"{path}: steps.{name} is empty or not a mapping; give it settings "
+                               "(e.g. parameters:) or remove it")
     return data
 
 

@@ -8,7 +8,7 @@
 - **Discriminator** (:class:`Discriminator`): an LSTM that reads the piece token by token, its state
   initialised from a GRU summary of the prompt, and emits a real/generated logit at *every* step, so
   it gives dense rewards and can still judge whole sequences (its last step).
-- **Training** (:func:`models.gan_training.train_gan`): discriminator pre-training on real pieces vs
+- **Training** (:func:`training.gan.train_gan`): discriminator pre-training on real pieces vs
   samples, then rounds of generator policy-gradient updates (REINFORCE with the discriminator's reward,
   a per-step batch-mean baseline, an entropy bonus and an MLE term against collapse) and discriminator
   updates on fresh samples.

@@ -1,4 +1,4 @@
-"""ZenML pipelines: they only wire steps."""
+"""ZenML pipelines: they only wire steps (``settings.py`` resolves a run's settings over their defaults)."""
 
 from pipelines.deployment import deployment_pipeline
 from pipelines.inference import inference_pipeline

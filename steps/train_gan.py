@@ -52,8 +52,8 @@ def train_gan(
     import mlflow
 
     from models.gan import DiscriminatorConfig, GanConfig
-    from models.gan_study import run_gan_study
     from models.mlflow_logging import log_pyfunc
+    from training.gan_study import run_gan_study
 
     gan_cfg, disc_cfg = GanConfig.from_dict(gan or {}), DiscriminatorConfig(**(discriminator or {}))
     result = run_gan_study(split, tokenizer, seq2seq_model, gan_cfg, disc_cfg, generator or {}, pretrain or {},

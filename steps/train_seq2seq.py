@@ -46,7 +46,8 @@ def train_seq2seq(
     from models.plots import attention_heatmaps
     from models.seq2seq import build_writer
     from models.tokenizer import load_tokenizer
-    from models.training import TrainConfig, train
+    from training.config import TrainConfig
+    from training.seq2seq import train
 
     writer = build_writer(load_tokenizer(tokenizer), **(model or {}))
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]

@@ -41,8 +41,8 @@ def train_transformer(
     from models.mlflow_logging import finish_training, log_training_params
     from models.tokenizer import load_tokenizer
     from models.transformer import TransformerConfig, build_transformer, parameter_count
-    from models.transformer_ddp import train
-    from models.transformer_training import TransformerTrainConfig
+    from training.transformer import TransformerTrainConfig
+    from training.transformer_ddp import train
 
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]
     writer = build_transformer(load_tokenizer(tokenizer), TransformerConfig(**(model or {})),

@@ -20,8 +20,8 @@ from models.gan import (
     sample_sequences,
     sequence_log_probs,
 )
-from models.gan_training import _Batches, generator_step, quality_diversity, train_gan
 from tests.conftest import tiny_writer
+from training.gan import _Batches, generator_step, quality_diversity, train_gan
 
 PROMPT = "A fox finds a key under an old stone."
 
@@ -179,7 +179,7 @@ def test_quality_diversity_sweep(trained_gan, parts):
 
 
 def test_divergence_stops_and_keeps_the_last_good_weights(parts, tiny_tokenizer, monkeypatch):
-    import models.gan_training as gt
+    import training.gan as gt
 
     calls = {"n": 0}
     real_step = gt.generator_step
@@ -221,7 +221,7 @@ def test_bad_settings_are_named():
 def test_verdict_says_plainly_whether_the_gan_helped():
     import pandas as pd
 
-    from models.gan_study import verdict
+    from training.gan_study import verdict
 
     def table(gan_bleu):
         rows = [("mle", t, b, sb) for t, b, sb in ((0.7, 0.10, 0.70), (1.0, 0.09, 0.63))]

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from infra.profiles import load_profile
-from infra.settings import FROM_TOKENIZER, NONE_KEPT, TYPED_SECTIONS, SettingsError, resolve_settings
-from models.transformer_training import TransformerTrainConfig
+from pipelines.settings import FROM_TOKENIZER, NONE_KEPT, TYPED_SECTIONS, SettingsError, resolve_settings
 from tests.conftest import PROJECT_ROOT
+from training.transformer import TransformerTrainConfig
 
 SERVING_PROFILES = ("deployment.yaml", "inference.yaml", "serving.yaml")
 PROFILES = sorted(p for p in (PROJECT_ROOT / "configs").glob("*.yaml") if p.name not in SERVING_PROFILES)
@@ -35,7 +35,7 @@ def test_profile_settings_build_their_configs(path):
 @pytest.mark.parametrize("path", PROFILES, ids=[p.name for p in PROFILES])
 def test_profiles_restate_no_default_the_code_holds(path):
     """Defaults live in the typed configs only: a profile's typed sections hold what differs from them."""
-    from infra.settings import _class, typed_settings
+    from pipelines.settings import _class, typed_settings
 
     steps = load_profile(path)["steps"]
     restated = []
@@ -87,6 +87,15 @@ def test_a_bad_setting_is_named_by_its_profile_key(section, value, said):
     profile = {"steps": {"train_transformer": {"parameters": {section: value}}}}
     with pytest.raises(SettingsError, match=said):
         resolve_settings(profile, pipelines.training_pipeline, "mine.yaml")
+
+
+def test_an_empty_step_entry_is_named(tmp_path):
+    from infra.profiles import ProfileError
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("parameters: {dataset: [builtin]}\nsteps:\n  evaluation_report:\n")
+    with pytest.raises(ProfileError, match=r"mine\.yaml: steps\.evaluation_report is empty"):
+        load_profile(path)
 
 
 def test_show_config_prints_the_resolved_settings_without_running(capsys):

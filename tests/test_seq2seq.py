@@ -5,8 +5,9 @@ import torch
 
 from models.contract import GenerationSettings, load_model
 from models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqWriter, pad
-from models.training import TrainConfig, collate, encode_frame, evaluate, train
 from tests.conftest import tiny_writer
+from training.config import TrainConfig
+from training.seq2seq import collate, encode_frame, evaluate, train
 
 CFG = {"vocab_size": 50, "pad_id": 0, "bos_id": 1, "eos_id": 2, "emb_dim": 16, "hidden": 24, "attn_dim": 8,
        "dropout": 0.0}
@@ -182,7 +183,7 @@ def test_collate_and_pad(trained, tiny_corpus):
 
 
 def test_training_pieces_checks_both_parts_and_samples_with_the_seed(tiny_corpus):
-    from models.training import training_pieces
+    from training.config import training_pieces
 
     train, val = tiny_corpus[tiny_corpus["split"] == "train"], tiny_corpus[tiny_corpus["split"] == "validation"]
     assert training_pieces(train, val, 0, seed=0) is train

@@ -15,7 +15,7 @@ from models.transformer import (
     collate_examples,
     sequence_nll,
 )
-from models.transformer_training import TransformerTrainConfig, train_transformer
+from training.transformer import TransformerTrainConfig, train_transformer
 
 TINY = {"n_layer": 2, "n_embd": 32, "n_head": 2, "context": 160, "dropout": 0.0, "max_prompt_tokens": 40}
 PROMPT = "A dragon finds a key under the old bridge."
@@ -299,7 +299,7 @@ def test_lora_trains_only_the_adapter(lora_writer):
 
 
 def test_length_requests_go_to_half_of_the_training_examples(tiny_corpus):
-    from models.transformer_training import length_request
+    from training.transformer import length_request
 
     asked = [length_request(p, t) for p, t in zip(tiny_corpus["prompt"], tiny_corpus["text"], strict=True)]
     share = sum(1 for a in asked if a) / len(asked)

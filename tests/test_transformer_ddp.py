@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import transformer_ddp
 from models.contract import GenerationSettings
 from models.transformer import TransformerConfig, build_transformer, is_peft_model, trainable_count
-from models.transformer_training import TransformerTrainConfig, train_transformer
 from tests.test_transformer import PROMPT, scratch
+from training import transformer_ddp
+from training.transformer import TransformerTrainConfig, train_transformer
 
 pytestmark = pytest.mark.multiprocess
 
@@ -73,7 +73,7 @@ def test_settings_that_cannot_work_in_several_processes_are_refused_by_name():
         TransformerTrainConfig(batch_size=15, processes=2)
     with pytest.raises(ValueError, match="processes"):
         TransformerTrainConfig(processes=0)
-    with pytest.raises(ValueError, match=r"train through models\.transformer_ddp\.train"):  # one loop, N asked
+    with pytest.raises(ValueError, match=r"train through training\.transformer_ddp\.train"):  # one loop, N asked
         train_transformer(None, None, None, TransformerTrainConfig(processes=2))
 
 

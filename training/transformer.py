@@ -2,7 +2,7 @@
 
 What the ``Trainer`` brings: evaluation every epoch, early stopping on validation loss with the best
 weights restored (``load_best_model_at_end``), a cosine schedule with warm-up, gradient clipping, bf16
-autocast when asked (only honoured on CPUs with native bf16, see :func:`models.training.resolve_bf16`),
+autocast when asked (only honoured on CPUs with native bf16, see :func:`training.config.resolve_bf16`),
 deterministic seeding and a progress bar. What this module adds: the prompt-masked examples, the exact
 validation per-word perplexity (summed NLL over whitespace words, through
 ``preprocess_logits_for_metrics`` so full logits are never kept), a periodic log line with step, loss
@@ -31,8 +31,8 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from models.contract import require_min
 from models.threads import configure_threads
-from models.training import TrainConfig, resolve_bf16, training_pieces
 from models.transformer import TransformerWriter, collate_examples, sequence_nll
+from training.config import TrainConfig, resolve_bf16, training_pieces
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 class TransformerTrainConfig(TrainConfig):
     """Optimisation settings (the profile's ``train_transformer`` ``train_config`` parameters).
 
-    The seq2seq's :class:`~models.training.TrainConfig` fields with Transformer defaults, plus the
+    The shared :class:`~training.config.TrainConfig` fields with Transformer defaults, plus the
     warm-up fraction, a cap on validation pieces (a seeded sample: validating a 135 M-parameter base on
     every piece costs more than its training), the progress bar, the device choice and the number of
-    training processes (``processes`` > 1: data-parallel, see :mod:`models.transformer_ddp`; ``batch_size``
+    training processes (``processes`` > 1: data-parallel, see :mod:`training.transformer_ddp`; ``batch_size``
     stays the global batch and is split between them; ``torch_threads`` is then per process, default 1).
     """
 
@@ -195,7 +195,7 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
     """Trains ``writer`` in place with the ``Trainer`` and returns the per-epoch history.
 
     This is one process's loop; with ``cfg.processes`` > 1 it runs inside each worker that
-    :func:`models.transformer_ddp.train` starts.
+    :func:`training.transformer_ddp.train` starts.
 
     Args:
         writer: A writer from :func:`models.transformer.build_transformer`.
@@ -216,7 +216,7 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
     world = distributed_world()
     if cfg.processes > 1 and world == 1:
         raise ValueError(f"TransformerTrainConfig.processes is {cfg.processes}: train through "
-                         "models.transformer_ddp.train, which starts the processes")
+                         "training.transformer_ddp.train, which starts the processes")
     train_frame = training_pieces(train_frame, val_frame, cfg.max_train_pieces, cfg.seed)
     if cfg.max_val_pieces and len(val_frame) > cfg.max_val_pieces:
         val_frame = val_frame.sample(n=cfg.max_val_pieces, random_state=cfg.seed)

@@ -17,8 +17,8 @@ import pandas as pd
 from PIL import Image
 
 from models.gan import DiscriminatorConfig, GanConfig
-from models.gan_training import quality_diversity, train_gan
-from models.training import encode_frame, evaluate
+from training.gan import quality_diversity, train_gan
+from training.seq2seq import encode_frame, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def run_gan_study(split: pd.DataFrame, tokenizer_dir: Path, seq2seq_dir: Path, c
     from models.plots import gan_tradeoff
     from models.seq2seq import Seq2SeqWriter, build_writer
     from models.tokenizer import load_tokenizer
-    from models.training import TrainConfig, train
+    from training.config import TrainConfig
+    from training.seq2seq import train
 
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]
     if cfg.start_from == "seq2seq":

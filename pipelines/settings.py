@@ -18,11 +18,11 @@ from typing import Any
 TYPED_SECTIONS: dict[str, dict[str, str]] = {
     "clean_data": {"config": "corpus.cleaning:CleaningConfig"},
     "load_real_tests": {"cleaning": "corpus.cleaning:CleaningConfig"},
-    "train_seq2seq": {"model": "models.seq2seq:Seq2SeqConfig", "train_config": "models.training:TrainConfig"},
+    "train_seq2seq": {"model": "models.seq2seq:Seq2SeqConfig", "train_config": "training.config:TrainConfig"},
     "train_transformer": {"model": "models.transformer:TransformerConfig",
-                          "train_config": "models.transformer_training:TransformerTrainConfig"},
+                          "train_config": "training.transformer:TransformerTrainConfig"},
     "train_gan": {"gan": "models.gan:GanConfig", "discriminator": "models.gan:DiscriminatorConfig",
-                  "generator": "models.seq2seq:Seq2SeqConfig", "pretrain": "models.training:TrainConfig"},
+                  "generator": "models.seq2seq:Seq2SeqConfig", "pretrain": "training.config:TrainConfig"},
     "evaluate": {"suite": "evaluation.suite:SuiteConfig", "rule": "evaluation.selection:SelectionRule"},
 }
 # sections where None means something other than "the defaults" (here: the clean_data step's rules)

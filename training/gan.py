@@ -43,7 +43,8 @@ from models.gan import (
 )
 from models.metrics import bleu4, distinct_n, self_bleu4
 from models.seq2seq import Seq2SeqWriter
-from models.training import encode_frame, evaluate, training_pieces
+from training.config import training_pieces
+from training.seq2seq import encode_frame, evaluate
 
 log = logging.getLogger(__name__)
 RoundCallback = Callable[[int, dict[str, float]], None]

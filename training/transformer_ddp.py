@@ -3,7 +3,7 @@
 The same ``Trainer`` loop as one process, in N: :func:`train_distributed` writes the job to a folder (the
 writer as it is before training, the pieces, the settings), launches N workers with
 ``torch.distributed.run`` (torchrun, which ``accelerate launch --multi_gpu`` also runs underneath), and
-each worker (:func:`worker`) loads that writer and runs :func:`models.transformer_training.train_transformer`.
+each worker (:func:`worker`) loads that writer and runs :func:`training.transformer.train_transformer`.
 :func:`train` is the entry point for one process or several.
 The ``Trainer``'s Accelerate backend wraps the model in ``DistributedDataParallel`` — gloo on CPU, NCCL
 when ``use_cpu`` is false on a GPU node — so every step averages the gradients of the processes' shares
@@ -32,7 +32,7 @@ import pandas as pd
 from core.paths import PROJECT_ROOT
 from models.threads import ENV as THREADS_ENV
 from models.transformer import TransformerWriter
-from models.transformer_training import EpochCallback, TransformerTrainConfig, train_transformer
+from training.transformer import EpochCallback, TransformerTrainConfig, train_transformer
 
 log = logging.getLogger(__name__)
 COLUMNS = ["prompt", "text", "form", "genre"]
@@ -42,7 +42,7 @@ def train(writer: TransformerWriter, train_frame: pd.DataFrame, val_frame: pd.Da
           cfg: TransformerTrainConfig, on_epoch: EpochCallback | None = None) -> pd.DataFrame:
     """Trains ``writer`` in place in ``cfg.processes`` processes (one: this process) and returns the history.
 
-    What the training step calls; see :func:`models.transformer_training.train_transformer` for the
+    What the training step calls; see :func:`training.transformer.train_transformer` for the
     arguments.
     """
     if cfg.processes == 1:
@@ -78,7 +78,7 @@ def train_distributed(writer: TransformerWriter, train_frame: pd.DataFrame, val_
                THREADS_ENV: os.environ.get(THREADS_ENV, threads),
                "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)}
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                   str(cfg.processes), "-m", "models.transformer_ddp", str(job)]
+                   str(cfg.processes), "-m", "training.transformer_ddp", str(job)]
         log.info("training in %d processes (torchrun), %s torch thread(s) each", cfg.processes, env[THREADS_ENV])
         tail: collections.deque[str] = collections.deque(maxlen=40)
         with subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,0 +1,1 @@
+"""Training: the loops, the GAN study and multi-process training, over the networks in ``models/``."""
