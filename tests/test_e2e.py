@@ -263,8 +263,9 @@ def test_changing_only_gan_settings_reruns_only_the_gan_and_a_promote_killed_bef
 def test_changing_a_cleaning_parameter_reruns_clean_and_downstream_only(project, first_run):
     root, _ = project
     profile = (root / "configs" / "smoke.yaml").read_text()
-    assert "min_words: 40" in profile
-    (root / "configs" / "smoke-edited.yaml").write_text(profile.replace("min_words: 40", "min_words: 41"))
+    assert "        workers: 1\n" in profile and "min_words" not in profile  # the default (40) comes from the code
+    edited = profile.replace("        workers: 1\n", "        workers: 1\n        min_words: 41\n")
+    (root / "configs" / "smoke-edited.yaml").write_text(edited)
     run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke-edited.yaml")
     last = statuses(project)[-1]
     assert last["ingest_data"] == "cached"
