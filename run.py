@@ -129,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[runs] {stale.name} marked failed: {stale.reason}")
 
     import pipelines
+    from pipelines.settings import SettingsError, resolve_settings
 
+    chosen = getattr(pipelines, f"{args.pipeline}_pipeline")
+    try:  # each typed step setting checked before ZenML runs anything: a bad one is named by its profile key
+        resolve_settings(resolved, chosen, str(config_arg))
+    except SettingsError as exc:
+        return fail(str(exc), 2)
     if args.pipeline == "deployment":  # before building anything: is the port ours to take?
         import inspect
 
@@ -142,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         except DeploymentError as exc:
             return fail(str(exc))
 
-    chosen = getattr(pipelines, f"{args.pipeline}_pipeline")
     run_config = write_resolved(resolved, args.pipeline)
     from pydantic import ValidationError
 

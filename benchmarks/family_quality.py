@@ -64,7 +64,8 @@ def train_family(name: str, data: Prepared, budget_s: float) -> tuple[WriterMode
     if name in ("transformer", "scratch", "zero-shot"):
         from benchmarks.train_transformer import train_tokens_per_s
         from models.transformer import TransformerConfig, build_transformer, collate_examples
-        from training.transformer import TransformerTrainConfig, train_transformer
+        from training.config import TransformerTrainConfig
+        from training.transformer import train_transformer
 
         model_params = dict(params["model"])
         if name == "scratch":  # GPT-2 from scratch: the dataclass's own sizes, no base, no adapter

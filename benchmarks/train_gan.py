@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data = prepare(args.profile, args.dataset or ["builtin?n=600"])
     params = data.steps["train_gan"]["parameters"]
-    base = GanConfig.from_dict(params["gan"])
+    base = GanConfig(**params["gan"])
     torch.manual_seed(0)
     writer = build_writer(data.tokenizer, **data.steps["train_seq2seq"]["parameters"]["model"])
     disc = Discriminator(writer.config.vocab_size, writer.config.pad_id,

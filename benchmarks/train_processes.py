@@ -29,7 +29,7 @@ def one_run(prepared: Prepared, model: dict, train: dict, processes: int, thread
     import torch
 
     from models.transformer import TransformerConfig, build_transformer
-    from training.transformer import TransformerTrainConfig
+    from training.config import TransformerTrainConfig
     from training.transformer_ddp import train
 
     train_part, val_part = prepared.part("train"), prepared.part("validation")

@@ -31,6 +31,8 @@ from typing import Any
 
 import pandas as pd
 
+from core.validation import STRICT
+
 GATES = ("ranking", "distinct2", "repetition", "prompt_use", "complete", "finite")
 QUALITY = ("open_use", "open_coverage", "open_form", "open_complete")
 NUMERIC = ("ppl_word", "ranking_acc", "distinct1", "distinct2", "self_bleu4", "repetition", "bleu4", "mean_words",
@@ -41,6 +43,8 @@ NUMERIC = ("ppl_word", "ranking_acc", "distinct1", "distinct2", "self_bleu4", "r
 @dataclass(frozen=True)
 class SelectionRule:
     """Gate thresholds, the quality weight and the tie tolerance (the profile's ``evaluate`` ``rule`` parameters)."""
+
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
 
     min_ranking_margin: float = 0.05
     min_distinct2: float = 0.2

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from core.validation import from_known_fields
 from models.manifest import MANIFEST, read_manifest  # part of the contract; importers may take them from here
 from models.presets import (
     MAX_STOP_CHARS,
@@ -138,28 +139,6 @@ class GenerationSettings:
             defaults = {f.name: f.default for f in fields(cls)}
             data = {**data, **resolve_sampling(defaults, preset, data)}
         return from_known_fields(cls, data, "generation setting")
-
-
-def require_min(config: Any, names: Sequence[str], minimum: float, integer: bool = False) -> None:
-    """Raises ValueError naming the first of ``names`` on ``config`` that is below ``minimum`` (or not a number).
-
-    The message reads ``GanConfig.rounds must be ≥ 0, got -1``; with ``integer`` the value must be an int.
-    """
-    for name in names:
-        value = getattr(config, name)
-        kinds = int if integer else int | float
-        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
-            want = "an integer " if integer else ""
-            raise ValueError(f"{type(config).__name__}.{name} must be {want}≥ {minimum:g}, got {value!r}")
-
-
-def from_known_fields(cls: Any, data: dict[str, Any], what: str) -> Any:
-    """``cls(**data)`` for a dataclass, with unknown keys rejected by name (``what`` names the kind of setting)."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
-    return cls(**data)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor | None, penalty: float) -> torch.Tensor:

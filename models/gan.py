@@ -21,124 +21,21 @@ whole-sequence score over ``rollouts`` Monte-Carlo completions of ``x_≤t``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from models.contract import from_known_fields, require_min
+from models.configs import DiscriminatorConfig, GanConfig
 from models.seq2seq import Seq2SeqWriter, pad
-
-REWARDS = ("dense", "rollout")
 
 
 class GanWriter(Seq2SeqWriter):
     """A seq2seq generator trained adversarially; the ``gan`` family behind the model contract."""
 
     family: ClassVar[str] = "gan"
-
-
-@dataclass
-class GanConfig:
-    """Adversarial-training settings (the profile's ``train_gan`` ``gan`` parameters).
-
-    Attributes:
-        start_from: ``seq2seq`` fine-tunes the trained seq2seq model; ``scratch`` pre-trains a generator
-            by MLE here for ``pretrain_epochs`` epochs first.
-        pretrain_epochs: MLE epochs when ``start_from`` is ``scratch``.
-        conditional: Whether real/fake is judged given the prompt (the discriminator must see prompts).
-        reward: ``dense`` (per-step discriminator outputs) or ``rollout`` (Monte-Carlo completions).
-        rollouts: Completions per step for ``rollout`` rewards.
-        gamma: Discount of dense returns ``R_t = Σ γ^(s-t) r_s``.
-        max_len: Tokens per adversarial sample (real pieces are cut to the same length).
-        rounds: Adversarial rounds (each: ``g_steps`` generator then ``d_steps`` discriminator updates).
-        g_steps: Generator updates per round.
-        d_steps: Discriminator updates per round.
-        d_pretrain_steps: Discriminator updates before the first round.
-        batch_size: Prompts per update.
-        g_lr: Generator learning rate (Adam, no weight decay: only the losses move the weights).
-        d_lr: Discriminator learning rate.
-        entropy_weight: Weight of the entropy bonus (against mode collapse).
-        mle_weight: Weight of the MLE loss on real pieces mixed into each generator update.
-        baseline: ``batch`` subtracts the per-step batch-mean return; ``none`` uses raw returns.
-        temperature: Sampling temperature of the generator's adversarial samples.
-        eval_prompts: Validation prompts sampled each round for BLEU / self-BLEU curves.
-        eval_max_new_tokens: Length of those samples.
-        eval_pieces: Validation pieces scored for the per-round perplexity (the final one uses all).
-        collapse_patience: Rounds with discriminator accuracy ≥ 99 % and exploding generator MLE loss
-            before training stops (the last good weights are kept).
-        seed: Seed of sampling, batching and initialisation.
-    """
-
-    start_from: str = "seq2seq"
-    pretrain_epochs: int = 0
-    conditional: bool = True
-    reward: str = "dense"
-    rollouts: int = 4
-    gamma: float = 0.9
-    max_len: int = 48
-    rounds: int = 20
-    g_steps: int = 1
-    d_steps: int = 2
-    d_pretrain_steps: int = 60
-    batch_size: int = 32
-    g_lr: float = 1e-4
-    d_lr: float = 1e-3
-    entropy_weight: float = 0.01
-    mle_weight: float = 0.5
-    baseline: str = "batch"
-    temperature: float = 1.0
-    eval_prompts: int = 24
-    eval_max_new_tokens: int = 80
-    eval_pieces: int = 200
-    collapse_patience: int = 3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        """Validates the settings; raises ValueError naming the setting."""
-        if self.start_from not in ("seq2seq", "scratch"):
-            raise ValueError(f"GanConfig.start_from must be 'seq2seq' or 'scratch', got {self.start_from!r}")
-        if self.reward not in REWARDS:
-            raise ValueError(f"GanConfig.reward must be one of {REWARDS}, got {self.reward!r}")
-        if self.reward == "rollout" and self.rollouts <= 0:
-            raise ValueError(f"GanConfig.rollouts must be ≥ 1 for Monte-Carlo rollout rewards, got {self.rollouts}")
-        if self.baseline not in ("batch", "none"):
-            raise ValueError(f"GanConfig.baseline must be 'batch' or 'none', got {self.baseline!r}")
-        if self.rounds > 0 and self.start_from == "scratch" and self.pretrain_epochs < 1:
-            raise ValueError("GanConfig: adversarial rounds need a pre-trained generator; set pretrain_epochs ≥ 1 "
-                             "or start_from: seq2seq")
-        require_min(self, ("max_len", "batch_size", "g_steps", "d_steps", "eval_prompts", "eval_max_new_tokens",
-                           "eval_pieces", "collapse_patience"), 1, integer=True)
-        require_min(self, ("rounds", "d_pretrain_steps", "pretrain_epochs"), 0, integer=True)
-        require_min(self, ("entropy_weight", "mle_weight"), 0)
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"GanConfig.gamma must be in [0, 1], got {self.gamma}")
-        if self.g_lr <= 0 or self.d_lr <= 0 or self.temperature <= 0:
-            raise ValueError("GanConfig.g_lr, d_lr and temperature must be > 0")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GanConfig:
-        """Builds the config, rejecting unknown keys by name."""
-        return from_known_fields(cls, data, "GAN setting")
-
-
-@dataclass
-class DiscriminatorConfig:
-    """Discriminator size (the profile's ``train_gan`` ``discriminator`` parameters)."""
-
-    emb_dim: int = 64
-    hidden: int = 128
-    dropout: float = 0.1
-    use_prompt: bool = True
-
-    def __post_init__(self) -> None:
-        """Validates the settings; raises ValueError naming the field."""
-        require_min(self, ("emb_dim", "hidden"), 1, integer=True)
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"DiscriminatorConfig.dropout must be in [0, 1), got {self.dropout}")
 
 
 def check_conditioning(gan: GanConfig, disc: DiscriminatorConfig) -> None:

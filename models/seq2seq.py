@@ -32,12 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from models.configs import Seq2SeqConfig
 from models.contract import (
     GenerationSettings,
     WriterModel,
     beam_search,
     finish_text,
-    require_min,
     sample_next,
     stream_text,
     words_scored,
@@ -46,37 +46,6 @@ from models.contract import (
 from models.tokenizer import control_ids, decode_ids, encode_text, load_tokenizer, save_tokenizer
 
 log = logging.getLogger(__name__)
-ATTENTION_KINDS = ("bahdanau", "luong", "none")
-
-
-@dataclass
-class Seq2SeqConfig:
-    """Model hyper-parameters (the vocabulary and special ids come from the tokenizer)."""
-
-    vocab_size: int
-    pad_id: int
-    bos_id: int
-    eos_id: int
-    emb_dim: int = 256
-    hidden: int = 256
-    layers: int = 1
-    attention: str = "bahdanau"
-    attn_dim: int = 64
-    dropout: float = 0.2
-    max_src_len: int = 96
-    max_tgt_len: int = 400
-
-    def __post_init__(self) -> None:
-        """Validates the settings; raises ValueError naming the field."""
-        if self.attention not in ATTENTION_KINDS:
-            raise ValueError(f"Seq2SeqConfig.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
-        if self.hidden % 2:
-            raise ValueError(f"Seq2SeqConfig.hidden must be even (two encoder directions), got {self.hidden}")
-        require_min(self, ("emb_dim", "hidden", "attn_dim", "layers", "max_src_len", "max_tgt_len"), 1, integer=True)
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"Seq2SeqConfig.dropout must be in [0, 1), got {self.dropout}")
-
-
 class Attention(nn.Module):
     """Bahdanau (additive) or Luong (general) attention with a padding mask."""
 

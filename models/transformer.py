@@ -39,18 +39,18 @@ import logging
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from models.configs import TransformerConfig
 from models.contract import (
     GenerationSettings,
     WriterModel,
     finish_text,
-    require_min,
     sample_next,
     stream_text,
     words_scored,
@@ -70,75 +70,8 @@ from models.tokenizer import (
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label of positions the loss skips (transformers' convention)
-ADAPTERS = ("lora", "full")
-DEFAULT_SYSTEM_PROMPT = "You write stories, fables and poems."
 FORM_HINTS = {"poem": "Write it in lines of verse.", "fable": "Tell it briefly and end with its moral.",
               "story": "Write it in paragraphs."}
-
-
-@dataclass
-class TransformerConfig:
-    """Model settings (the profile's ``train_transformer`` ``model`` parameters).
-
-    Attributes:
-        base_model: Empty to train GPT-2 from scratch on the shared tokenizer; otherwise a checkpoint spec
-            (see :mod:`models.checkpoints`) to fine-tune.
-        n_layer: Transformer blocks (from scratch only).
-        n_embd: Model width (from scratch only).
-        n_head: Attention heads; must divide ``n_embd`` (from scratch only).
-        context: Context length in tokens (prompt + instruction or separator + piece + end); at most the base's.
-        dropout: Residual, embedding and attention dropout (from scratch only).
-        max_prompt_tokens: Prompts are cut to this many tokens (instruction and control tokens not counted).
-        adapter: With a base: ``lora`` trains a low-rank adapter (the base stays frozen), ``full`` every weight.
-        lora_r: LoRA rank.
-        lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_r``).
-        lora_dropout: Dropout on the LoRA path.
-        lora_targets: Module names that get adapters (empty: peft's default for the architecture).
-        chat_template: ``auto`` uses the base tokenizer's chat template when it has one; ``off`` never does.
-        system_prompt: The system message of the chat layout ('' for none).
-        forms: Forms the model was trained on (filled when it is built; the chat layout has no control tokens).
-        genres: Genres the model was trained on (as ``forms``).
-    """
-
-    base_model: str = ""
-    n_layer: int = 2
-    n_embd: int = 128
-    n_head: int = 4
-    context: int = 512
-    dropout: float = 0.0
-    max_prompt_tokens: int = 96
-    adapter: str = "lora"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=list)
-    chat_template: str = "auto"
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    forms: list[str] = field(default_factory=list)
-    genres: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        """Validates the settings; raises ValueError naming the field."""
-        require_min(self, ("n_layer", "n_embd", "n_head", "max_prompt_tokens", "lora_r", "lora_alpha"), 1, integer=True)
-        if self.n_embd % self.n_head:
-            raise ValueError(f"TransformerConfig.n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
-        if not isinstance(self.context, int) or self.context < self.max_prompt_tokens + 8:
-            raise ValueError(f"TransformerConfig.context must be an integer ≥ max_prompt_tokens + 8 "
-                             f"({self.max_prompt_tokens + 8}), got {self.context!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"TransformerConfig.lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if not isinstance(self.base_model, str):
-            raise ValueError(f"TransformerConfig.base_model must be a string, got {self.base_model!r}")
-        if self.adapter not in ADAPTERS:
-            raise ValueError(f"TransformerConfig.adapter must be one of {ADAPTERS}, got {self.adapter!r}")
-        if self.chat_template not in ("auto", "off"):
-            raise ValueError(f"TransformerConfig.chat_template must be 'auto' or 'off', got {self.chat_template!r}")
-        targets = self.lora_targets
-        if not isinstance(targets, list | tuple) or not all(isinstance(t, str) for t in targets):
-            raise ValueError(f"TransformerConfig.lora_targets must be a list of module names, got {targets!r}")
-        self.lora_targets = list(self.lora_targets)
 
 
 def has_chat_template(tokenizer: Any) -> bool:

@@ -1,63 +1,67 @@
 """A run's settings fully resolved: the profile's values over the defaults the code holds.
 
-The profiles (``configs/*.yaml``) give only some of each step's settings; the rest are defaults in the
-typed configs the steps build (``TransformerTrainConfig``, ``CleaningConfig``, ...) and in the steps' and
-pipelines' signatures. :func:`resolve_settings` puts them together, validating each typed section the
-way its step will (a bad value fails here, naming the profile key), and ``python run.py --show-config``
-prints the result. The training steps log the same resolved values to MLflow.
+The profiles (``configs/*.yaml``) give only some of each step's settings. The rest are defaults in the
+settings classes the steps take as typed parameters (``TransformerTrainConfig``, ``CleaningConfig``, ...;
+the steps' signatures say which) and in the steps' and pipelines' plain signature defaults.
+:func:`resolve_settings` puts them together, validating each typed section the way ZenML will validate
+the step's parameter (a bad value fails here, naming the profile key); ``python run.py --show-config``
+prints the result, and ``run.py`` checks it before every run. The training steps log the same resolved
+values to MLflow.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
+import typing
+from types import UnionType
 from typing import Any
 
-# step → parameter → the typed config it fills ("module:Class")
-TYPED_SECTIONS: dict[str, dict[str, str]] = {
-    "clean_data": {"config": "corpus.cleaning:CleaningConfig"},
-    "load_real_tests": {"cleaning": "corpus.cleaning:CleaningConfig"},
-    "train_seq2seq": {"model": "models.seq2seq:Seq2SeqConfig", "train_config": "training.config:TrainConfig"},
-    "train_transformer": {"model": "models.transformer:TransformerConfig",
-                          "train_config": "training.transformer:TransformerTrainConfig"},
-    "train_gan": {"gan": "models.gan:GanConfig", "discriminator": "models.gan:DiscriminatorConfig",
-                  "generator": "models.seq2seq:Seq2SeqConfig", "pretrain": "training.config:TrainConfig"},
-    "evaluate": {"suite": "evaluation.suite:SuiteConfig", "rule": "evaluation.selection:SelectionRule"},
-}
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from core.validation import refusal
+
 # sections where None means something other than "the defaults" (here: the clean_data step's rules)
 NONE_KEPT = {("load_real_tests", "cleaning")}
-FROM_TOKENIZER = "<from the tokenizer>"
 
 
 class SettingsError(ValueError):
     """A profile value the typed config refuses; the message names the profile key."""
 
 
-def _class(path: str) -> type:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+def typed_sections(step: Any) -> dict[str, type]:
+    """A step's parameters typed by a settings class (a dataclass or pydantic model), read from its signature.
+
+    ``model: TransformerConfig | None = None`` gives ``{"model": TransformerConfig}``: ZenML validates the
+    profile's dict against that type, and :func:`resolve_settings` fills in its defaults.
+    """
+    found = {}
+    for name, hint in typing.get_type_hints(step.entrypoint).items():
+        options = typing.get_args(hint) if isinstance(hint, UnionType) or typing.get_origin(hint) is typing.Union \
+            else (hint,)
+        for option in options:
+            if isinstance(option, type) and (dataclasses.is_dataclass(option) or issubclass(option, BaseModel)):
+                found[name] = option
+    return found
 
 
 def typed_settings(cls: type, given: dict[str, Any]) -> dict[str, Any]:
-    """Every field of a typed config: ``given`` over the defaults, validated by building the config.
-
-    Fields without a default (a seq2seq's vocabulary size and special ids, which the tokenizer sets)
-    show as ``<from the tokenizer>`` and are filled with 1 for the check only.
+    """Every field of a settings class: ``given`` over its defaults, validated as ZenML will validate it.
 
     Raises:
-        ValueError: What the config's own validation says (unknown field, bad value).
+        ValueError: What the validation says (an unknown key, a bad value), in one line.
     """
-    if hasattr(cls, "model_fields"):  # pydantic
-        return cls(**given).model_dump(mode="json")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(given) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(fields)}")
-    missing = [name for name, f in fields.items() if name not in given and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    built = dataclasses.asdict(cls(**{**dict.fromkeys(missing, 1), **given}))
-    return {name: (FROM_TOKENIZER if name in missing else built[name]) for name in fields}
+    adapter = TypeAdapter(cls)
+    try:
+        value = adapter.validate_python(given)
+    except ValidationError as exc:
+        said = refusal(exc)
+        if "unknown setting" in said:
+            known = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) \
+                else list(cls.model_fields)  # type: ignore[attr-defined]
+            said += f"; a {cls.__name__} has {', '.join(known)}"
+        raise ValueError(said) from None
+    return adapter.dump_python(value, mode="json")
 
 
 def _signature_defaults(function: Any) -> dict[str, Any]:
@@ -78,7 +82,7 @@ def resolve_settings(run_config: dict[str, Any], pipeline: Any, where: str) -> d
         A new dict: ``parameters`` and each step's ``parameters`` with the defaults filled in.
 
     Raises:
-        SettingsError: If a typed section has an unknown field or a bad value (naming the profile key).
+        SettingsError: If a typed section has an unknown key or a bad value (naming the profile key).
     """
     import steps as step_module
 
@@ -90,12 +94,12 @@ def resolve_settings(run_config: dict[str, Any], pipeline: Any, where: str) -> d
         defaults = {k: v for k, v in _signature_defaults(getattr(step_module, name).entrypoint).items()
                     if k not in wired}
         params = {**defaults, **given}
-        for parameter, path in TYPED_SECTIONS.get(name, {}).items():
+        for parameter, cls in typed_sections(getattr(step_module, name)).items():
             value = params.get(parameter)
             if value is None and (name, parameter) in NONE_KEPT:
                 continue
             try:
-                params[parameter] = typed_settings(_class(path), dict(value or {}))
+                params[parameter] = typed_settings(cls, dict(value or {}))
             except (TypeError, ValueError) as exc:
                 raise SettingsError(f"{where}: steps.{name}.parameters.{parameter}: {exc}") from None
         steps[name] = {**((run_config.get("steps") or {}).get(name) or {}), "parameters": params}

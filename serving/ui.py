@@ -227,7 +227,7 @@ def attention_image(engine: Engine, prompt: str, settings: Any) -> Any:
     if not hasattr(model, "attention_map"):
         return None
     try:
-        from models.plots import attention_heatmaps
+        from training.plots import attention_heatmaps
 
         src, out, weights = model.attention_map(prompt, settings)
         return attention_heatmaps([(f"seed {settings.seed}: {prompt}", src, out, weights)])

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import pandas as pd
 from zenml import step
 
+from evaluation.config import SuiteConfig
+from evaluation.selection import SelectionRule
 from infra.zenml_utils import log_step_metadata
 from steps.tracking import tracked
 
@@ -19,8 +21,8 @@ def evaluate(
     transformer_model: Path,
     gan_model: Path,
     real_tests: pd.DataFrame | None = None,
-    suite: dict[str, Any] | None = None,
-    rule: dict[str, Any] | None = None,
+    suite: SuiteConfig | None = None,
+    rule: SelectionRule | None = None,
 ) -> tuple[
     Annotated[pd.DataFrame, "evaluation_metrics"],
     Annotated[pd.DataFrame, "evaluation_samples"],
@@ -36,8 +38,8 @@ def evaluate(
         transformer_model: The Transformer model directory.
         gan_model: The GAN model directory.
         real_tests: Real test sets (``load_real_tests``); checked to be held out, then measured per candidate.
-        suite: ``SuiteConfig`` fields (sample sizes, open prompts, reference model, sampling settings).
-        rule: ``SelectionRule`` fields (gate thresholds, quality weight, tie tolerance).
+        suite: The suite's settings (sample sizes, open prompts, reference model, sampling settings).
+        rule: The selection rule (gate thresholds, quality weight, tie tolerance).
 
     Returns:
         The gated metrics, the test-prompt samples side by side, the open-prompt samples, the real-test
@@ -46,11 +48,10 @@ def evaluate(
     import mlflow
 
     from evaluation.candidates import evaluate_candidates
-    from evaluation.selection import NUMERIC, SelectionRule
-    from evaluation.suite import SuiteConfig
+    from evaluation.selection import NUMERIC
 
     candidates = {"seq2seq": seq2seq_model, "transformer": transformer_model, "gan": gan_model}
-    result = evaluate_candidates(candidates, split, SuiteConfig(**(suite or {})), SelectionRule(**(rule or {})),
+    result = evaluate_candidates(candidates, split, suite or SuiteConfig(), rule or SelectionRule(),
                                  real_tests)
     metrics, selection = result.metrics, result.selection
     for _, row in metrics.iterrows():

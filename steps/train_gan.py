@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 from PIL import Image
@@ -11,7 +11,9 @@ from zenml import ArtifactConfig, step
 from zenml.enums import ArtifactType
 
 from infra.zenml_utils import log_step_metadata
+from models.configs import DiscriminatorConfig, GanConfig, Seq2SeqShape
 from steps.tracking import tracked
+from training.config import TrainConfig
 
 
 @step(**tracked())
@@ -19,10 +21,10 @@ def train_gan(
     split: pd.DataFrame,
     tokenizer: Path,
     seq2seq_model: Path,
-    gan: dict[str, Any] | None = None,
-    discriminator: dict[str, Any] | None = None,
-    generator: dict[str, Any] | None = None,
-    pretrain: dict[str, Any] | None = None,
+    gan: GanConfig | None = None,
+    discriminator: DiscriminatorConfig | None = None,
+    generator: Seq2SeqShape | None = None,
+    pretrain: TrainConfig | None = None,
     temperatures: list[float] | None = None,
     comparison_prompts: int = 40,
 ) -> tuple[
@@ -37,10 +39,10 @@ def train_gan(
         split: The split corpus.
         tokenizer: The shared tokenizer directory (for a generator pre-trained here).
         seq2seq_model: The trained seq2seq model (the starting generator when ``start_from: seq2seq``).
-        gan: ``GanConfig`` fields (reward, rollouts, rounds, learning rates, ...).
-        discriminator: ``DiscriminatorConfig`` fields.
-        generator: ``Seq2SeqConfig`` fields of a generator pre-trained here (``start_from: scratch``).
-        pretrain: ``TrainConfig`` fields of that MLE pre-training (its epochs are ``pretrain_epochs``).
+        gan: The adversarial-training settings (reward, rollouts, rounds, learning rates, ...).
+        discriminator: The discriminator's size.
+        generator: The size of a generator pre-trained here (``start_from: scratch``).
+        pretrain: That MLE pre-training's settings (its epochs are ``pretrain_epochs``).
         temperatures: The sweep of the comparison.
         comparison_prompts: Validation prompts of the comparison.
 
@@ -51,13 +53,12 @@ def train_gan(
 
     import mlflow
 
-    from models.gan import DiscriminatorConfig, GanConfig
     from models.mlflow_logging import log_pyfunc
     from training.gan_study import run_gan_study
 
-    gan_cfg, disc_cfg = GanConfig.from_dict(gan or {}), DiscriminatorConfig(**(discriminator or {}))
-    result = run_gan_study(split, tokenizer, seq2seq_model, gan_cfg, disc_cfg, generator or {}, pretrain or {},
-                           temperatures or [0.7, 0.85, 1.0, 1.2], comparison_prompts,
+    gan_cfg, disc_cfg = gan or GanConfig(), discriminator or DiscriminatorConfig()
+    result = run_gan_study(split, tokenizer, seq2seq_model, gan_cfg, disc_cfg, generator or Seq2SeqShape(),
+                           pretrain or TrainConfig(), temperatures or [0.7, 0.85, 1.0, 1.2], comparison_prompts,
                            on_round=lambda r, m: mlflow.log_metrics(m, step=r))
     mlflow.log_params({"family": "gan", **{f"gan.{k}": v for k, v in asdict(gan_cfg).items()},  # defaults too
                        **{f"discriminator.{k}": v for k, v in asdict(disc_cfg).items()}})

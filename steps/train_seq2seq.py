@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 from PIL import Image
@@ -11,15 +11,17 @@ from zenml import ArtifactConfig, step
 from zenml.enums import ArtifactType
 
 from infra.zenml_utils import log_step_metadata
+from models.configs import Seq2SeqShape
 from steps.tracking import tracked
+from training.config import TrainConfig
 
 
 @step(**tracked())
 def train_seq2seq(
     split: pd.DataFrame,
     tokenizer: Path,
-    model: dict[str, Any] | None = None,
-    train_config: dict[str, Any] | None = None,
+    model: Seq2SeqShape | None = None,
+    train_config: TrainConfig | None = None,
     heatmap_prompts: int = 2,
 ) -> tuple[
     Annotated[Path, ArtifactConfig(name="seq2seq_model", artifact_type=ArtifactType.MODEL)],
@@ -31,27 +33,28 @@ def train_seq2seq(
     Args:
         split: The split corpus.
         tokenizer: The shared tokenizer directory.
-        model: ``Seq2SeqConfig`` fields (emb_dim, hidden, layers, attention, dropout, ...).
-        train_config: ``TrainConfig`` fields (epochs, batch_size, lr, bf16, ...).
+        model: The network's size and attention (emb_dim, hidden, layers, attention, dropout, ...).
+        train_config: The optimisation settings (epochs, batch_size, lr, bf16, ...).
         heatmap_prompts: Validation prompts shown in the attention heatmap.
 
     Returns:
         The saved model directory, the per-epoch history and the attention heatmap.
     """
     # torch, transformers and mlflow load here, not at import: a fully cached run never pays for them.
+    from dataclasses import asdict
+
     import mlflow
 
     from models.contract import GenerationSettings
-    from models.mlflow_logging import finish_training, log_training_params
-    from models.plots import attention_heatmaps
     from models.seq2seq import build_writer
     from models.tokenizer import load_tokenizer
-    from training.config import TrainConfig
+    from training.plots import attention_heatmaps
     from training.seq2seq import train
+    from training.tracking import finish_training, log_training_params
 
-    writer = build_writer(load_tokenizer(tokenizer), **(model or {}))
+    writer = build_writer(load_tokenizer(tokenizer), **asdict(model or Seq2SeqShape()))
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]
-    cfg = TrainConfig(**(train_config or {}))
+    cfg = train_config or TrainConfig()
     log_training_params("seq2seq", writer.net.config, cfg)  # every setting, defaults included
     history = train(writer, train_part, val_part, cfg,
                     on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))

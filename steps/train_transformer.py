@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 from PIL import Image
@@ -11,15 +11,17 @@ from zenml import ArtifactConfig, step
 from zenml.enums import ArtifactType
 
 from infra.zenml_utils import log_step_metadata
+from models.configs import TransformerConfig
 from steps.tracking import tracked
+from training.config import TransformerTrainConfig
 
 
 @step(**tracked())
 def train_transformer(
     split: pd.DataFrame,
     tokenizer: Path,
-    model: dict[str, Any] | None = None,
-    train_config: dict[str, Any] | None = None,
+    model: TransformerConfig | None = None,
+    train_config: TransformerTrainConfig | None = None,
 ) -> tuple[
     Annotated[Path, ArtifactConfig(name="transformer_model", artifact_type=ArtifactType.MODEL)],
     Annotated[pd.DataFrame, "transformer_history"],
@@ -30,24 +32,23 @@ def train_transformer(
     Args:
         split: The split corpus.
         tokenizer: The shared tokenizer directory (from scratch; a ``base_model`` brings its own).
-        model: ``TransformerConfig`` fields (base_model spec, adapter, lora_*, or n_layer/n_embd/... from scratch).
-        train_config: ``TransformerTrainConfig`` fields (epochs, batch_size, lr, time_budget_s, torch_threads, ...).
+        model: The model settings (base_model spec, adapter, lora_*, or n_layer/n_embd/... from scratch).
+        train_config: The optimisation settings (epochs, batch_size, lr, time_budget_s, processes, ...).
 
     Returns:
         The saved model directory, the per-epoch history and the training curves.
     """
     import mlflow
 
-    from models.mlflow_logging import finish_training, log_training_params
     from models.tokenizer import load_tokenizer
-    from models.transformer import TransformerConfig, build_transformer, parameter_count
-    from training.transformer import TransformerTrainConfig
+    from models.transformer import build_transformer, parameter_count
+    from training.tracking import finish_training, log_training_params
     from training.transformer_ddp import train
 
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]
-    writer = build_transformer(load_tokenizer(tokenizer), TransformerConfig(**(model or {})),
+    writer = build_transformer(load_tokenizer(tokenizer), model or TransformerConfig(),
                                forms=sorted(train_part["form"].unique()), genres=sorted(train_part["genre"].unique()))
-    cfg = TransformerTrainConfig(**(train_config or {}))
+    cfg = train_config or TransformerTrainConfig()
     log_training_params("transformer", writer.config, cfg)  # every setting, defaults included
     base = writer.metadata.get("base") or {}
     total = parameter_count(writer.model)

@@ -104,7 +104,7 @@ def test_beam_search_finds_the_highest_scoring_sequence_greedy_misses():
 def test_require_min_names_the_config_and_field():
     from dataclasses import dataclass
 
-    from models.contract import require_min
+    from core.validation import require_min
 
     @dataclass
     class Demo:

@@ -1,5 +1,9 @@
 """The pyfunc wrapper and the training steps against a real MLflow SQLite store in a temp dir."""
 
+import os
+import subprocess
+import sys
+
 import mlflow
 import pandas as pd
 import pytest
@@ -46,7 +50,7 @@ def test_train_seq2seq_step_logs_to_mlflow(mlflow_store, tiny_corpus, tiny_token
     from steps import train_seq2seq
 
     tok_dir = save_tokenizer(tiny_tokenizer, tmp_path / "tok")
-    model_dir, history, image = train_seq2seq.entrypoint(
+    model_dir, history, image = train_seq2seq.call_entrypoint(
         split=tiny_corpus, tokenizer=tok_dir, model={"emb_dim": 16, "hidden": 16, "attn_dim": 8},
         train_config={"epochs": 1, "batch_size": 16, "max_train_pieces": 60, "log_every": 0}, heatmap_prompts=1)
     assert (model_dir / "model.pt").is_file() and (model_dir / "manifest.json").is_file()
@@ -57,6 +61,15 @@ def test_train_seq2seq_step_logs_to_mlflow(mlflow_store, tiny_corpus, tiny_token
     assert "val_ppl_word" in runs[0].data.metrics
     logged = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
     assert len(logged) == 1 and logged[0].source_run_id == runs[0].info.run_id
+    # the logged model carries the code it imports: it loads in a process that cannot see this checkout
+    local = mlflow.artifacts.download_artifacts(f"models:/{logged[0].model_id}", dst_path=str(tmp_path / "dl"))
+    check = ("import sys, mlflow.pyfunc; m = mlflow.pyfunc.load_model(sys.argv[1]); "
+             "print(len(m.predict({'prompt': 'A fox.'}, params={'max_new_tokens': 4, 'seed': 1})))")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = subprocess.run([sys.executable, "-I", "-c", check, local], cwd=elsewhere, capture_output=True, text=True,
+                         timeout=300, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "1", out.stderr[-2000:]
 
 
 def test_train_transformer_step_logs_one_run_and_a_loadable_pyfunc(mlflow_store, tiny_corpus, tiny_tokenizer,
@@ -65,7 +78,7 @@ def test_train_transformer_step_logs_one_run_and_a_loadable_pyfunc(mlflow_store,
     from steps import train_transformer
 
     tok_dir = save_tokenizer(tiny_tokenizer, tmp_path / "tok")
-    model_dir, history, curves = train_transformer.entrypoint(
+    model_dir, history, curves = train_transformer.call_entrypoint(
         split=tiny_corpus, tokenizer=tok_dir,
         model={"n_layer": 1, "n_embd": 32, "n_head": 2, "context": 160, "max_prompt_tokens": 40},
         train_config={"epochs": 1, "batch_size": 16, "max_train_pieces": 64, "progress_bar": False})
@@ -87,7 +100,7 @@ def test_train_gan_step_logs_comparison_and_a_loadable_gan(mlflow_store, tiny_co
     from steps import train_gan
 
     seq2seq_dir = tiny_writer(tiny_tokenizer).save(tmp_path / "seq2seq")
-    model_dir, history, comparison, plot = train_gan.entrypoint(
+    model_dir, history, comparison, plot = train_gan.call_entrypoint(
         split=tiny_corpus, tokenizer=tmp_path, seq2seq_model=seq2seq_dir,
         gan={"rounds": 2, "d_pretrain_steps": 2, "batch_size": 8, "max_len": 10, "eval_prompts": 3,
              "eval_max_new_tokens": 10, "eval_pieces": 10},

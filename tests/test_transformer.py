@@ -15,7 +15,8 @@ from models.transformer import (
     collate_examples,
     sequence_nll,
 )
-from training.transformer import TransformerTrainConfig, train_transformer
+from training.config import TransformerTrainConfig
+from training.transformer import train_transformer
 
 TINY = {"n_layer": 2, "n_embd": 32, "n_head": 2, "context": 160, "dropout": 0.0, "max_prompt_tokens": 40}
 PROMPT = "A dragon finds a key under the old bridge."

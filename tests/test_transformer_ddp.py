@@ -9,7 +9,8 @@ from models.contract import GenerationSettings
 from models.transformer import TransformerConfig, build_transformer, is_peft_model, trainable_count
 from tests.test_transformer import PROMPT, scratch
 from training import transformer_ddp
-from training.transformer import TransformerTrainConfig, train_transformer
+from training.config import TransformerTrainConfig
+from training.transformer import train_transformer
 
 pytestmark = pytest.mark.multiprocess
 

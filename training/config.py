@@ -1,4 +1,7 @@
-"""What every training loop shares: the base optimisation settings, the bf16 decision and the piece sample."""
+"""What the training loops share: their optimisation settings, the bf16 decision and the piece sample.
+
+No torch here: the training steps take these settings as typed parameters at import.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.contract import require_min
+from core.validation import STRICT, require_min
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +22,8 @@ class TrainConfig:
 
     ``torch_threads`` (0 = every core) follows :mod:`models.threads` (``$CW_TORCH_THREADS`` wins).
     """
+
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
 
     epochs: int = 6
     batch_size: int = 32
@@ -40,6 +45,40 @@ class TrainConfig:
         require_min(self, ("time_budget_s",), 0)
         if self.lr <= 0:
             raise ValueError(f"{type(self).__name__}.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class TransformerTrainConfig(TrainConfig):
+    """Optimisation settings (the profile's ``train_transformer`` ``train_config`` parameters).
+
+    The shared :class:`~training.config.TrainConfig` fields with Transformer defaults, plus the
+    warm-up fraction, a cap on validation pieces (a seeded sample: validating a 135 M-parameter base on
+    every piece costs more than its training), the progress bar, the device choice and the number of
+    training processes (``processes`` > 1: data-parallel, see :mod:`training.transformer_ddp`; ``batch_size``
+    stays the global batch and is split between them; ``torch_threads`` is then per process, default 1).
+    """
+
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 1e-3
+    log_every: int = 25
+    warmup: float = 0.05
+    max_val_pieces: int = 0
+    progress_bar: bool = True
+    use_cpu: bool = True
+    processes: int = 1
+
+    def __post_init__(self) -> None:
+        """Validates the settings; raises ValueError naming the field."""
+        super().__post_init__()
+        require_min(self, ("max_val_pieces",), 0, integer=True)
+        require_min(self, ("processes",), 1, integer=True)
+        if self.processes > 1 and self.batch_size % self.processes:
+            raise ValueError(f"TransformerTrainConfig.batch_size ({self.batch_size}) is the global batch and must "
+                             f"divide evenly between processes ({self.processes})")
+
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"TransformerTrainConfig.warmup must be a fraction of steps in [0, 1), got {self.warmup}")
 
 
 def cpu_has_native_bf16() -> bool:

@@ -9,14 +9,15 @@ import logging
 import math
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from PIL import Image
 
-from models.gan import DiscriminatorConfig, GanConfig
+from models.configs import DiscriminatorConfig, GanConfig, Seq2SeqShape
+from training.config import TrainConfig
 from training.gan import quality_diversity, train_gan
 from training.seq2seq import encode_frame, evaluate
 
@@ -58,7 +59,7 @@ def verdict(comparison: pd.DataFrame, min_gain: float = 0.005) -> str:
 
 
 def run_gan_study(split: pd.DataFrame, tokenizer_dir: Path, seq2seq_dir: Path, cfg: GanConfig,
-                  disc_cfg: DiscriminatorConfig, generator_cfg: dict[str, Any], pretrain_cfg: dict[str, Any],
+                  disc_cfg: DiscriminatorConfig, generator_cfg: Seq2SeqShape, pretrain_cfg: TrainConfig,
                   temperatures: Sequence[float], comparison_prompts: int,
                   on_round: Callable[[int, dict[str, float]], None] | None = None) -> GanStudy:
     """Loads (or pre-trains) the MLE generator, trains the GAN, runs the temperature sweep and saves the GAN.
@@ -66,10 +67,9 @@ def run_gan_study(split: pd.DataFrame, tokenizer_dir: Path, seq2seq_dir: Path, c
     Returns:
         The saved GAN directory, per-round history, the comparison table, its plot and a summary.
     """
-    from models.plots import gan_tradeoff
     from models.seq2seq import Seq2SeqWriter, build_writer
     from models.tokenizer import load_tokenizer
-    from training.config import TrainConfig
+    from training.plots import gan_tradeoff
     from training.seq2seq import train
 
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]
@@ -77,10 +77,10 @@ def run_gan_study(split: pd.DataFrame, tokenizer_dir: Path, seq2seq_dir: Path, c
         start = Seq2SeqWriter.load(seq2seq_dir)
         pretrain = None
     else:
-        start = build_writer(load_tokenizer(tokenizer_dir), **generator_cfg)
+        start = build_writer(load_tokenizer(tokenizer_dir), **asdict(generator_cfg))
 
         def pretrain(writer: Seq2SeqWriter) -> None:
-            train(writer, train_part, val_part, TrainConfig(**{**pretrain_cfg, "epochs": cfg.pretrain_epochs}))
+            train(writer, train_part, val_part, replace(pretrain_cfg, epochs=cfg.pretrain_epochs))
 
     result = train_gan(start, train_part, val_part, cfg, disc_cfg, on_round=on_round, pretrain=pretrain)
     val_examples = encode_frame(result.writer, val_part)

@@ -21,7 +21,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,46 +28,11 @@ import pandas as pd
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from models.contract import require_min
 from models.threads import configure_threads
 from models.transformer import TransformerWriter, collate_examples, sequence_nll
-from training.config import TrainConfig, resolve_bf16, training_pieces
+from training.config import TransformerTrainConfig, resolve_bf16, training_pieces
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TransformerTrainConfig(TrainConfig):
-    """Optimisation settings (the profile's ``train_transformer`` ``train_config`` parameters).
-
-    The shared :class:`~training.config.TrainConfig` fields with Transformer defaults, plus the
-    warm-up fraction, a cap on validation pieces (a seeded sample: validating a 135 M-parameter base on
-    every piece costs more than its training), the progress bar, the device choice and the number of
-    training processes (``processes`` > 1: data-parallel, see :mod:`training.transformer_ddp`; ``batch_size``
-    stays the global batch and is split between them; ``torch_threads`` is then per process, default 1).
-    """
-
-    epochs: int = 3
-    batch_size: int = 16
-    lr: float = 1e-3
-    log_every: int = 25
-    warmup: float = 0.05
-    max_val_pieces: int = 0
-    progress_bar: bool = True
-    use_cpu: bool = True
-    processes: int = 1
-
-    def __post_init__(self) -> None:
-        """Validates the settings; raises ValueError naming the field."""
-        super().__post_init__()
-        require_min(self, ("max_val_pieces",), 0, integer=True)
-        require_min(self, ("processes",), 1, integer=True)
-        if self.processes > 1 and self.batch_size % self.processes:
-            raise ValueError(f"TransformerTrainConfig.batch_size ({self.batch_size}) is the global batch and must "
-                             f"divide evenly between processes ({self.processes})")
-
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"TransformerTrainConfig.warmup must be a fraction of steps in [0, 1), got {self.warmup}")
 
 
 def length_request(prompt: str, text: str) -> int:

@@ -32,7 +32,8 @@ import pandas as pd
 from core.paths import PROJECT_ROOT
 from models.threads import ENV as THREADS_ENV
 from models.transformer import TransformerWriter
-from training.transformer import EpochCallback, TransformerTrainConfig, train_transformer
+from training.config import TransformerTrainConfig
+from training.transformer import EpochCallback, train_transformer
 
 log = logging.getLogger(__name__)
 COLUMNS = ["prompt", "text", "form", "genre"]

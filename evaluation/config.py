@@ -1,0 +1,47 @@
+"""The evaluation suite's settings (no torch here: the ``evaluate`` step takes them as a typed parameter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.validation import STRICT, require_min
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """Evaluation settings (the profile's ``evaluate`` ``suite`` parameters)."""
+
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
+
+    ranking_pieces: int = 100
+    distractors: int = 9
+    sample_prompts: int = 24
+    max_new_tokens: int = 120
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    seed: int = 0
+    ppl_pieces: int = 0
+    ranking_words: int = 0
+    open_prompts: str = ""
+    open_limit: int = 0
+    open_max_new_tokens: int = 200
+    open_target_words: int = 80
+    reference_model: str = ""
+    fluency_samples: int = 24
+    real_pieces: int = 24
+    real_ranking_pieces: int = 16
+    torch_threads: int = 0
+
+    def __post_init__(self) -> None:
+        """Validates the settings; raises ValueError naming the field."""
+        require_min(self, ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens", "open_max_new_tokens",
+                           "real_pieces"), 1, integer=True)
+        require_min(self, ("ppl_pieces", "ranking_words", "open_limit", "open_target_words", "fluency_samples",
+                           "torch_threads", "real_ranking_pieces"), 0, integer=True)
+
+    @property
+    def chance(self) -> float:
+        """Prompt-ranking accuracy of a model that ignores its prompt."""
+        return 1.0 / (self.distractors + 1)
