@@ -1,6 +1,7 @@
 """The serving profile (``configs/serving.yaml``) and its environment overrides.
 
-The YAML holds the defaults a deployment shares; the environment holds what differs per deployment:
+The YAML holds the defaults a deployment shares (pydantic validates it against the dataclasses below); the
+environment holds what differs per deployment (read and validated by pydantic-settings: :class:`EnvOverrides`):
 
 ========================  ===============================================================
 ``CW_SERVING_CONFIG``     another profile file
@@ -18,13 +19,18 @@ The YAML holds the defaults a deployment shares; the environment holds what diff
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AliasChoices, BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from core.paths import PROJECT_ROOT, REGISTERED_NAME
+from core.validation import STRICT, refusal
 from core.yaml_files import read_mapping
 
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "serving.yaml"
@@ -40,6 +46,12 @@ class ServingConfigError(ValueError):
     """The serving profile is missing or malformed; the message names the file and the key."""
 
 
+# The profile's value types: a YAML key left empty is "", and no count, size or time may be negative.
+Text = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]
+Count = Annotated[int, Field(ge=0)]
+Amount = Annotated[float, Field(ge=0)]
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Which model is served.
@@ -52,11 +64,13 @@ class ModelSource:
         retry_s: With no model yet, how often readiness checks look again (seconds).
     """
 
-    registered_name: str = REGISTERED_NAME
-    alias: str = "champion"
-    version: str = ""
-    bento_model: str = ""
-    retry_s: float = 30.0
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
+
+    registered_name: Text = REGISTERED_NAME
+    alias: Text = "champion"
+    version: Text = ""
+    bento_model: Text = ""
+    retry_s: Amount = 30.0
 
     def describe(self) -> str:
         """Where the model comes from, in words."""
@@ -74,21 +88,25 @@ class ServerSettings:
     ``torch_threads`` 0 means every core; ``$CW_TORCH_THREADS`` wins (see :mod:`models.threads`).
     """
 
-    host: str = "127.0.0.1"
-    port: int = 3000
-    token_env: str = "CW_API_TOKEN"
-    timeout_s: int = 120
-    torch_threads: int = 0
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
+
+    host: Text = "127.0.0.1"
+    port: Count = 3000
+    token_env: Text = "CW_API_TOKEN"
+    timeout_s: Count = 120
+    torch_threads: Count = 0
 
 
 @dataclass(frozen=True)
 class Limits:
     """Caps on what one request may ask for."""
 
-    max_prompt_chars: int = 1000
-    max_body_bytes: int = 65536
-    max_new_tokens: int = 512
-    max_drafts: int = 4
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
+
+    max_prompt_chars: Count = 1000
+    max_body_bytes: Count = 65536
+    max_new_tokens: Count = 512
+    max_drafts: Count = 4
     reject_emoji: bool = True
 
 
@@ -96,26 +114,32 @@ class Limits:
 class Batching:
     """Adaptive batching of ``/generate`` drafts (see :mod:`serving.batching`)."""
 
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
+
     enabled: bool = True
-    max_batch_size: int = 16
-    max_latency_ms: float = 15.0
+    max_batch_size: Count = 16
+    max_latency_ms: Amount = 15.0
 
 
 @dataclass(frozen=True)
 class Defaults:
     """Generation settings a request may leave out."""
 
-    max_new_tokens: int = 128
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 0.95
-    repetition_penalty: float = 1.1
-    min_p: float = 0.0
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
+
+    max_new_tokens: Count = 128
+    temperature: Amount = 0.8
+    top_k: Count = 50
+    top_p: Amount = 0.95
+    repetition_penalty: Amount = 1.1
+    min_p: Amount = 0.0
 
 
 @dataclass(frozen=True)
 class UiSettings:
     """The Gradio page's example prompts: ``[prompt, form, genre]`` rows."""
+
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
 
     examples: tuple[tuple[str, str, str], ...] = (
         ("A lighthouse keeper finds a message in a bottle written in her own handwriting.", "story", "mystery"),
@@ -128,6 +152,8 @@ class UiSettings:
 @dataclass(frozen=True)
 class ServingConfig:
     """The whole serving profile."""
+
+    __pydantic_config__ = STRICT  # unknown keys are refused by name
 
     model: ModelSource = field(default_factory=ModelSource)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -146,62 +172,61 @@ class ServingConfig:
         return asdict(self)
 
 
-_SECTIONS = {f.name: f.type for f in fields(ServingConfig)}
-_CLASSES = {"model": ModelSource, "server": ServerSettings, "limits": Limits, "batching": Batching,
-            "defaults": Defaults, "ui": UiSettings}
+class EnvOverrides(BaseSettings):
+    """What the environment overrides per deployment (pydantic-settings reads and validates the variables).
 
+    Each field's alias is its variable; an empty variable counts as unset.
+    """
 
-def _section(cls: Any, data: Any, where: str) -> Any:
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ServingConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ServingConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    values = {}
-    for name, value in data.items():
-        default = getattr(cls(), name)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int | float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-            value = type(default)(value) if ok else value
-        elif isinstance(default, tuple):
-            ok = isinstance(value, list) and all(isinstance(r, list) and len(r) == 3 for r in value)
-            value = tuple(tuple(str(x or "") for x in r) for r in value) if ok else value
-        else:
-            ok = isinstance(value, str) or value is None
-            value = "" if value is None else value
-        if not ok:
-            raise ServingConfigError(f"{where}.{name}: invalid value {value!r} (expected like {default!r})")
-        values[name] = value
-    return cls(**values)
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", populate_by_name=False)
 
+    profile: str = Field("", validation_alias=AliasChoices("CW_SERVING_CONFIG"))
+    alias: str = Field("", validation_alias=AliasChoices("CW_MODEL_ALIAS"))
+    version: str = Field("", validation_alias=AliasChoices("CW_MODEL_VERSION"))
+    bento_model: str = Field("", validation_alias=AliasChoices("CW_BENTO_MODEL"))
+    host: str = Field("", validation_alias=AliasChoices("CW_HOST"))
+    port: int | None = Field(None, ge=1, le=65535, validation_alias=AliasChoices("CW_PORT"))
+    batching: bool | None = Field(None, validation_alias=AliasChoices("CW_BATCHING"))
 
-def _env_overrides(config: ServingConfig, env: dict[str, str]) -> ServingConfig:
-    from dataclasses import replace
+    @classmethod
+    def read(cls, env: Mapping[str, str]) -> EnvOverrides:
+        """The overrides in ``env`` (``os.environ``, or a test's own mapping).
 
-    model, server, batching = config.model, config.server, config.batching
-    if env.get("CW_MODEL_ALIAS"):
-        model = replace(model, alias=env["CW_MODEL_ALIAS"], version="")
-    if env.get("CW_MODEL_VERSION"):
-        model = replace(model, version=env["CW_MODEL_VERSION"])
-    if env.get("CW_BENTO_MODEL"):
-        model = replace(model, bento_model=env["CW_BENTO_MODEL"])
-    if env.get("CW_HOST"):
-        server = replace(server, host=env["CW_HOST"])
-    if env.get("CW_PORT"):
-        if not env["CW_PORT"].isdigit():
-            raise ServingConfigError(f"CW_PORT must be a port number, got {env['CW_PORT']!r}")
-        server = replace(server, port=int(env["CW_PORT"]))
-    if env.get("CW_BATCHING"):
-        flag = env["CW_BATCHING"].strip().lower()
-        if flag not in {"on", "off", "true", "false", "1", "0"}:
-            raise ServingConfigError(f"CW_BATCHING must be on or off, got {env['CW_BATCHING']!r}")
-        batching = replace(batching, enabled=flag in {"on", "true", "1"})
-    return replace(config, model=model, server=server, batching=batching)
+        Raises:
+            ServingConfigError: If a variable's value is wrong, naming the variable.
+        """
+        class FromMapping(EnvSettingsSource):
+            def _load_env_vars(self) -> Mapping[str, str | None]:
+                return parse_env_vars(env, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+        class Reader(cls):  # type: ignore[valid-type, misc]
+            @classmethod
+            def settings_customise_sources(
+                cls, settings_cls: type[BaseSettings], **sources: PydanticBaseSettingsSource
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                return (FromMapping(settings_cls),)  # the mapping given, not os.environ
+
+        try:
+            return Reader()
+        except ValidationError as exc:
+            raise ServingConfigError(refusal(exc, "variable")) from None
+
+    def apply(self, config: ServingConfig) -> ServingConfig:
+        """``config`` with these overrides (an alias unpins the version; a version pins it)."""
+        model, server, batching = config.model, config.server, config.batching
+        if self.alias:
+            model = replace(model, alias=self.alias, version="")
+        if self.version:
+            model = replace(model, version=self.version)
+        if self.bento_model:
+            model = replace(model, bento_model=self.bento_model)
+        if self.host:
+            server = replace(server, host=self.host)
+        if self.port is not None:
+            server = replace(server, port=self.port)
+        if self.batching is not None:
+            batching = replace(batching, enabled=self.batching)
+        return replace(config, model=model, server=server, batching=batching)
 
 
 def bento_envs(root: Path = PROJECT_ROOT) -> dict[str, str]:
@@ -229,17 +254,18 @@ def load_serving_config(path: Path | None = None, env: dict[str, str] | None = N
         ServingConfigError: If the file is missing or not YAML, or a key or value is wrong (named).
     """
     env = {**bento_envs(), **os.environ} if env is None else env
-    named = path or env.get("CW_SERVING_CONFIG")
+    overrides = EnvOverrides.read(env)
+    named = path or overrides.profile
     path = Path(named or DEFAULT_PROFILE)
     if not named and not path.exists():  # installed without the checkout's configs/: the built-in defaults
         data: dict[str, Any] = {}
     else:
         data = read_mapping(path, ServingConfigError, "serving config")
-    unknown = sorted(set(data) - set(_SECTIONS))
-    if unknown:
-        raise ServingConfigError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(_SECTIONS)}")
-    config = ServingConfig(**{name: _section(cls, data.get(name), f"{path}: {name}") for name, cls in _CLASSES.items()})
+    try:
+        config = TypeAdapter(ServingConfig).validate_python(data)
+    except ValidationError as exc:
+        raise ServingConfigError(f"{path}: {refusal(exc, 'key')}") from None
     if config.defaults.max_new_tokens > config.limits.max_new_tokens:
         raise ServingConfigError(f"{path}: defaults.max_new_tokens {config.defaults.max_new_tokens} exceeds "
                                  f"limits.max_new_tokens {config.limits.max_new_tokens}")
-    return _env_overrides(config, env)
+    return overrides.apply(config)

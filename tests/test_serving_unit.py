@@ -41,8 +41,10 @@ def test_default_profile_loads_and_env_overrides(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("limits: {max_drafts: many}", "limits.max_drafts"),
-    ("limits: {max_draft: 3}", "unknown key(s) ['max_draft']"),
-    ("servers: {}", "unknown section(s) ['servers']"),
+    ("limits: {max_draft: 3}", "unknown key 'limits.max_draft'"),
+    ("servers: {}", "unknown key 'servers'"),
+    ("limits: {max_drafts: -1}", "limits.max_drafts: Input should be greater than or equal to 0"),
+    ("ui: {examples: [[a prompt, story]]}", "ui.examples.0.2: Field required"),
     ("defaults: {max_new_tokens: 900}", "exceeds limits.max_new_tokens"),
     ("batching: {enabled: 3}", "batching.enabled"),
     ("[1, 2", "not valid YAML"),
@@ -57,6 +59,9 @@ def test_bad_environment_values_are_named():
         load_serving_config(env={"CW_BATCHING": "sometimes"})
     with pytest.raises(ServingConfigError, match="CW_PORT"):
         load_serving_config(env={"CW_PORT": "eighty"})
+    with pytest.raises(ServingConfigError, match="CW_PORT: Input should be less than or equal to 65535"):
+        load_serving_config(env={"CW_PORT": "70000"})
+    assert load_serving_config(env={"CW_PORT": "", "CW_MODEL_ALIAS": ""}).server.port == 3000  # empty: unset
     with pytest.raises(ServingConfigError, match="not found"):
         load_serving_config(env={"CW_SERVING_CONFIG": "/nonexistent.yaml"})
 
