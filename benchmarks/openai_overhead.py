@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks.serve_load import PROMPTS
+from infra.local_server import Server
 from infra.stack import tracking_uri
-from serving.local import Server
 
 ENDPOINTS = ("/generate", "/v1/completions", "/v1/chat/completions")
 

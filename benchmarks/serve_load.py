@@ -31,8 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from infra.local_server import Server
 from infra.stack import tracking_uri
-from serving.local import Server
 
 PROMPTS = [
     ("A lighthouse keeper finds a message in a bottle written in her own handwriting.", "story", "mystery"),

@@ -25,19 +25,11 @@ import time
 from pathlib import Path
 
 from core.paths import PROJECT_ROOT
+from infra.processes import free_port
 
 PROFILE = "configs/smoke.yaml"
 IGNORE = shutil.ignore_patterns(".git", ".cache", ".zen", ".mlflow", ".runs", ".team", "__pycache__",
                                 ".pytest_cache", ".ruff_cache", "test-artifacts", "mlruns", ".venv", "outputs")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -65,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="cached reruns per stack (alternating)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    from tests.tiny_llama import write_tiny_llama
+    from models.tiny_llama import write_tiny_llama
 
     base = Path(tempfile.mkdtemp(prefix="cw-team-bench-", dir="/tmp"))
     base.chmod(0o755)  # PostgreSQL runs as its own user and must reach its folder

@@ -55,6 +55,13 @@ def _info(process, marker: str = "") -> ProcessInfo:  # noqa: ANN001 - a psutil.
     return ProcessInfo(process.pid, command, marker)
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def port_in_use(host: str, port: int) -> bool:
     """Whether binding ``host:port`` fails now (someone listens on it, or on all interfaces)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -75,7 +75,7 @@ def tiny_writer(tokenizer, **overrides):
 @pytest.fixture(scope="session")
 def served(tmp_path_factory, tiny_tokenizer):
     """A real ``bentoml serve`` of the service on a loopback port, serving a tiny registered champion."""
-    from serving.local import Server
+    from infra.local_server import Server
     from tests.serving_support import register_tiny_champion
 
     folder = tmp_path_factory.mktemp("served")
@@ -92,7 +92,7 @@ def served(tmp_path_factory, tiny_tokenizer):
 @pytest.fixture(scope="session")
 def guarded_empty(tmp_path_factory):
     """A server with a bearer token and an empty registry (nothing to serve)."""
-    from serving.local import Server
+    from infra.local_server import Server
 
     folder = tmp_path_factory.mktemp("guarded")
     server = Server({"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "BENTOML_HOME": str(folder / "bentoml"),

@@ -37,7 +37,7 @@ def test_spec_kinds():
 
 
 def test_local_directories(tmp_path):
-    from tests.tiny_llama import write_tiny_llama
+    from models.tiny_llama import write_tiny_llama
 
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve_checkpoint(str(tmp_path / "nowhere"))

@@ -7,7 +7,6 @@ run in ``tests/test_e2e.py`` against real deployments.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,12 @@ from pathlib import Path
 import pytest
 
 from infra.bento_deployment import DeploymentError, check_port, leftovers, stop_leftovers, verify_serving
-from infra.processes import listeners, port_in_use, terminate
+from infra.processes import free_port, listeners, port_in_use, terminate
 from serving.config import DEPLOYMENT_ROOT_ENV
 from serving.deploy import python_options
 
 LISTEN = "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); " \
          "print('up', flush=True); time.sleep(120)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ print(json.dumps([{name: str(s.status.value) for name, s in r.steps.items()} for
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    from tests.tiny_llama import write_tiny_llama
+    from models.tiny_llama import write_tiny_llama
 
     # under a hidden folder, as a checkout in ~/.cache or ~/.local would be (BentoML refuses hidden paths)
     root = tmp_path_factory.mktemp("e2e") / ".checkout" / "project"
@@ -341,7 +341,7 @@ def answers(url: str) -> tuple[int, str]:
 
 
 def test_a_port_held_by_another_process_is_refused_before_anything_is_built(project, first_run):
-    from serving.local import free_port
+    from infra.processes import free_port
 
     root, env = project
     port = free_port()
@@ -369,8 +369,7 @@ def test_deployments_verify_what_they_serve_and_survive_killed_processes(project
 
     import httpx
 
-    from infra.processes import listeners, port_in_use
-    from serving.local import free_port
+    from infra.processes import free_port, listeners, port_in_use
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"

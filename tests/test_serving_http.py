@@ -172,7 +172,7 @@ def test_a_champion_with_broken_artifacts_starts_says_why_and_crashes_nothing(tm
     """The champion's weights truncated, or its artifacts deleted: the server runs and explains itself."""
     import shutil
 
-    from serving.local import Server
+    from infra.local_server import Server
     from tests.serving_support import register_tiny_champion
 
     uri = register_tiny_champion(tmp_path, tiny_tokenizer)

@@ -305,7 +305,7 @@ def lora_champion(tmp_path_factory, tiny_corpus):
 
     from models.contract import load_model
     from models.transformer import TransformerConfig, build_transformer
-    from tests.tiny_llama import write_tiny_llama
+    from models.tiny_llama import write_tiny_llama
 
     folder = tmp_path_factory.mktemp("lora")
     base = write_tiny_llama(folder / "base", vocab=400)

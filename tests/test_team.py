@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from core.paths import PROJECT_ROOT
-from serving.local import free_port
+from infra.local_server import free_port
 
 pytestmark = pytest.mark.team
 
@@ -121,8 +121,8 @@ sys.exit(run.main(sys.argv[1:]))
 @pytest.fixture
 def team_project(layout, tmp_path_factory):
     """A copy of the project (as the e2e tests make) whose runs go to the team servers of ``layout``."""
+    from models.tiny_llama import write_tiny_llama
     from tests.test_e2e import IGNORE
-    from tests.tiny_llama import write_tiny_llama
 
     root, _ = layout
     project = tmp_path_factory.mktemp("team-e2e") / ".checkout" / "project"

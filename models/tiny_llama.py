@@ -5,7 +5,7 @@ family, a chat template in the ChatML shape SmolLM2 uses, a byte-level BPE token
 built-in corpus. Its writing is noise; the code paths (chat layout, LoRA, adapter save/load, the
 checkpoint resolver's local kind) are the real ones.
 
-    python -m tests.tiny_llama .cache/tiny-llama-chat     # what configs/smoke.yaml names
+    python -m models.tiny_llama .cache/tiny-llama-chat     # what configs/smoke.yaml names
 """
 
 from __future__ import annotations

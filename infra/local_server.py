@@ -1,13 +1,13 @@
 """Running the service locally in a subprocess: ``bentoml serve`` on a free loopback port.
 
-Used by the HTTP and browser tests and by ``benchmarks/serve_load``; for everyday use run
-``bentoml serve serving.service:CreativeWriter`` yourself (see the README).
+Used by the HTTP, OpenAI and browser tests and by the serving benchmarks (``serve_load``, ``openai_overhead``);
+for everyday use run ``bentoml serve serving.service:CreativeWriter`` yourself, or deploy with
+``python run.py --pipeline deployment`` (see the README).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +16,10 @@ from pathlib import Path
 import httpx
 
 from core.paths import PROJECT_ROOT
+from infra.processes import free_port
 from serving.config import PROCESS_ENV
 
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["Server", "free_port"]
 
 
 class Server:
