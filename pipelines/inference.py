@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from zenml import pipeline
 
 from core.paths import REGISTERED_NAME
+from serving.planner import BatchGeneration
 from steps import batch_generate, generations_report, load_prompts
 
 
 @pipeline(name="inference_pipeline")
 def inference_pipeline(prompts_path: str, prompts_sha256: str, model_version: str, alias: str = "champion",
-                       registered_name: str = REGISTERED_NAME, generation: dict[str, Any] | None = None,
+                       registered_name: str = REGISTERED_NAME, generation: BatchGeneration | None = None,
                        batch_size: int = 16, max_prompt_chars: int = 1000) -> None:
     """load_prompts → batch_generate → generations_report.
 
@@ -26,7 +25,7 @@ def inference_pipeline(prompts_path: str, prompts_sha256: str, model_version: st
         model_version: The registry version that writes.
         alias: The alias it was resolved through.
         registered_name: The MLflow registered model.
-        generation: Generation settings.
+        generation: Generation settings (None: the defaults of :class:`~serving.planner.BatchGeneration`).
         batch_size: Prompts per model call.
         max_prompt_chars: Longest prompt accepted.
     """

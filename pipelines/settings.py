@@ -30,7 +30,7 @@ class SettingsError(ValueError):
 
 
 def typed_sections(step: Any) -> dict[str, type]:
-    """A step's parameters typed by a settings class (a dataclass or pydantic model), read from its signature.
+    """The parameters of a step (or pipeline) typed by a settings class (dataclass or pydantic model), by signature.
 
     ``model: TransformerConfig | None = None`` gives ``{"model": TransformerConfig}``: ZenML validates the
     profile's dict against that type, and :func:`resolve_settings` fills in its defaults.
@@ -86,25 +86,41 @@ def resolve_settings(run_config: dict[str, Any], pipeline: Any, where: str) -> d
     """
     import steps as step_module
 
-    resolved = {**run_config, "parameters": {**_signature_defaults(pipeline.entrypoint),
-                                             **(run_config.get("parameters") or {})}}
+    parameters = {**_signature_defaults(pipeline.entrypoint), **(run_config.get("parameters") or {})}
+    resolved = {**run_config, "parameters": _typed(parameters, pipeline, f"{where}: parameters")}
     steps: dict[str, Any] = {}
     for name, wired in _pipeline_steps(pipeline).items():
         given = dict(((run_config.get("steps") or {}).get(name) or {}).get("parameters") or {})
         defaults = {k: v for k, v in _signature_defaults(getattr(step_module, name).entrypoint).items()
                     if k not in wired}
-        params = {**defaults, **given}
-        for parameter, cls in typed_sections(getattr(step_module, name)).items():
-            value = params.get(parameter)
-            if value is None and (name, parameter) in NONE_KEPT:
-                continue
-            try:
-                params[parameter] = typed_settings(cls, dict(value or {}))
-            except (TypeError, ValueError) as exc:
-                raise SettingsError(f"{where}: steps.{name}.parameters.{parameter}: {exc}") from None
+        params = _typed({**defaults, **given}, getattr(step_module, name), f"{where}: steps.{name}.parameters",
+                        {p for (s, p) in NONE_KEPT if s == name})
         steps[name] = {**((run_config.get("steps") or {}).get(name) or {}), "parameters": params}
     resolved["steps"] = steps
     return resolved
+
+
+def _typed(params: dict[str, Any], function: Any, where: str, none_kept: set[str] | frozenset[str] = frozenset()
+           ) -> dict[str, Any]:
+    """``params`` with each typed section of ``function`` (a step or pipeline) complete and validated.
+
+    A section given as None gets its class's defaults, unless its name is in ``none_kept``.
+
+    Raises:
+        SettingsError: Naming ``where.section`` and what is wrong.
+    """
+    params = dict(params)
+    for parameter, cls in typed_sections(function).items():
+        if parameter not in params:  # wired by the pipeline: it comes from there
+            continue
+        value = params[parameter]
+        if value is None and parameter in none_kept:
+            continue
+        try:
+            params[parameter] = typed_settings(cls, dict(value or {}))
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"{where}.{parameter}: {exc}") from None
+    return params
 
 
 def _pipeline_steps(pipeline: Any) -> dict[str, set[str]]:

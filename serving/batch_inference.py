@@ -24,6 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from serving.planner import BatchGeneration, RequestError, RequestPlanner, check_controls
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ["id", "prompt", "form", "genre", "seed"]
@@ -100,10 +102,12 @@ def read_prompts(path: Path, max_prompt_chars: int = 1000, reject_emoji: bool = 
     return frame
 
 
-def generate_for_prompts(model: Any, prompts: pd.DataFrame, settings: Any, provenance: dict[str, Any],
+def generate_for_prompts(model: Any, prompts: pd.DataFrame, generation: BatchGeneration, provenance: dict[str, Any],
                          batch_size: int = 16, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """One generation per prompt row, with the settings and provenance on every row.
 
+    Each form and genre is planned like an HTTP request (:class:`~serving.planner.RequestPlanner`, with the
+    code's serving defaults: the same prompt, seed and settings write the same text here and from the API).
     Rows are batched by form and genre (through :meth:`~models.contract.WriterModel.generate_rows`, so a
     row's text depends only on its prompt, seed and settings). Forms and genres are checked against the
     model first.
@@ -111,7 +115,7 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, settings: Any, prove
     Args:
         model: A model-contract object.
         prompts: Rows from :func:`read_prompts`.
-        settings: Default :class:`~models.contract.GenerationSettings` (a row's seed ≥ 0 replaces its seed).
+        generation: The run's settings (a row's seed ≥ 0 replaces ``generation.seed``).
         provenance: What wrote the text (family, registry version, alias, run ids).
         batch_size: Rows per model call.
         progress: Called with (rows done, rows total) after each batch.
@@ -119,8 +123,7 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, settings: Any, prove
     Raises:
         ValueError: If a row's form or genre is unknown to the model (row id named).
     """
-    from serving.engine import RequestError, check_controls
-
+    planner = RequestPlanner()
     controls = model.controls()
     for row in prompts.itertuples():
         try:
@@ -128,12 +131,15 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, settings: Any, prove
         except RequestError as exc:
             raise ValueError(f"prompt {row.id}: {exc}") from None
     out = prompts.copy()
-    out["seed"] = [int(s) if s >= 0 else settings.seed for s in out["seed"]]
+    out["seed"] = [int(s) if s >= 0 else generation.seed for s in out["seed"]]
     texts: dict[int, str] = {}
     done, total = 0, len(out)
     started = time.perf_counter()
+    fixed: dict[str, Any] = {}  # the settings every row shares (all but the seed, form and genre)
     for (form, genre), group in out.groupby(["form", "genre"], sort=False):
-        group_settings = settings.replace(form=form, genre=genre)
+        group_settings = planner.settings(generation, generation.seed, controls, form=form, genre=genre,
+                                          **generation.fixed())
+        fixed = {k: v for k, v in asdict(group_settings).items() if k not in {"seed", "form", "genre"}}
         for start in range(0, len(group), batch_size):
             part = group.iloc[start: start + batch_size]
             for index, text in zip(part.index, model.generate_rows(list(zip(part["prompt"], part["seed"],
@@ -146,7 +152,6 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, settings: Any, prove
     out["text"] = [texts[i] for i in out.index]
     out["tokens"] = [model.count_tokens(t) for t in out["text"]]
     out["seconds"] = round(time.perf_counter() - started, 3)
-    fixed = {k: v for k, v in asdict(settings).items() if k not in {"seed", "form", "genre"}}
     for key in ("family", "registered_name", "version", "alias", "training_run_id", "mlflow_run_id"):
         out[key] = str(provenance.get(key, ""))
     out["settings"] = json.dumps(fixed, sort_keys=True)

@@ -1,68 +1,32 @@
 """The serving logic behind the HTTP API and the UI, free of BentoML so that it is tested on its own.
 
 :class:`Engine` loads the model in the background (readiness is false until it is loaded, with the
-reason), checks a request against the model (form and genre), writes drafts (through the adaptive
-:class:`~serving.batching.Batcher` when enabled) and streams one draft.
+reason), plans a request against the loaded model through the profile's
+:class:`~serving.planner.RequestPlanner` (form and genre, seeds, sampling), writes drafts (through the
+adaptive :class:`~serving.batching.Batcher` when enabled) and streams one draft.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from serving.batching import Batcher, BatchResult
 from serving.champion import LoadedModel, NoModelError
 from serving.config import ServingConfig
-from serving.schemas import MAX_SEED, Draft, GenerateRequest, GenerateResponse, Timings
+from serving.planner import Chat, Plan, RequestPlanner
+from serving.schemas import Draft, GenerateRequest, GenerateResponse, Timings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Chat:
-    """The context around a request: a system message, earlier turns, the text the piece begins with.
-
-    ``system`` ('' keeps the model's own) replaces the system prompt; ``lead`` is written on from.
-    Families with a chat layout (a pretrained Transformer with a chat template) read the system message
-    and the turns; families whose ``writes_on`` is true read the lead; the others write from the prompt.
-    """
-
-    system: str = ""
-    history: tuple[tuple[str, str], ...] = ()
-    lead: str = ""
-
-
 class NotReadyError(RuntimeError):
     """No model is loaded (yet); the message says why."""
-
-
-class RequestError(ValueError):
-    """A request the loaded model cannot serve; ``field`` names the offending input."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-def check_controls(controls: dict[str, list[str]], form: str, genre: str) -> None:
-    """Raises RequestError (naming ``form`` or ``genre``) when the model has no control token for it.
-
-    Args:
-        controls: The model's ``{"form": [...], "genre": [...]}`` values.
-        form: The requested form.
-        genre: The requested genre ('' for none).
-    """
-    if form not in controls["form"]:
-        raise RequestError("form", f"unknown form '{form}'; this model writes: {', '.join(controls['form'])}")
-    if genre and genre not in controls["genre"]:
-        raise RequestError("genre", f"unknown genre '{genre}'; this model knows: "
-                                    f"{', '.join(g for g in controls['genre'] if g != 'none')} (or leave it empty)")
 
 
 async def iterate_in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
@@ -114,6 +78,7 @@ class Engine:
         from serving import champion
 
         self.config = config
+        self.planner = RequestPlanner.for_config(config)
         self._loader = loader or champion.load
         self._loaded: LoadedModel | None = None
         self._reason = "the model is loading"
@@ -173,28 +138,14 @@ class Engine:
         return self._loaded
 
     # --- requests --------------------------------------------------------------------------------------
-    def settings(self, request: GenerateRequest, seed: int, chat: Chat | None = None) -> Any:
-        """The model's generation settings for a request (form and genre checked against the model).
+    def plan(self, request: GenerateRequest, chat: Chat | None = None) -> Plan:
+        """The request planned against the loaded model (see :meth:`serving.planner.RequestPlanner.plan`).
 
-        Sampling: the profile's defaults, then the request's preset, then the fields the request sets.
-        ``chat`` adds a conversation's system message and earlier turns (used by chat-layout families).
+        Raises:
+            NotReadyError: If no model is loaded.
+            RequestError: If the model does not know the request's form or genre.
         """
-        from models.contract import GenerationSettings
-        from models.presets import SAMPLING_FIELDS, resolve_sampling
-
-        form, genre = request.form, request.genre or ""
-        check_controls(self.loaded.controls, form, genre)
-        sampling = resolve_sampling(asdict(self.config.defaults), request.preset,
-                                    {k: getattr(request, k) for k in SAMPLING_FIELDS})
-        chat = chat or Chat()
-        return GenerationSettings(max_new_tokens=request.max_new_tokens, seed=seed, form=form, genre=genre,
-                                  stop=tuple(request.stop), system=chat.system, history=chat.history, lead=chat.lead,
-                                  **sampling)
-
-    def seeds(self, request: GenerateRequest) -> list[int]:
-        """The drafts' seeds: ``seed, seed + 1, ...`` (a random first seed when the request has none)."""
-        first = request.seed if request.seed is not None else random.randrange(0, 2**31)
-        return [(first + i) % (MAX_SEED + 1) for i in range(request.num_drafts)]
+        return self.planner.plan(request, self.loaded.controls, chat)
 
     def _run_rows(self, settings: Any, rows: list[tuple[str, int]]) -> list[str]:
         return self.loaded.model.generate_rows(rows, settings)
@@ -211,11 +162,6 @@ class Engine:
                                 settings={**asdict(settings), "num_drafts": request.num_drafts,
                                           "preset": request.preset or ""}, timings=timings)
 
-    def _plan(self, request: GenerateRequest, chat: Chat | None = None) -> tuple[list[int], Any, list[tuple[str, int]]]:
-        """The drafts' seeds, the checked settings (first seed) and the ``(prompt, seed)`` rows."""
-        seeds = self.seeds(request)
-        return seeds, self.settings(request, seeds[0], chat), [(request.prompt, s) for s in seeds]
-
     def _write(self, settings: Any, rows: list[tuple[str, int]]) -> BatchResult:
         started = time.perf_counter()
         texts = self._run_rows(settings, rows)
@@ -224,20 +170,19 @@ class Engine:
     async def generate_async(self, request: GenerateRequest, chat: Chat | None = None) -> GenerateResponse:
         """Writes the request's drafts off the event loop (batched with other requests when enabled).
 
-        ``chat`` carries a conversation's system message and earlier turns (see :meth:`settings`).
+        ``chat`` carries a conversation's system message and earlier turns (see :class:`~serving.planner.Chat`).
         """
         started = time.perf_counter()
-        seeds, settings, rows = self._plan(request, chat)
+        plan = self.plan(request, chat)
         if self._batcher is None:
-            result = await asyncio.to_thread(self._write, settings, rows)
+            result = await asyncio.to_thread(self._write, plan.settings, plan.rows)
         else:
-            result = await self._batcher.submit(settings.replace(seed=0), rows)
-        return self._response(request, settings, seeds, result, started)
+            result = await self._batcher.submit(plan.settings.replace(seed=0), plan.rows)
+        return self._response(request, plan.settings, plan.seeds, result, started)
 
     def stream(self, request: GenerateRequest, chat: Chat | None = None) -> tuple[Any, Iterator[str]]:
         """The settings (with the seed used) and an iterator over the text of one draft."""
-        seed = self.seeds(request.model_copy(update={"num_drafts": 1}))[0]
-        settings = self.settings(request, seed, chat)
+        settings = self.plan(request.model_copy(update={"num_drafts": 1}), chat).settings
         return settings, self.loaded.model.stream(request.prompt, settings)
 
     def describe(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from serving.config import ServingConfig
-from serving.engine import Chat, Engine, NotReadyError, RequestError
+from serving.engine import Engine, NotReadyError
 from serving.manuscript import (
     NOTE_FORMAT,
     apply_turn,
@@ -37,6 +37,7 @@ from serving.manuscript import (
     story_choices,
     undo,
 )
+from serving.planner import Chat, RequestError
 from serving.schemas import prompt_safe
 from serving.ui_helpers import provenance_line, readable
 

@@ -47,10 +47,11 @@ from starlette.responses import JSONResponse, StreamingResponse
 
 from core.paths import REGISTERED_NAME
 from models.presets import MAX_STOPS, REPETITION_PENALTY_MAX, TEMPERATURE_MAX, TOP_K_MAX
-from serving.engine import Chat, Engine, NotReadyError, RequestError, iterate_in_thread
-from serving.schemas import CONFIG, MAX_SEED, GenerateRequest
+from serving.config import Limits
+from serving.engine import Engine, NotReadyError, iterate_in_thread
+from serving.planner import Chat, RequestError, RequestPlanner
+from serving.schemas import MAX_SEED, GenerateRequest
 
-_LIMITS = CONFIG.limits
 MAX_LOGPROBS = 5  # alternatives per token, as OpenAI allows for completions
 FLOOR_LOGPROB = -9999.0  # a token the sampler could not have drawn (OpenAI's own floor); JSON has no -inf
 
@@ -94,12 +95,13 @@ class _Extras(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(description="The served model's id (GET /v1/models).")
-    max_tokens: int | None = Field(None, ge=1, le=_LIMITS.max_new_tokens,
-                                   description="Upper bound on generated tokens (the server's default when left out).")
+    max_tokens: int | None = Field(None, ge=1, description="Upper bound on generated tokens (the server's default "
+                                   "when left out; at most the server's limit).")
     temperature: float | None = Field(None, ge=0, le=TEMPERATURE_MAX,
                                       description="0 is greedy; otherwise as in /generate.")
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int = Field(1, ge=1, le=_LIMITS.max_drafts, description="How many choices to write (choice i uses seed + i).")
+    n: int = Field(1, ge=1, description="How many choices to write (choice i uses seed + i; at most the server's "
+                   "limit).")
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     stream: bool = False
@@ -151,7 +153,7 @@ class ChatRequest(_Extras):
     """``POST /v1/chat/completions``."""
 
     messages: Annotated[list[Message], Field(min_length=1)]
-    max_completion_tokens: int | None = Field(None, ge=1, le=_LIMITS.max_new_tokens)
+    max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = Field(None, description="Per-token log-probabilities (not with stream).")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="Alternatives per token.")
     tools: list[Any] | None = None
@@ -274,11 +276,13 @@ def chat_prompt(messages: list[Message], uses_chat: bool) -> tuple[str, Chat]:
     return prompt, Chat(system="\n\n".join(s for s in system if s.strip()), history=tuple(history))
 
 
-def generate_request(req: _Extras, prompt: str, default_max_tokens: int,
+def generate_request(planner: RequestPlanner, req: _Extras, prompt: str,
                      prompt_param: str = "prompt") -> GenerateRequest:
-    """The project's request for an OpenAI one (validated; errors name the OpenAI parameter).
+    """The project's request for an OpenAI one, checked by the service's planner (errors name the OpenAI parameter).
 
-    ``prompt_param`` names where the prompt came from in error messages (``messages`` for a chat).
+    The profile's limits (new tokens, choices, prompt length) are the planner's; a left-out ``max_tokens`` is
+    the profile's default. ``prompt_param`` names where the prompt came from in error messages (``messages``
+    for a chat).
 
     Raises:
         OpenAIError: 400 naming the parameter that breaks a rule.
@@ -286,7 +290,7 @@ def generate_request(req: _Extras, prompt: str, default_max_tokens: int,
     _refuse_unsupported(req)
     fields: dict[str, Any] = {"prompt": prompt, "num_drafts": req.n}
     limit = getattr(req, "max_completion_tokens", None) or req.max_tokens
-    fields["max_new_tokens"] = limit if limit is not None else default_max_tokens
+    fields["max_new_tokens"] = limit if limit is not None else planner.defaults.max_new_tokens
     fields.update({k: getattr(req, k) for k in PASSED_ON if getattr(req, k) is not None})
     if req.temperature == 0:  # OpenAI's greedy decoding
         fields.update(temperature=1.0, top_k=1)
@@ -295,7 +299,7 @@ def generate_request(req: _Extras, prompt: str, default_max_tokens: int,
         if len(fields["stop"]) > MAX_STOPS:
             raise OpenAIError(400, f"at most {MAX_STOPS} stop strings (got {len(fields['stop'])})", "stop")
     try:
-        return GenerateRequest.model_validate(fields)
+        return planner.request(**fields)
     except ValidationError as exc:
         renamed = {**FROM_GENERATE, "prompt": prompt_param}
         raise validation_error(exc, lambda name: renamed.get(name, name)) from None
@@ -402,8 +406,7 @@ class OpenAICompat:
             else:
                 assert isinstance(req, CompletionRequest)
                 prompt, conversation = _prompt_text(req), Chat()
-            gen = generate_request(req, prompt, engine.config.defaults.max_new_tokens,
-                                   "messages" if chat else "prompt")
+            gen = generate_request(engine.planner, req, prompt, "messages" if chat else "prompt")
             if req.stream:
                 return self._stream(engine, req, gen, conversation, chat, endpoint)
             response = await engine.generate_async(gen, conversation)
@@ -420,8 +423,9 @@ class OpenAICompat:
         reports: list[Any] = [None] * len(response.drafts)
         if top is not None:  # one teacher-forced pass per choice, off the event loop
             model = loaded.model
+            settings = engine.plan(gen, conversation).settings
             reports = [await asyncio.to_thread(
-                model.token_chances, gen.prompt, draft.text, engine.settings(gen, draft.seed, conversation), top)
+                model.token_chances, gen.prompt, draft.text, settings.replace(seed=draft.seed), top)
                 for draft in response.drafts]
         completion = sum(d.tokens for d in response.drafts)
         self.count(endpoint, "ok", completion)
@@ -442,7 +446,7 @@ class OpenAICompat:
     def _stream(self, engine: Engine, req: _Extras, gen: GenerateRequest, conversation: Chat, chat: bool,
                 endpoint: str) -> StreamingResponse:
         """Checks the request (before anything is sent), then streams the choices one after another."""
-        seeds = engine.seeds(gen)
+        seeds = engine.planner.seeds(gen)
         single = gen.model_copy(update={"num_drafts": 1, "seed": seeds[0]})
         _, first = engine.stream(single, conversation)  # raises RequestError here, as a 400
         model, fingerprint = self.model_id(engine), self._fingerprint(engine)
@@ -528,12 +532,18 @@ _ACCEPTED_ONLY: dict[str, dict[str, Any]] = {
                                                               "items": {"type": "string", "minLength": 1}}]},
 }
 
-def openapi_parts(model_id: str = REGISTERED_NAME) -> tuple[dict[str, Any], dict[str, Any]]:
+def openapi_parts(model_id: str = REGISTERED_NAME, limits: Limits | None = None) -> tuple[dict[str, Any],
+                                                                                          dict[str, Any]]:
     """The ``/v1`` paths and their component schemas for the service's OpenAPI document.
 
     Args:
         model_id: The id of the served model (the only ``model`` the endpoints accept).
+        limits: The served profile's limits, documented as the maxima of ``max_tokens``,
+            ``max_completion_tokens`` and ``n`` (default: the code's).
     """
+    limits = limits or Limits()
+    maxima = {"max_tokens": limits.max_new_tokens, "max_completion_tokens": limits.max_new_tokens,
+              "n": limits.max_drafts}
     schemas: dict[str, Any] = {"OpenAIError": ERROR_SCHEMA}
     paths: dict[str, Any] = {}
     ref = "#/components/schemas/{model}"
@@ -546,6 +556,12 @@ def openapi_parts(model_id: str = REGISTERED_NAME) -> tuple[dict[str, Any], dict
             schemas["Message"]["properties"]["role"]["enum"] = ["system", "developer", "user", "assistant"]
             schemas["Message"]["description"] = "One chat message; the last one must be the user's."
         schema["properties"]["model"]["enum"] = [model_id]
+        for field, maximum in maxima.items():  # the profile's limits, checked when the request is planned
+            if field in schema["properties"]:
+                prop = schema["properties"][field]
+                for option in prop.get("anyOf", [prop]):
+                    if option.get("type") == "integer":
+                        option["maximum"] = maximum
         for field, accepted in _ACCEPTED_ONLY.items():  # present for OpenAI clients, honoured only as documented
             if field in schema["properties"]:
                 schema["properties"][field] = {**accepted, "description": "Accepted only as documented here; "

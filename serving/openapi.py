@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from core.paths import REGISTERED_NAME
+from serving.config import Limits
 from serving.middleware import Message, Receive, Scope, Send
 
 DOCS_PATH = "/docs.json"
@@ -108,14 +109,15 @@ def _referenced(root: Any, schemas: dict[str, Any]) -> set[str]:
     return found
 
 
-def api_document(document: dict[str, Any], include_ui: bool = False,
-                 model_id: str = REGISTERED_NAME) -> dict[str, Any]:
+def api_document(document: dict[str, Any], include_ui: bool = False, model_id: str = REGISTERED_NAME,
+                 limits: Limits | None = None) -> dict[str, Any]:
     """The served OpenAPI document: 3.0-valid, honest error bodies, the UI's routes left out unless asked for.
 
     Args:
         document: BentoML's document (as served at ``/docs.json``).
         include_ui: Keep the mounted UI's internal routes (``/ui/...``).
         model_id: The served model's id (the ``model`` the ``/v1`` endpoints accept).
+        limits: The served profile's limits (the ``/v1`` maxima; default: the code's).
 
     Returns:
         A new document; ``document`` is not changed.
@@ -137,7 +139,8 @@ def api_document(document: dict[str, Any], include_ui: bool = False,
             prompt["description"] = prompt.get("description", "") + PROMPT_RULES
     from serving.openai_compat import openapi_parts
 
-    v1_paths, v1_schemas = openapi_parts(model_id)  # FastAPI documents them without bodies: replaced by their own
+    # FastAPI documents them without bodies: replaced by their own
+    v1_paths, v1_schemas = openapi_parts(model_id, limits)
     out["paths"] = {**{p: item for p, item in out["paths"].items() if not p.startswith("/v1/")}, **v1_paths}
     schemas.update(copy.deepcopy(v1_schemas))
     keep = _referenced(out["paths"], schemas)  # the UI's request bodies go with its routes
@@ -157,11 +160,13 @@ class ApiDocsMiddleware:
     Args:
         app: The wrapped ASGI app.
         model_id: The served model's id (documented as the ``model`` of the ``/v1`` endpoints).
+        limits: The served profile's limits (documented as the ``/v1`` maxima).
     """
 
-    def __init__(self, app: Any, model_id: str = REGISTERED_NAME) -> None:
+    def __init__(self, app: Any, model_id: str = REGISTERED_NAME, limits: Limits | None = None) -> None:
         self.app = app
         self.model_id = model_id
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Passes everything through except ``GET /docs.json``, whose JSON body it rewrites."""
@@ -182,7 +187,7 @@ class ApiDocsMiddleware:
         body = b"".join(chunks)
         if start.get("status") == 200:
             include_ui = b"ui=1" in scope.get("query_string", b"").split(b"&")
-            body = json.dumps(api_document(json.loads(body), include_ui, self.model_id)).encode()
+            body = json.dumps(api_document(json.loads(body), include_ui, self.model_id, self.limits)).encode()
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": start.get("status", 500), "headers": headers})

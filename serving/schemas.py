@@ -1,17 +1,21 @@
 """The HTTP API's request and response models (Pydantic; their limits and descriptions are the OpenAPI docs).
 
-The limits come from the serving profile (``configs/serving.yaml``, read once at import). Validation here
-covers everything that does not depend on the loaded model; the form and genre are checked against the
-model's control tokens by :mod:`serving.engine`.
+Nothing here reads the serving profile. :class:`GenerateRequest` carries the code's default limits; the
+service builds its own request class from the profile it starts with (:func:`request_model`, through
+:class:`serving.planner.RequestPlanner`), so the limits a request is checked against, the ones the OpenAPI
+document shows and the ones the UI offers are the same. Validation here covers everything that does not
+depend on the loaded model; the form and genre are checked against the model's control tokens by the planner.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Annotated, Any, Literal
+from functools import lru_cache
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic.fields import FieldInfo
 
 from models.presets import (
     DESCRIPTIONS,
@@ -22,10 +26,8 @@ from models.presets import (
     TEMPERATURE_MAX,
     TOP_K_MAX,
 )
-from serving.config import ServingConfig, load_serving_config
+from serving.config import Defaults, Limits
 
-CONFIG: ServingConfig = load_serving_config()
-_LIMITS, _DEFAULTS = CONFIG.limits, CONFIG.defaults
 MAX_SEED = 2**63 - 1
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 
@@ -67,42 +69,64 @@ def prompt_safe(text: str, reject_emoji: bool = True) -> str:
 CONTROL_WORD = r"^[A-Za-z0-9 _-]*$"  # form and genre: what the check below accepts, documented as the pattern
 
 
-class GenerateRequest(BaseModel):
-    """What to write and how (strict types: ``true`` is not a seed, ``"3"`` is not a number)."""
+def _profile_fields(limits: Limits, defaults: Defaults) -> dict[str, FieldInfo]:
+    """The request fields whose limits, defaults or descriptions come from the serving profile."""
+    def left_out(name: str) -> str:
+        return f"Left out: the preset's, else {getattr(defaults, name)}."
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    prompt: str = Field(min_length=1, max_length=_LIMITS.max_prompt_chars,
+    return {
+        "prompt": Field(min_length=1, max_length=limits.max_prompt_chars,
                         description="The writing prompt (plain text, no emoji or control characters).",
                         examples=["A lighthouse keeper finds a message in a bottle."],
-                        json_schema_extra={"pattern": r"\S"})
+                        json_schema_extra={"pattern": r"\S"}),
+        "max_new_tokens": Field(defaults.max_new_tokens, ge=1, le=limits.max_new_tokens,
+                                description="Upper bound on generated tokens."),
+        "temperature": Field(None, gt=0, le=TEMPERATURE_MAX, description="Sampling temperature; lower is safer, "
+                             f"higher is wilder. {left_out('temperature')}"),
+        "top_k": Field(None, ge=0, le=TOP_K_MAX,
+                       description=f"Sample from the k most likely tokens (0 = all). {left_out('top_k')}"),
+        "top_p": Field(None, gt=0, le=1,
+                       description=f"Nucleus sampling: the probability mass kept. {left_out('top_p')}"),
+        "min_p": Field(None, ge=0, lt=1, description="Drop tokens less likely than min_p times the most likely one "
+                       f"(0 = off). {left_out('min_p')}"),
+        "repetition_penalty": Field(None, ge=1, le=REPETITION_PENALTY_MAX, description="Penalty on tokens already "
+                                    f"written (1 = none). {left_out('repetition_penalty')}"),
+        "num_drafts": Field(1, ge=1, le=limits.max_drafts,
+                            description="How many drafts to write; draft i uses seed + i."),
+    }
+
+
+_CODE = _profile_fields(Limits(), Defaults())  # the code's own limits and defaults (a profile may change them)
+
+
+class GenerateRequest(BaseModel):
+    """What to write and how (strict types: ``true`` is not a seed, ``"3"`` is not a number).
+
+    This class holds the code's default limits; a service checks requests with :func:`request_model`'s class
+    for its profile (a subclass, so everything typed ``GenerateRequest`` accepts it).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reject_emoji: ClassVar[bool] = Limits().reject_emoji  # the profile's limits.reject_emoji
+
+    prompt: str = _CODE["prompt"]
     form: str = Field("story", max_length=40, description="The form to write in: story, fable or poem "
                       "(GET /model lists what the served model knows).", json_schema_extra={"pattern": CONTROL_WORD})
     genre: str = Field("", max_length=40, description="Genre, e.g. fantasy, mystery, science fiction; empty for none.",
                        json_schema_extra={"pattern": CONTROL_WORD})
-    max_new_tokens: int = Field(_DEFAULTS.max_new_tokens, ge=1, le=_LIMITS.max_new_tokens,
-                                description="Upper bound on generated tokens.")
+    max_new_tokens: int = _CODE["max_new_tokens"]
     preset: PresetName | None = Field(
         None, description="Named sampling settings: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
         + ". The sampling fields you send yourself win over the preset's.")
-    temperature: float | None = Field(None, gt=0, le=TEMPERATURE_MAX,
-                                      description="Sampling temperature; lower is safer, higher is wilder. "
-                                                  f"Left out: the preset's, else {_DEFAULTS.temperature}.")
-    top_k: int | None = Field(None, ge=0, le=TOP_K_MAX, description="Sample from the k most likely tokens (0 = all). "
-                              f"Left out: the preset's, else {_DEFAULTS.top_k}.")
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling: the probability mass kept. "
-                                f"Left out: the preset's, else {_DEFAULTS.top_p}.")
-    min_p: float | None = Field(None, ge=0, lt=1, description="Drop tokens less likely than min_p times the most "
-                                f"likely one (0 = off). Left out: the preset's, else {_DEFAULTS.min_p}.")
-    repetition_penalty: float | None = Field(
-        None, ge=1, le=REPETITION_PENALTY_MAX,
-        description=f"Penalty on tokens already written (1 = none). Left out: the preset's, else "
-                    f"{_DEFAULTS.repetition_penalty}.")
+    temperature: float | None = _CODE["temperature"]
+    top_k: int | None = _CODE["top_k"]
+    top_p: float | None = _CODE["top_p"]
+    min_p: float | None = _CODE["min_p"]
+    repetition_penalty: float | None = _CODE["repetition_penalty"]
     stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
         default_factory=list, max_length=MAX_STOPS,
         description="Up to 4 strings; the text ends before the first one written (it is not included).")
-    num_drafts: int = Field(1, ge=1, le=_LIMITS.max_drafts,
-                            description="How many drafts to write; draft i uses seed + i.")
+    num_drafts: int = _CODE["num_drafts"]
     seed: int | None = Field(None, ge=0, le=MAX_SEED,
                              description="Random seed; the same seed and settings write the same text. "
                                          "Left out: the server picks one and returns it.")
@@ -110,7 +134,7 @@ class GenerateRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_is_text(cls, value: str) -> str:
-        return check_prompt(value, _LIMITS.reject_emoji)
+        return check_prompt(value, cls.reject_emoji)
 
     @field_validator("form", "genre")
     @classmethod
@@ -118,6 +142,22 @@ class GenerateRequest(BaseModel):
         if not re.match(CONTROL_WORD, value):
             raise ValueError("use ASCII letters, digits, spaces, '-' or '_' only")
         return value.strip().lower()
+
+
+@lru_cache(maxsize=8)
+def request_model(limits: Limits, defaults: Defaults) -> type[GenerateRequest]:
+    """The request class for a serving profile's limits and defaults (named ``GenerateRequest`` in the docs).
+
+    Args:
+        limits: The profile's ``limits`` (prompt length, new tokens, drafts, emoji).
+        defaults: The profile's ``defaults`` (the new-token default and the sampling values the docs name).
+    """
+    fields: dict[str, Any] = {name: (GenerateRequest.model_fields[name].annotation, info)
+                              for name, info in _profile_fields(limits, defaults).items()}
+    model = create_model("GenerateRequest", __base__=GenerateRequest, __doc__=GenerateRequest.__doc__,
+                         __module__=__name__, **fields)
+    model.reject_emoji = limits.reject_emoji
+    return model
 
 
 class Draft(BaseModel):

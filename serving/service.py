@@ -24,15 +24,22 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, StreamingResponse
 
-from serving.config import DEPLOYMENT_ID_ENV
-from serving.engine import Engine, NotReadyError, RequestError, iterate_in_thread
+from serving.config import DEPLOYMENT_ID_ENV, load_serving_config
+from serving.engine import Engine, NotReadyError, iterate_in_thread
 from serving.middleware import GuardMiddleware, UiGuardMiddleware
 from serving.openai_compat import OpenAICompat, add_routes
 from serving.openapi import ApiDocsMiddleware
-from serving.schemas import CONFIG, GenerateRequest, GenerateResponse
+from serving.planner import RequestError, RequestPlanner
+from serving.schemas import GenerateResponse
 from serving.ui import build_ui, prepare_for_mount
 
 log = logging.getLogger("creative_writer.service")
+
+# The serving profile, read once as the service starts (`bentoml serve` imports this module to start it, and
+# BentoML takes the port, the timeout and the request schema from the class definition below). Every part
+# of the service gets it from here: the engine, the UI, the guard and the request class its planner builds.
+CONFIG = load_serving_config()
+Request = RequestPlanner.for_config(CONFIG).request_model  # the profile's limits; /docs documents the same
 
 REQUESTS = bentoml.metrics.Counter(name="creative_writer_requests_total",
                                    documentation="Requests by endpoint and outcome",
@@ -100,10 +107,10 @@ class CreativeWriter:
         count(endpoint, "bad_request")
         return _error(400, exc.field, str(exc))
 
-    @bentoml.api(input_spec=GenerateRequest)
+    @bentoml.api(input_spec=Request)
     async def generate(self, **fields: Any) -> GenerateResponse:
         """Writes ``num_drafts`` drafts for a prompt; returns them with provenance and timings."""
-        request = GenerateRequest.model_construct(**fields)
+        request = Request.model_construct(**fields)
         try:
             response = await self.engine.generate_async(request)
         except (NotReadyError, RequestError) as exc:
@@ -111,10 +118,10 @@ class CreativeWriter:
         count("generate", "ok", sum(d.tokens for d in response.drafts))
         return response
 
-    @bentoml.api(input_spec=GenerateRequest)
+    @bentoml.api(input_spec=Request)
     async def stream(self, **fields: Any) -> AsyncGenerator[str, None]:
         """Streams one draft as plain-text chunks (``X-Seed`` and ``X-Model-*`` headers say what wrote it)."""
-        request = GenerateRequest.model_construct(**fields)
+        request = Request.model_construct(**fields)
         try:
             settings, pieces = self.engine.stream(request)  # checks the request before anything is sent
         except (NotReadyError, RequestError) as exc:
@@ -138,7 +145,7 @@ class CreativeWriter:
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)  # type: ignore[return-value]
 
 
-CreativeWriter.add_asgi_middleware(ApiDocsMiddleware, model_id=CONFIG.model.registered_name)
+CreativeWriter.add_asgi_middleware(ApiDocsMiddleware, model_id=CONFIG.model.registered_name, limits=CONFIG.limits)
 CreativeWriter.add_asgi_middleware(UiGuardMiddleware, blocks=UI)
 CreativeWriter.add_asgi_middleware(GuardMiddleware, token=CONFIG.token, max_body_bytes=CONFIG.limits.max_body_bytes)
 

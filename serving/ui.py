@@ -26,8 +26,9 @@ from pydantic import ValidationError
 
 from models.presets import DESCRIPTIONS, SAMPLING_FIELDS, preset_values
 from serving.config import ServingConfig
-from serving.engine import Engine, NotReadyError, RequestError
+from serving.engine import Engine, NotReadyError
 from serving.manuscript_ui import list_saved, manuscript_tab
+from serving.planner import RequestError
 from serving.ui_helpers import provenance_line, readable, request_for
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,10 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
         """Streams every draft in turn; ``base`` texts (Continue) are kept in front of the new text."""
         try:
             engine = get_engine()
-            request = request_for(prompt, form, genre, max_new, preset, temperature, top_k, top_p, min_p, rep, stop,
-                                  drafts, seed if reuse else random.randrange(0, 2**31))
-            seeds = engine.seeds(request)
-            settings = engine.settings(request, seeds[0])
+            request = request_for(engine.planner, prompt, form, genre, max_new, preset, temperature, top_k, top_p,
+                                  min_p, rep, stop, drafts, seed if reuse else random.randrange(0, 2**31))
+            plan = engine.plan(request)
+            seeds, settings = plan.seeds, plan.settings
             texts = list(base) if base else [""] * len(seeds)
             for i, s in enumerate(seeds):
                 _, pieces = engine.stream(request.model_copy(update={"seed": s, "num_drafts": 1}))
@@ -168,7 +169,8 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
                                    visible=False, elem_id="attention", type="pil")
             with gr.Tab("Manuscript", elem_id="tab-manuscript") as manuscript_page:
                 shared = [prompt, form, genre, max_new, preset, temperature, top_k, top_p, min_p, rep, stop, drafts]
-                stories, saved = manuscript_tab(get_engine, config, shared, seed, reuse, request_for)
+                stories, saved = manuscript_tab(get_engine, config, shared, seed, reuse,
+                                                lambda *values: request_for(get_engine().planner, *values))
 
         def known_controls() -> tuple[Any, Any, str]:
             """The served model's forms and genres, and what is served (on page load)."""

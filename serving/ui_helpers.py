@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serving.engine import NotReadyError, RequestError
+from serving.engine import NotReadyError
+from serving.planner import RequestError, RequestPlanner
 from serving.schemas import GenerateRequest
 
 
@@ -43,10 +44,15 @@ def stop_strings(text: str) -> list[str]:
     return [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
 
 
-def request_for(prompt: str, form: str, genre: str, max_new: float, preset: str, temperature: float, top_k: float,
-                top_p: float, min_p: float, rep: float, stop: str, drafts: float, seed: Any) -> GenerateRequest:
-    """The API request for the UI's values (validated: a bad value raises ``ValidationError`` naming it)."""
-    return GenerateRequest(prompt=prompt or "", form=form or "story", genre=genre or "",
+def request_for(planner: RequestPlanner, prompt: str, form: str, genre: str, max_new: float, preset: str,
+                temperature: float, top_k: float, top_p: float, min_p: float, rep: float, stop: str, drafts: float,
+                seed: Any) -> GenerateRequest:
+    """The API request for the UI's values, checked by the service's planner.
+
+    Raises:
+        pydantic.ValidationError: Naming the value that breaks a rule.
+    """
+    return planner.request(prompt=prompt or "", form=form or "story", genre=genre or "",
                            max_new_tokens=int(max_new), preset=preset or None, temperature=float(temperature),
                            top_k=int(top_k), top_p=float(top_p), min_p=float(min_p), repetition_penalty=float(rep),
                            stop=stop_strings(stop or ""), num_drafts=int(drafts),

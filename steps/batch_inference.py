@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 from zenml import step
 from zenml.types import HTMLString
 
 from core.paths import REGISTERED_NAME
+from serving.planner import BatchGeneration
 
 
 @step
@@ -38,7 +39,7 @@ def load_prompts(prompts_path: str, prompts_sha256: str, max_prompt_chars: int =
 
 @step
 def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "champion",
-                   registered_name: str = REGISTERED_NAME, generation: dict[str, Any] | None = None,
+                   registered_name: str = REGISTERED_NAME, generation: BatchGeneration | None = None,
                    batch_size: int = 16) -> Annotated[pd.DataFrame, "generations"]:
     """Generates one piece per prompt with a registry version (cached per prompts, version and settings).
 
@@ -48,8 +49,8 @@ def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "cham
             new champion means a new cache key).
         alias: The alias it was resolved through (provenance only).
         registered_name: The MLflow registered model.
-        generation: Generation settings (see ``models.contract.GenerationSettings``); ``preset: steady`` (or
-            balanced, wild) supplies the sampling values it does not set.
+        generation: Generation settings (:class:`~serving.planner.BatchGeneration`; None: its defaults);
+            ``preset: steady`` (or balanced, wild) supplies the sampling values it does not set.
         batch_size: Prompts per model call.
 
     Returns:
@@ -58,7 +59,6 @@ def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "cham
     import logging
 
     from infra.zenml_utils import log_step_metadata
-    from models.contract import GenerationSettings
     from serving.batch_inference import generate_for_prompts
     from serving.champion import load
     from serving.config import ModelSource
@@ -66,12 +66,12 @@ def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "cham
     log = logging.getLogger(__name__)
     loaded = load(ModelSource(registered_name=registered_name, version=model_version))
     provenance = {**loaded.provenance.as_dict(), "alias": alias}
-    settings = GenerationSettings.from_dict(generation or {})
 
     def progress(done: int, total: int) -> None:
         log.info("generated %d/%d (%.0f%%)", done, total, 100 * done / total)
 
-    frame = generate_for_prompts(loaded.model, prompts, settings, provenance, batch_size, progress)
+    frame = generate_for_prompts(loaded.model, prompts, generation or BatchGeneration(), provenance, batch_size,
+                                 progress)
     log_step_metadata({"generations": len(frame), "tokens": int(frame["tokens"].sum()),
                        "seconds": float(frame["seconds"].iloc[0]), "family": provenance["family"],
                        "model_version": model_version})

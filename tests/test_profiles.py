@@ -118,16 +118,37 @@ def test_show_config_prints_the_resolved_settings_without_running(capsys):
 
 @pytest.mark.parametrize("name", ["deployment", "inference"])
 def test_deployment_and_inference_profiles_fit_their_pipelines(name):
-    from models.contract import GenerationSettings
     from run import pipeline_parameters
 
     profile = load_profile(PROJECT_ROOT / "configs" / f"{name}.yaml")
     params = profile["parameters"]
     assert set(params) <= set(pipeline_parameters(name))  # read from the pipeline's own signature
-    if name == "inference":
-        GenerationSettings.from_dict(params["generation"])
-    else:
+    if name == "deployment":
         assert params["host"] == "127.0.0.1"  # loopback unless someone means to expose it
+
+
+def test_the_inference_generation_settings_are_typed_and_checked_before_the_run():
+    """The pipeline's ``generation`` is a BatchGeneration: resolved whole, bad values named by their key."""
+    import pipelines
+    from serving.planner import BatchGeneration
+
+    assert typed_sections(pipelines.inference_pipeline) == {"generation": BatchGeneration}
+    profile = {"parameters": {"generation": {"preset": "steady", "max_new_tokens": 40}}}
+    full = resolve_settings(profile, pipelines.inference_pipeline, "inference.yaml")
+    generation = full["parameters"]["generation"]
+    assert generation["preset"] == "steady" and generation["max_new_tokens"] == 40
+    assert generation["trim_to_sentence"] is True and generation["seed"] == 0  # the class's defaults filled in
+    assert "generation" not in full["steps"]["batch_generate"]["parameters"]  # the pipeline passes it on
+    for bad, said in [({"temprature": 0.7}, "unknown setting 'temprature'"),
+                      ({"preset": "calm"}, "parameters.generation: preset"),
+                      ({"top_p": 0}, "parameters.generation: top_p"),
+                      ({"max_new_tokens": 5000}, "max_new_tokens: Input should be less than or equal to 4096"),
+                      ({"stop": ["a"] * 5}, "stop")]:
+        with pytest.raises(SettingsError, match=said):
+            resolve_settings({"parameters": {"generation": bad}}, pipelines.inference_pipeline, "inference.yaml")
+    given = (load_profile(PROJECT_ROOT / "configs" / "inference.yaml")["parameters"].get("generation") or {})
+    defaults = typed_settings(BatchGeneration, {})
+    assert not [key for key, value in given.items() if defaults.get(key) == value], "restates defaults"
 
 
 def test_serving_profile_loads():

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from serving.batching import Batcher
 from serving.champion import LoadedModel, NoModelError, Provenance
 from serving.config import ServingConfigError, load_serving_config
-from serving.engine import Engine, NotReadyError, RequestError
+from serving.engine import Engine, NotReadyError
+from serving.planner import RequestError, RequestPlanner
 from serving.schemas import GenerateRequest, check_prompt
 
 PROV = Provenance(family="seq2seq", registered_name="cw", version="3", alias="champion", mlflow_run_id="r",
@@ -304,8 +305,8 @@ def lora_champion(tmp_path_factory, tiny_corpus):
     import torch
 
     from models.contract import load_model
-    from models.transformer import TransformerConfig, build_transformer
     from models.tiny_llama import write_tiny_llama
+    from models.transformer import TransformerConfig, build_transformer
 
     folder = tmp_path_factory.mktemp("lora")
     base = write_tiny_llama(folder / "base", vocab=400)
@@ -349,19 +350,20 @@ def test_a_lora_champion_is_served_with_its_base_named_and_batched_like_the_othe
 def test_openai_fields_map_onto_the_generate_request():
     from serving.openai_compat import ChatRequest, CompletionRequest, OpenAIError, generate_request
 
+    planner = RequestPlanner()
     req = CompletionRequest(model="m", prompt=["A fox."], max_tokens=30, temperature=0, n=2, seed=4, stop="\n\n",
                             form="fable", min_p=0.1)
-    gen = generate_request(req, "A fox.", 128)
+    gen = generate_request(planner, req, "A fox.")
     assert (gen.max_new_tokens, gen.num_drafts, gen.seed, gen.form, gen.min_p) == (30, 2, 4, "fable", 0.1)
     assert (gen.temperature, gen.top_k) == (1.0, 1) and gen.stop == ["\n\n"]  # temperature 0 is greedy
-    assert generate_request(CompletionRequest(model="m", prompt="x"), "x", 128).max_new_tokens == 128
+    assert generate_request(planner, CompletionRequest(model="m", prompt="x"), "x").max_new_tokens == 128
     chat = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], max_completion_tokens=12)
-    assert generate_request(chat, "x", 128).max_new_tokens == 12
+    assert generate_request(planner, chat, "x").max_new_tokens == 12
     with pytest.raises(OpenAIError) as err:
-        generate_request(CompletionRequest(model="m", prompt="x", frequency_penalty=0.5), "x", 128)
+        generate_request(planner, CompletionRequest(model="m", prompt="x", frequency_penalty=0.5), "x")
     assert err.value.param == "frequency_penalty" and "repetition_penalty" in err.value.message
     with pytest.raises(OpenAIError) as err:
-        generate_request(ChatRequest(model="m", messages=[{"role": "user", "content": " "}]), " ", 128, "messages")
+        generate_request(planner, ChatRequest(model="m", messages=[{"role": "user", "content": " "}]), " ", "messages")
     assert err.value.param == "messages" and err.value.status == 400
 
 
@@ -401,7 +403,7 @@ def test_one_set_of_sampling_limits_for_the_settings_the_api_and_the_openai_laye
 
 def test_a_writer_that_writes_on_continues_the_manuscript_end(lora_champion):
     from models.contract import GenerationSettings
-    from serving.engine import Chat
+    from serving.planner import Chat
 
     engine = Engine(load_serving_config(env={}), loader=lambda source: LoadedModel(lora_champion, PROV, 0.1))
     assert engine.load() and lora_champion.writes_on

@@ -1,0 +1,153 @@
+"""The one request planner: the profile's limits in the request class, one sampling resolution for every way in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from serving.champion import LoadedModel, Provenance
+from serving.config import Defaults, Limits, ServingConfig
+from serving.planner import BatchGeneration, Chat, RequestError, RequestPlanner
+from serving.schemas import GenerateRequest, request_model
+from tests.conftest import PROJECT_ROOT
+
+PROV = Provenance(family="seq2seq", registered_name="cw", version="3", alias="champion", mlflow_run_id="r",
+                  training_run_id="abcdef0123", source="models:/cw/3", metrics={})
+TIGHT = Limits(max_prompt_chars=50, max_new_tokens=64, max_drafts=2, reject_emoji=False)
+WARM = Defaults(max_new_tokens=32, temperature=0.6, top_k=20, top_p=0.9, repetition_penalty=1.2, min_p=0.02)
+
+
+@pytest.fixture(scope="module")
+def writer(tiny_tokenizer):
+    from tests.conftest import tiny_writer
+
+    return tiny_writer(tiny_tokenizer)
+
+
+def engine_for(writer, config: ServingConfig):
+    from serving.engine import Engine
+
+    engine = Engine(config, loader=lambda source: LoadedModel(writer, PROV, 0.1))
+    assert engine.load()
+    return engine
+
+
+def test_only_the_service_reads_the_serving_profile_and_it_does_so_as_it_starts(tmp_path):
+    """The modules that check, plan and write requests import without a profile; the service reads it."""
+    env = {**os.environ, "CW_SERVING_CONFIG": str(tmp_path / "missing.yaml"), "PYTHONPATH": str(PROJECT_ROOT)}
+    modules = ["serving.schemas", "serving.planner", "serving.engine", "serving.ui_helpers", "serving.openai_compat",
+               "serving.openapi", "serving.batch_inference", "serving.ui", "steps", "pipelines"]
+    done = subprocess.run([sys.executable, "-c", f"import {', '.join(modules)}; print('ok')"], env=env,
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    done = subprocess.run([sys.executable, "-c", "import serving.service"], env=env, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "missing.yaml" in done.stderr and "not found" in done.stderr
+
+
+def test_a_profile_s_limits_and_defaults_make_its_request_class():
+    planner = RequestPlanner(TIGHT, WARM)
+    model = planner.request_model
+    assert issubclass(model, GenerateRequest) and model.__name__ == "GenerateRequest"
+    assert request_model(TIGHT, WARM) is model  # one class per profile: the service, its engine and UI share it
+    request = planner.request(prompt="A fox with a lantern 🏮.")  # this profile allows emoji
+    assert request.max_new_tokens == 32 and request.num_drafts == 1
+    for fields, name in [({"num_drafts": 3}, "num_drafts"), ({"max_new_tokens": 65}, "max_new_tokens"),
+                         ({"prompt": "x" * 51}, "prompt")]:
+        with pytest.raises(ValidationError) as err:
+            planner.request(**{"prompt": "A fox.", **fields})
+        assert err.value.errors()[0]["loc"][0] == name
+    props = model.model_json_schema()["properties"]
+    assert (props["num_drafts"]["maximum"], props["max_new_tokens"]["maximum"], props["prompt"]["maxLength"]) == \
+        (2, 64, 50)
+    assert "else 0.6" in props["temperature"]["description"]  # the docs name the profile's default
+    # the code's class keeps the code's limits, and refuses emoji
+    assert GenerateRequest.model_json_schema()["properties"]["num_drafts"]["maximum"] == Limits().max_drafts
+    with pytest.raises(ValidationError, match="emoji"):
+        RequestPlanner().request(prompt="A fox with a lantern 🏮.")
+
+
+def test_the_v1_layer_is_held_to_the_profile_s_limits_and_documents_them():
+    from serving.openai_compat import CompletionRequest, OpenAIError, generate_request, openapi_parts
+
+    planner = RequestPlanner(TIGHT, WARM)
+    assert generate_request(planner, CompletionRequest(model="m", prompt="x"), "x").max_new_tokens == 32
+    for extra, param in [({"max_tokens": 65}, "max_tokens"), ({"n": 3}, "n")]:
+        with pytest.raises(OpenAIError) as err:
+            generate_request(planner, CompletionRequest(model="m", prompt="x", **extra), "x")
+        assert err.value.param == param and err.value.status == 400
+    _, schemas = openapi_parts("m", TIGHT)
+    completion, chat = schemas["CompletionRequest"]["properties"], schemas["ChatRequest"]["properties"]
+    assert [b["maximum"] for b in completion["max_tokens"]["anyOf"] if "maximum" in b] == [64]
+    assert [b["maximum"] for b in chat["max_completion_tokens"]["anyOf"] if "maximum" in b] == [64]
+    assert completion["n"]["maximum"] == 2
+
+
+def test_every_way_in_resolves_sampling_the_same_way(writer):
+    """API, UI, OpenAI layer and batch: the profile's defaults, then the preset, then what was set."""
+    from serving.openai_compat import CompletionRequest, generate_request
+    from serving.ui_helpers import request_for
+
+    config = replace(ServingConfig(), limits=TIGHT, defaults=WARM)
+    engine = engine_for(writer, config)
+    planner = engine.planner
+    api = engine.plan(planner.request(prompt="A fox.", preset="steady", top_k=7, seed=3, max_new_tokens=10)).settings
+    v1 = CompletionRequest(model="m", prompt="A fox.", preset="steady", top_k=7, seed=3, max_tokens=10)
+    openai = engine.plan(generate_request(planner, v1, "A fox.")).settings
+    batch = planner.settings(BatchGeneration(preset="steady", top_k=7, max_new_tokens=10, trim_to_sentence=False),
+                             3, writer.controls(), form="story", genre="")
+    assert api == openai == batch
+    assert (api.temperature, api.top_k, api.top_p, api.min_p, api.repetition_penalty) == (0.7, 7, 0.9, 0.05, 1.15)
+    plain = engine.plan(planner.request(prompt="A fox.", seed=3)).settings  # the profile's defaults
+    assert (plain.max_new_tokens, plain.temperature, plain.top_k, plain.min_p) == (32, 0.6, 20, 0.02)
+    # the UI sends every control's value: they are what was set
+    ui = engine.plan(request_for(planner, "A fox.", "story", "", 10, "steady", 0.7, 7, 0.9, 0.05, 1.15, "", 1, 3))
+    assert ui.settings == api and ui.seeds == [3]
+    with pytest.raises(ValidationError):  # the UI's values are held to the profile's limits too
+        request_for(planner, "A fox.", "story", "", 10, "", 0.7, 7, 0.9, 0.05, 1.15, "", 3, 3)
+    seeds = engine.plan(planner.request(prompt="A fox.", seed=2**63 - 2, num_drafts=2)).seeds
+    assert seeds == [2**63 - 2, 2**63 - 1]
+    with pytest.raises(RequestError, match="unknown genre 'romance'") as err:
+        engine.plan(planner.request(prompt="A fox.", genre="romance"))
+    assert err.value.field == "genre"
+    chat = engine.plan(planner.request(prompt="A fox.", seed=1), Chat(system="Be brief.", lead="Once")).settings
+    assert (chat.system, chat.lead) == ("Be brief.", "Once")
+
+
+def test_batch_inference_writes_what_the_api_writes_for_the_same_seed(writer):
+    from serving.batch_inference import generate_for_prompts
+
+    prompts = pd.DataFrame([{"id": "a", "prompt": "A fox finds a key.", "form": "story", "genre": "", "seed": 9},
+                            {"id": "b", "prompt": "A crow and a jug.", "form": "fable", "genre": "", "seed": -1}])
+    generation = BatchGeneration(max_new_tokens=10, seed=4, trim_to_sentence=False)
+    done: list[tuple[int, int]] = []
+    out = generate_for_prompts(writer, prompts, generation, PROV.as_dict(), batch_size=1,
+                               progress=lambda d, t: done.append((d, t)))
+    assert list(out["seed"]) == [9, 4] and done == [(1, 2), (2, 2)]  # a row's seed wins, else the run's
+    engine = engine_for(writer, ServingConfig())  # the code's serving defaults, as batch inference plans with
+    for row in out.itertuples():
+        request = GenerateRequest(prompt=row.prompt, form=row.form, max_new_tokens=10, seed=int(row.seed))
+        assert asyncio.run(engine.generate_async(request)).drafts[0].text == row.text
+    settings = json.loads(out["settings"].iloc[0])
+    assert settings["temperature"] == Defaults().temperature and settings["trim_to_sentence"] is False
+    assert out["version"].iloc[0] == "3"
+    bad = pd.concat([prompts, pd.DataFrame([{"id": "c", "prompt": "x", "form": "limerick", "genre": "", "seed": 1}])])
+    with pytest.raises(ValueError, match="prompt c: form: unknown form 'limerick'"):
+        generate_for_prompts(writer, bad, generation, PROV.as_dict())
+
+
+def test_batch_generation_settings_refuse_what_a_request_would():
+    for fields, name in [({"temperature": 0}, "temperature"), ({"preset": "calm"}, "preset"),
+                         ({"stop": ("",)}, "stop"), ({"max_new_tokens": 0}, "max_new_tokens"),
+                         ({"temprature": 0.5}, "temprature")]:
+        with pytest.raises(ValidationError, match=name):
+            BatchGeneration(**fields)
+    assert BatchGeneration().fixed() == {"trim_to_sentence": True, "target_words": 0, "num_beams": 1}
