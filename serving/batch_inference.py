@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from serving.planner import BatchGeneration, RequestError, RequestPlanner, check_controls
+from serving.planner import BatchGeneration, RequestError, RequestPlanner
 
 log = logging.getLogger(__name__)
 
@@ -125,21 +125,21 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, generation: BatchGen
     """
     planner = RequestPlanner()
     controls = model.controls()
-    for row in prompts.itertuples():
-        try:
-            check_controls(controls, row.form, row.genre)
-        except RequestError as exc:
-            raise ValueError(f"prompt {row.id}: {exc}") from None
     out = prompts.copy()
     out["seed"] = [int(s) if s >= 0 else generation.seed for s in out["seed"]]
+    groups = list(out.groupby(["form", "genre"], sort=False))  # in order of first appearance
+    planned = []  # every group is planned (its form and genre checked) before anything is written
+    for (form, genre), group in groups:
+        try:
+            planned.append(planner.settings(generation, generation.seed, controls, form=form, genre=genre,
+                                            **generation.fixed()))
+        except RequestError as exc:  # the group's first row is the file's first row with this problem
+            raise ValueError(f"prompt {group['id'].iloc[0]}: {exc}") from None
+    shared = {k: v for k, v in asdict(planned[0]).items() if k not in {"seed", "form", "genre"}} if planned else {}
     texts: dict[int, str] = {}
     done, total = 0, len(out)
     started = time.perf_counter()
-    fixed: dict[str, Any] = {}  # the settings every row shares (all but the seed, form and genre)
-    for (form, genre), group in out.groupby(["form", "genre"], sort=False):
-        group_settings = planner.settings(generation, generation.seed, controls, form=form, genre=genre,
-                                          **generation.fixed())
-        fixed = {k: v for k, v in asdict(group_settings).items() if k not in {"seed", "form", "genre"}}
+    for (_, group), group_settings in zip(groups, planned, strict=True):
         for start in range(0, len(group), batch_size):
             part = group.iloc[start: start + batch_size]
             for index, text in zip(part.index, model.generate_rows(list(zip(part["prompt"], part["seed"],
@@ -154,7 +154,7 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, generation: BatchGen
     out["seconds"] = round(time.perf_counter() - started, 3)
     for key in ("family", "registered_name", "version", "alias", "training_run_id", "mlflow_run_id"):
         out[key] = str(provenance.get(key, ""))
-    out["settings"] = json.dumps(fixed, sort_keys=True)
+    out["settings"] = json.dumps(shared, sort_keys=True)
     return out
 
 

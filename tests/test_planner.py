@@ -142,6 +142,10 @@ def test_batch_inference_writes_what_the_api_writes_for_the_same_seed(writer):
     bad = pd.concat([prompts, pd.DataFrame([{"id": "c", "prompt": "x", "form": "limerick", "genre": "", "seed": 1}])])
     with pytest.raises(ValueError, match="prompt c: form: unknown form 'limerick'"):
         generate_for_prompts(writer, bad, generation, PROV.as_dict())
+    sonnet = pd.DataFrame([{"id": "z", "prompt": "y", "form": "sonnet", "genre": "", "seed": 1}])
+    with pytest.raises(ValueError, match="prompt z: form: unknown form 'sonnet'"):  # the first bad row is named
+        generate_for_prompts(writer, pd.concat([prompts.iloc[:1], sonnet, prompts.iloc[1:], bad.iloc[2:]]),
+                             generation, PROV.as_dict())
 
 
 def test_batch_generation_settings_refuse_what_a_request_would():
