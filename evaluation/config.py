@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.validation import STRICT, require_min
+from models.presets import DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
 
 
 @dataclass(frozen=True)
@@ -17,10 +18,10 @@ class SuiteConfig:
     distractors: int = 9
     sample_prompts: int = 24
     max_new_tokens: int = 120
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 0.95
-    repetition_penalty: float = 1.1
+    temperature: float = DEFAULT_TEMPERATURE
+    top_k: int = DEFAULT_TOP_K
+    top_p: float = DEFAULT_TOP_P
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
     seed: int = 0
     ppl_pieces: int = 0
     ranking_words: int = 0

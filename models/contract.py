@@ -27,6 +27,11 @@ import torch
 from core.validation import from_known_fields
 from models.manifest import MANIFEST, read_manifest  # part of the contract; importers may take them from here
 from models.presets import (
+    DEFAULT_MIN_P,
+    DEFAULT_REPETITION_PENALTY,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
     MAX_STOP_CHARS,
     MAX_STOPS,
     REPETITION_PENALTY_MAX,
@@ -68,17 +73,17 @@ class GenerationSettings:
     """
 
     max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 0.95
-    repetition_penalty: float = 1.1
+    temperature: float = DEFAULT_TEMPERATURE
+    top_k: int = DEFAULT_TOP_K
+    top_p: float = DEFAULT_TOP_P
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
     seed: int = 0
     form: str = "story"
     genre: str = ""
     num_beams: int = 1
     trim_to_sentence: bool = False
     target_words: int = 0
-    min_p: float = 0.0
+    min_p: float = DEFAULT_MIN_P
     stop: tuple[str, ...] = ()
     system: str = ""
     history: tuple[tuple[str, str], ...] = ()

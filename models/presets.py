@@ -23,6 +23,9 @@ SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty
 # the one set of sampling limits: the generation settings, the HTTP API and the OpenAI layer all check these
 TEMPERATURE_MAX, TOP_K_MAX, REPETITION_PENALTY_MAX = 5.0, 1000, 5.0
 MAX_STOPS, MAX_STOP_CHARS = 4, 64  # stop strings per request, characters per stop string
+# the one home of the default sampling values: GenerationSettings, the serving profile's defaults (what a
+# request may leave out) and the evaluation suite's sampling all start from these
+DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P, DEFAULT_MIN_P, DEFAULT_REPETITION_PENALTY = 0.8, 50, 0.95, 0.0, 1.1
 
 PRESETS: dict[str, dict[str, float | int]] = {
     "steady": {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repetition_penalty": 1.15},

@@ -32,6 +32,13 @@ from pydantic_settings.sources.utils import parse_env_vars
 from core.paths import PROJECT_ROOT, REGISTERED_NAME
 from core.validation import STRICT, refusal
 from core.yaml_files import read_mapping
+from models.presets import (
+    DEFAULT_MIN_P,
+    DEFAULT_REPETITION_PENALTY,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+)
 
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "serving.yaml"
 DEPLOYMENT_ID_ENV = "CW_DEPLOYMENT_ID"  # which deployment started this server (its processes inherit it)
@@ -128,11 +135,11 @@ class Defaults:
     __pydantic_config__ = STRICT  # unknown keys are refused by name
 
     max_new_tokens: Count = 128
-    temperature: Amount = 0.8
-    top_k: Count = 50
-    top_p: Amount = 0.95
-    repetition_penalty: Amount = 1.1
-    min_p: Amount = 0.0
+    temperature: Amount = DEFAULT_TEMPERATURE
+    top_k: Count = DEFAULT_TOP_K
+    top_p: Amount = DEFAULT_TOP_P
+    repetition_penalty: Amount = DEFAULT_REPETITION_PENALTY
+    min_p: Amount = DEFAULT_MIN_P
 
 
 @dataclass(frozen=True)
