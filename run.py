@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from core.paths import REGISTERED_NAME
 from infra.stack import PROJECT_ROOT, STACK_CONFIGS, quiet_defaults
@@ -61,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Refused(Exception):
+    """A run that cannot start or did not finish: one line for the user and the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def fail(message: str, code: int = 1) -> int:
     """Prints one clear error line and returns the exit code."""
     sys.stderr.write(f"run.py: error: {message}\n")
@@ -70,92 +79,176 @@ def fail(message: str, code: int = 1) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parses arguments, bootstraps the stack, runs the pipeline and says where to look."""
     args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        config_arg = check_arguments(args)
+        resolved = read_profile(args, config_arg)
+        tracking = bootstrap(args)
+        if args.show_config:
+            return show_config(args.pipeline, resolved, str(config_arg))
+        chosen, resolved = prepare_run(args, resolved, str(config_arg))
+        run = execute(args.pipeline, chosen, resolved, str(config_arg))
+    except Refused as exc:
+        return fail(str(exc), exc.code)
+    report(args, run, time.perf_counter() - started, tracking)
+    return 0
+
+
+def check_arguments(args: argparse.Namespace) -> Path:
+    """The run profile's path as given, after checking the flags that need no file read.
+
+    Raises:
+        Refused: (exit 2) For a missing profile or a flag that does not fit the pipeline.
+    """
     config_arg = args.config or DEFAULT_CONFIGS[args.pipeline]
     config = config_arg if config_arg.is_absolute() else (Path.cwd() / config_arg)
     if not config.is_file():
-        return fail(f"config file not found: {config_arg}", 2)
+        raise Refused(f"config file not found: {config_arg}", 2)
     if args.pipeline == "inference":
         if args.prompts is None:
-            return fail("--pipeline inference needs --prompts FILE (a text or JSONL file of prompts)", 2)
+            raise Refused("--pipeline inference needs --prompts FILE (a text or JSONL file of prompts)", 2)
         if args.output.suffix.lower() not in {".jsonl", ".csv"}:
-            return fail(f"--output {args.output}: use a .jsonl or .csv file name", 2)
+            raise Refused(f"--output {args.output}: use a .jsonl or .csv file name", 2)
     if args.real_tests and args.pipeline != "training":
-        return fail("--real-test is for --pipeline training (the evaluation measures the candidates on it)", 2)
+        raise Refused("--real-test is for --pipeline training (the evaluation measures the candidates on it)", 2)
     if args.port is not None and not 0 < args.port < 65536:
-        return fail(f"--port {args.port}: not a port number", 2)
-    from infra.team import TeamError, select_stack
+        raise Refused(f"--port {args.port}: not a port number", 2)
+    return config_arg
 
-    try:  # before ZenML is imported: it reads where its server is when it loads
-        repository = select_stack("local" if args.show_config else args.stack, args.team_root)
-    except TeamError as exc:
-        return fail(str(exc))
-    quiet_defaults()
-    started = time.perf_counter()
 
+def read_profile(args: argparse.Namespace, config_arg: Path) -> dict:
+    """The run profile, with the command line's data sources and real test sets (nothing of ZenML is loaded).
+
+    Raises:
+        Refused: (exit 2) For a profile or data spec that is wrong (named).
+    """
     from corpus.schema import DataError
-    from infra.profiles import ProfileError, load_profile, resolve_profile, write_resolved
+    from infra.profiles import ProfileError, load_profile, resolve_profile
 
+    config = config_arg if config_arg.is_absolute() else (Path.cwd() / config_arg)
     try:
         profile = load_profile(config)
-        training = args.pipeline == "training"
-        resolved = resolve_profile(profile, args.dataset, str(config_arg), args.real_tests) if training else profile
+        if args.pipeline == "training":
+            profile = resolve_profile(profile, args.dataset, str(config_arg), args.real_tests)
     except (ProfileError, DataError) as exc:
-        return fail(str(exc), 2)
+        raise Refused(str(exc), 2) from None
     if args.no_cache:
-        resolved["enable_cache"] = False
-    if args.show_config:
-        return show_config(args.pipeline, resolved, str(config_arg))
+        profile["enable_cache"] = False
+    return profile
 
-    from infra.stack import StackConfigError, ensure_stack, load_stack_spec, spec_tracking_uri
 
+def bootstrap(args: argparse.Namespace) -> str:
+    """The ordered set-up before the pipelines (and ZenML's integrations) load; returns the tracking URI.
+
+    1. the stack's servers are chosen (ZenML reads where its server is when it is imported);
+    2. library defaults are quietened (logging, telemetry);
+    3. the stack is registered or checked (not for ``--show-config``, which runs nothing);
+    4. ZenML's eager integrations are limited to what the pipeline uses.
+
+    Raises:
+        Refused: If the team servers or the stack cannot be set up.
+    """
+    from infra.team import TeamError, select_stack
+
+    stack = "local" if args.show_config else args.stack
     try:
-        for change in ensure_stack(STACK_CONFIGS[args.stack], repository=repository):
-            print(f"[stack] {change}")
-        tracking = spec_tracking_uri(load_stack_spec(STACK_CONFIGS[args.stack]))
-    except StackConfigError as exc:
-        return fail(str(exc))
+        repository = select_stack(stack, args.team_root)
+    except TeamError as exc:
+        raise Refused(str(exc)) from None
+    quiet_defaults()
+    tracking = ""
+    if not args.show_config:
+        from infra.stack import StackConfigError, ensure_stack, load_stack_spec, spec_tracking_uri
+
+        try:
+            for change in ensure_stack(STACK_CONFIGS[stack], repository=repository):
+                print(f"[stack] {change}")
+            tracking = spec_tracking_uri(load_stack_spec(STACK_CONFIGS[stack]))
+        except StackConfigError as exc:
+            raise Refused(str(exc)) from None
     from infra.zenml_utils import limit_eager_integrations
 
-    limit_eager_integrations(args.pipeline)  # before the pipelines (and so ZenML's integrations) load
+    limit_eager_integrations(args.pipeline)
+    return tracking
+
+
+def prepare_run(args: argparse.Namespace, resolved: dict, where: str) -> tuple[Any, dict]:
+    """The pipeline and its run configuration, every setting checked before anything runs.
+
+    Raises:
+        Refused: For a missing champion or prompts file, a setting a typed config refuses, a checkpoint that
+            cannot be resolved (exit 2, each named by its profile key) or a port already taken.
+    """
     if args.pipeline != "training":
         try:
-            resolved = serving_parameters(args, resolved, str(config_arg))
+            resolved = serving_parameters(args, resolved, where)
         except ValueError as exc:
-            return fail(str(exc), 2)
-
-    from infra.stale_runs import OWNER_KEY, mark_stale_runs, owner_record
+            raise Refused(str(exc), 2) from None
+    from infra.stale_runs import mark_stale_runs
 
     for stale in mark_stale_runs():
         print(f"[runs] {stale.name} marked failed: {stale.reason}")
-
     import pipelines
-    from pipelines.settings import SettingsError, resolve_settings
+    from pipelines.settings import SettingsError, checkpoint_settings, resolve_settings
 
     chosen = getattr(pipelines, f"{args.pipeline}_pipeline")
     try:  # each typed step setting checked before ZenML runs anything: a bad one is named by its profile key
-        resolve_settings(resolved, chosen, str(config_arg))
+        full = resolve_settings(resolved, chosen, where)
     except SettingsError as exc:
-        return fail(str(exc), 2)
+        raise Refused(str(exc), 2) from None
+    check_checkpoints(checkpoint_settings(full, chosen), where)
     if args.pipeline == "deployment":  # before building anything: is the port ours to take?
-        import inspect
+        check_deployment_port(chosen, resolved)
+    return chosen, resolved
 
-        from infra.bento_deployment import DeploymentError, check_port
 
-        defaults = inspect.signature(pipelines.deployment_pipeline.entrypoint).parameters
-        params = {"host": defaults["host"].default, "port": defaults["port"].default, **resolved["parameters"]}
+def check_checkpoints(named: list[tuple[str, str]], where: str) -> None:
+    """Resolves every checkpoint the run names (fetching or writing it on first use, as its step would).
+
+    Raises:
+        Refused: (exit 2) Naming the profile key of the first checkpoint that cannot be resolved.
+    """
+    from weights.checkpoints import resolve_checkpoint
+    from weights.spec import CheckpointError
+
+    for key, spec in named:
         try:
-            check_port(str(params["host"]), int(params["port"]))
-        except DeploymentError as exc:
-            return fail(str(exc))
+            resolve_checkpoint(spec)
+        except CheckpointError as exc:
+            raise Refused(f"{where}: {key}: {exc}", 2) from None
 
-    run_config = write_resolved(resolved, args.pipeline)
+
+def check_deployment_port(chosen: Any, resolved: dict) -> None:
+    """Raises Refused when the deployment's host and port cannot be bound."""
+    import inspect
+
+    from infra.bento_deployment import DeploymentError, check_port
+
+    defaults = inspect.signature(chosen.entrypoint).parameters
+    params = {"host": defaults["host"].default, "port": defaults["port"].default, **resolved["parameters"]}
+    try:
+        check_port(str(params["host"]), int(params["port"]))
+    except DeploymentError as exc:
+        raise Refused(str(exc)) from None
+
+
+def execute(pipeline: str, chosen: Any, resolved: dict, where: str) -> Any:
+    """Runs the pipeline with its resolved configuration; returns the ZenML run.
+
+    Raises:
+        Refused: If ZenML refuses the configuration (exit 2) or a step fails (its own messages).
+    """
     from pydantic import ValidationError
 
+    from infra.profiles import write_resolved
+    from infra.stale_runs import OWNER_KEY, owner_record
+
+    run_config = write_resolved(resolved, pipeline)
     try:
-        run = chosen.with_options(config_path=str(run_config), extra={OWNER_KEY: owner_record()})()
+        return chosen.with_options(config_path=str(run_config), extra={OWNER_KEY: owner_record()})()
     except ValidationError as exc:  # ZenML refused the run configuration before anything ran
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return fail(f"{config_arg}: ZenML refused the run configuration: {problems}", 2)
+        raise Refused(f"{where}: ZenML refused the run configuration: {problems}", 2) from None
     except RuntimeError as exc:  # ZenML's "Pipeline run has failed due to failure in step(s): ..."
         from infra.report import failure_messages
 
@@ -163,10 +256,13 @@ def main(argv: list[str] | None = None) -> int:
             reasons = failure_messages(chosen.name) or [str(exc)]
         except Exception:  # e.g. the run could not even be created: its own error says why
             reasons = [str(exc)]
-        return fail(f"the {args.pipeline} pipeline failed: " + "; ".join(reasons))
+        raise Refused(f"the {pipeline} pipeline failed: " + "; ".join(reasons)) from None
+
+
+def report(args: argparse.Namespace, run: Any, seconds: float, tracking: str) -> None:
+    """Prints where to look after a run (and writes batch inference's output file)."""
     from infra.report import print_deployment_summary, print_inference_summary, print_run_summary
 
-    seconds = time.perf_counter() - started
     if args.pipeline == "inference":  # the user's output file is written here, from the step's artifact
         from infra.report import step_output
         from serving.batch_inference import write_generations
@@ -177,16 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         print_deployment_summary(run, seconds)
     else:
         print_run_summary(run, seconds, PROJECT_ROOT, tracking)
-    return 0
 
 
 def show_config(pipeline: str, resolved: dict, where: str) -> int:
     """Prints the run's settings with every default the code holds filled in (nothing runs)."""
     import yaml
 
-    from infra.zenml_utils import limit_eager_integrations
-
-    limit_eager_integrations(pipeline)  # before the pipelines package (and ZenML's integrations) loads
     import pipelines
     from pipelines.settings import SettingsError, resolve_settings
 

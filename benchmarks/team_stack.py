@@ -57,13 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="cached reruns per stack (alternating)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    from models.tiny_llama import write_tiny_llama
 
     base = Path(tempfile.mkdtemp(prefix="cw-team-bench-", dir="/tmp"))
     base.chmod(0o755)  # PostgreSQL runs as its own user and must reach its folder
     project, team_root = base / ".checkout" / "project", base / "team"
     shutil.copytree(PROJECT_ROOT, project, ignore=IGNORE)
-    write_tiny_llama(project / ".cache" / "tiny-llama-chat")  # the smoke profile's base model
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ZENML_"))}
     common = {**clean, "ZENML_ANALYTICS_OPT_IN": "false", "PYTHONPATH": str(project),
               "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(base / "bentoml")}

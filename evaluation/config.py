@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from core.validation import STRICT, require_min
 from models.presets import DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
+from weights.spec import CheckpointRef
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class SuiteConfig:
     open_limit: int = 0
     open_max_new_tokens: int = 200
     open_target_words: int = 80
-    reference_model: str = ""
+    reference_model: CheckpointRef = ""
     fluency_samples: int = 24
     real_pieces: int = 24
     real_ranking_pieces: int = 16

@@ -79,7 +79,7 @@ def content_fingerprint(directory: Path) -> str:
     The same trained model (a cached training step hands over the same directory) gives the same
     fingerprint, so promotion can tell a model the registry already holds.
     """
-    from models.checkpoints import file_sha256
+    from weights.gguf import file_sha256
 
     digest = hashlib.sha256()
     root = Path(directory)

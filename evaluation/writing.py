@@ -188,7 +188,7 @@ class ReferenceModel:
     """A fixed causal language model that judges fluency (per-word perplexity of text on its own).
 
     Args:
-        spec: A checkpoint spec (see :mod:`models.checkpoints`), resolved through the checkpoint cache.
+        spec: A checkpoint spec (see :mod:`weights.checkpoints`), resolved through the checkpoint cache.
     """
 
     def __init__(self, spec: str) -> None:

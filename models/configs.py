@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.validation import STRICT, require_min
+from weights.spec import CheckpointRef
 
 ATTENTION_KINDS = ("bahdanau", "luong", "none")
 
@@ -61,7 +62,7 @@ class TransformerConfig:
 
     Attributes:
         base_model: Empty to train GPT-2 from scratch on the shared tokenizer; otherwise a checkpoint spec
-            (see :mod:`models.checkpoints`) to fine-tune.
+            (see :mod:`weights.checkpoints`) to fine-tune.
         n_layer: Transformer blocks (from scratch only).
         n_embd: Model width (from scratch only).
         n_head: Attention heads; must divide ``n_embd`` (from scratch only).
@@ -81,7 +82,7 @@ class TransformerConfig:
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name
 
-    base_model: str = ""
+    base_model: CheckpointRef = ""
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4

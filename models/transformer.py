@@ -5,7 +5,7 @@ Two modes, one code path (:func:`build_transformer`):
 - **from scratch** (``base_model: ""``): a small ``GPT2LMHeadModel`` (layers, width, heads and context
   length from the profile) on the project's shared byte-level BPE tokenizer, so its likelihoods compare
   token for token with the seq2seq and GAN families;
-- **pretrained base** (``base_model:`` a checkpoint spec, see :mod:`models.checkpoints`: a local
+- **pretrained base** (``base_model:`` a checkpoint spec, see :mod:`weights.checkpoints`: a local
   ``save_pretrained`` directory, a hub id when online, a GGUF file or a model shipped in a package on the
   package index): the checkpoint and *its own* tokenizer, fine-tuned with a LoRA adapter (``adapter:
   lora``, the default; :mod:`peft`) or in full (``adapter: full``). Comparisons with the other families
@@ -563,7 +563,7 @@ def load_base(spec: str) -> tuple[Any, Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from models.checkpoints import CheckpointError, resolve_checkpoint
+    from weights.checkpoints import CheckpointError, resolve_checkpoint
 
     try:
         checkpoint = resolve_checkpoint(spec)

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from core.validation import refusal
+from weights.spec import CHECKPOINT_FIELD
 
 # sections where None means something other than "the defaults" (here: the clean_data step's rules)
 NONE_KEPT = {("load_real_tests", "cleaning")}
@@ -142,4 +143,27 @@ def _pipeline_steps(pipeline: Any) -> dict[str, set[str]]:
         name = call.func.id  # type: ignore[attr-defined]
         if hasattr(getattr(step_module, name, None), "entrypoint"):
             found.setdefault(name, set()).update(k.arg for k in call.keywords if k.arg)
+    return found
+
+
+def checkpoint_settings(full: dict[str, Any], pipeline: Any) -> list[tuple[str, str]]:
+    """The checkpoint specs a run names, each with its profile key (``steps.train_transformer.model.base_model``).
+
+    Args:
+        full: The settings :func:`resolve_settings` returned.
+        pipeline: The ZenML pipeline they are for.
+
+    Returns:
+        ``(key, spec)`` for every non-empty field typed :data:`weights.spec.CheckpointRef` in a typed section.
+    """
+    import steps as step_module
+
+    found = []
+    for name in _pipeline_steps(pipeline):
+        params = full["steps"].get(name, {}).get("parameters") or {}
+        for parameter, cls in typed_sections(getattr(step_module, name)).items():
+            values = params.get(parameter) or {}
+            for field, hint in typing.get_type_hints(cls, include_extras=True).items():
+                if CHECKPOINT_FIELD in getattr(hint, "__metadata__", ()) and values.get(field):
+                    found.append((f"steps.{name}.parameters.{parameter}.{field}", str(values[field])))
     return found

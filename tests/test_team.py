@@ -121,13 +121,11 @@ sys.exit(run.main(sys.argv[1:]))
 @pytest.fixture
 def team_project(layout, tmp_path_factory):
     """A copy of the project (as the e2e tests make) whose runs go to the team servers of ``layout``."""
-    from models.tiny_llama import write_tiny_llama
     from tests.test_e2e import IGNORE
 
     root, _ = layout
     project = tmp_path_factory.mktemp("team-e2e") / ".checkout" / "project"
     shutil.copytree(PROJECT_ROOT, project, ignore=IGNORE)
-    write_tiny_llama(project / ".cache" / "tiny-llama-chat")  # the smoke profile's base model
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ZENML_"))}
     env = {**inherited, "ZENML_ANALYTICS_OPT_IN": "false", "PYTHONPATH": str(project),
            "BENTOML_HOME": str(project.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}

@@ -239,7 +239,7 @@ def test_shared_tokenizer_without_the_needed_special_tokens_is_rejected():
 @pytest.fixture(scope="module")
 def tiny_chat_base(tmp_path_factory):
     """A tiny random Llama with a chat template, as the smoke profile uses it."""
-    from models.tiny_llama import write_tiny_llama
+    from weights.tiny import write_tiny_llama
 
     return write_tiny_llama(tmp_path_factory.mktemp("base") / "tiny-llama", vocab=500)
 

