@@ -35,11 +35,15 @@ def prepare(profile_path: str, specs: list[str] | None = None) -> Prepared:
     """Cleans, splits and tokenizes data exactly as the profile's pipeline steps would.
 
     ``specs`` default to the profile's dataset; the tokenizer uses the profile's ``train_tokenizer``
-    parameters.
+    parameters. Every step's settings are resolved as ``run.py`` resolves them (the profile over the code's
+    defaults), so a setting the profile leaves to its default is there too.
     """
+    import pipelines
+    from pipelines.settings import resolve_settings
+
     with open(profile_path) as fh:
         profile = yaml.safe_load(fh)
-    steps = profile["steps"]
+    steps = resolve_settings(profile, pipelines.training_pipeline, profile_path)["steps"]
     specs = specs or profile["parameters"]["dataset"]
     clean, _ = clean_corpus(load_sources(specs), CleaningConfig(**steps["clean_data"]["parameters"]["config"]))
     split_params = {k: v for k, v in steps["split_data"]["parameters"].items() if k != "min_rows"}

@@ -16,7 +16,6 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 METRICS = ("open_use", "open_coverage", "open_form", "open_complete", "open_repetition", "open_distinct2",
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads(0)
     loaded = load(ModelSource())
     prompts = load_open_prompts().head(args.prompts)
-    defaults = asdict(load_serving_config().defaults)
+    defaults = load_serving_config().defaults.model_dump()
     print(f"{loaded.provenance.short()}; {len(prompts)} open prompts × {args.seeds} seeds, "
           f"{args.max_new_tokens} new tokens, about 80 words asked")
     settings_by_name = {"profile default": {k: defaults[k] for k in SAMPLING_FIELDS},

@@ -22,7 +22,7 @@ from evaluation.suite import (
     suite_dict,
 )
 from evaluation.writing import ReferenceModel, prompts_fingerprint
-from models.contract import load_model
+from models.families import load_model
 from models.threads import configure_threads
 
 log = logging.getLogger(__name__)

@@ -145,7 +145,7 @@ def load_registered(name: str, version: str) -> Any:
 
     import mlflow
 
-    from models.contract import load_model
+    from models.families import load_model
     from models.mlflow_logging import saved_model_dir
 
     with tempfile.TemporaryDirectory(prefix="cw-champion-") as folder:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.validation import STRICT, require_min
-from models.presets import DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
+from models.params import Sampling
 from weights.spec import CheckpointRef
 
 
 @dataclass(frozen=True)
 class SuiteConfig:
-    """Evaluation settings (the profile's ``evaluate`` ``suite`` parameters)."""
+    """Evaluation settings (the profile's ``evaluate`` ``suite`` parameters; ``sampling`` is the samples' knobs)."""
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name
 
@@ -19,10 +19,7 @@ class SuiteConfig:
     distractors: int = 9
     sample_prompts: int = 24
     max_new_tokens: int = 120
-    temperature: float = DEFAULT_TEMPERATURE
-    top_k: int = DEFAULT_TOP_K
-    top_p: float = DEFAULT_TOP_P
-    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
+    sampling: Sampling = field(default_factory=Sampling)  # temperature, top-k/p, min-p, repetition penalty
     seed: int = 0
     ppl_pieces: int = 0
     ranking_words: int = 0
@@ -38,6 +35,8 @@ class SuiteConfig:
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
+        if isinstance(self.sampling, dict):  # read back from a stored selection (plain JSON)
+            object.__setattr__(self, "sampling", Sampling(**self.sampling))
         require_min(self, ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens", "open_max_new_tokens",
                            "real_pieces"), 1, integer=True)
         require_min(self, ("ppl_pieces", "ranking_words", "open_limit", "open_target_words", "fluency_samples",

@@ -118,8 +118,7 @@ def generate_samples(model: WriterModel, prompts: pd.DataFrame, cfg: SuiteConfig
     out: dict[int, str] = {}
     t0 = time.perf_counter()
     for (form, genre), group in prompts.groupby(["form", "genre"], sort=False):
-        settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                      top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
+        settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, **cfg.sampling.model_dump(),
                                       seed=cfg.seed, form=form, genre=genre)
         for idx, text in zip(group.index, model.generate(list(group["prompt"]), settings), strict=True):
             out[idx] = text
@@ -160,8 +159,7 @@ def open_samples(model: WriterModel, prompts: pd.DataFrame, cfg: SuiteConfig) ->
 
     Returns the samples and the seconds taken.
     """
-    settings = GenerationSettings(max_new_tokens=cfg.open_max_new_tokens, temperature=cfg.temperature,
-                                  top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
+    settings = GenerationSettings(max_new_tokens=cfg.open_max_new_tokens, **cfg.sampling.model_dump(),
                                   seed=cfg.seed, target_words=cfg.open_target_words)
     t0 = time.perf_counter()
     texts = model.generate_requests(list(zip(prompts["prompt"], prompts["form"], prompts["genre"], strict=True)),
@@ -233,4 +231,4 @@ def real_test_metrics(name: str, model: WriterModel, real: pd.DataFrame, cfg: Su
 
 def suite_dict(cfg: SuiteConfig) -> dict[str, Any]:
     """The settings as a plain dict (for reports and tags)."""
-    return asdict(cfg)
+    return {**asdict(cfg), "sampling": cfg.sampling.model_dump()}

@@ -19,3 +19,14 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is not a saved model (no {MANIFEST})")
     return json.loads(path.read_text())
+
+
+def write_manifest(directory: Path, family: str, extra: dict[str, Any] | None = None) -> None:
+    """Writes ``manifest.json`` (family, library versions and any extra fields)."""
+    import tokenizers
+    import torch
+    import transformers
+
+    data = {"family": family, "format": 1, "torch": torch.__version__, "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__, **(extra or {})}
+    (Path(directory) / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True))

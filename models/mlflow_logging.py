@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,12 @@ def signature() -> Any:
     kinds = {int: "long", float: "double", str: "string", bool: "boolean"}
     defaults = GenerationSettings()
     params = []
-    for f in fields(GenerationSettings):
-        value = getattr(defaults, f.name)
+    for name in GenerationSettings.model_fields:
+        value = getattr(defaults, name)
         if isinstance(value, tuple):  # a list of strings (stop)
-            params.append(ParamSpec(f.name, "string", list(value), shape=(-1,)))
+            params.append(ParamSpec(name, "string", list(value), shape=(-1,)))
         else:
-            params.append(ParamSpec(f.name, kinds[type(value)], value))
+            params.append(ParamSpec(name, kinds[type(value)], value))
     return ModelSignature(inputs=Schema([ColSpec("string", "prompt")]), outputs=Schema([ColSpec("string")]),
                           params=ParamSchema(params))
 
@@ -47,7 +46,8 @@ def log_pyfunc(model_dir: Path, name: str = "model") -> Any:
 
     return mlflow.pyfunc.log_model(
         name=name, python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(model_dir)}, signature=signature(),
-        code_paths=[str(PROJECT_ROOT / "models"), str(PROJECT_ROOT / "core")],  # models/ imports core/
+        # what models/ imports (weights/tiny.py writes the tiny base from corpus/ when its cache is empty)
+        code_paths=[str(PROJECT_ROOT / p) for p in ("models", "weights", "corpus", "core")],
         pip_requirements=str(PROJECT_ROOT / "requirements.txt"),
     )
 

@@ -34,7 +34,7 @@ class CreativeWriterPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Loads the model directory once."""
-        from models.contract import load_model
+        from models.families import load_model
 
         self.model = load_model(context.artifacts["model_dir"])
 

@@ -17,15 +17,9 @@ wild       Temperature 1.4, no top-k/top-p, min-p 0.05, repetition penalty 1.05:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
-# the one set of sampling limits: the generation settings, the HTTP API and the OpenAI layer all check these
-TEMPERATURE_MAX, TOP_K_MAX, REPETITION_PENALTY_MAX = 5.0, 1000, 5.0
-MAX_STOPS, MAX_STOP_CHARS = 4, 64  # stop strings per request, characters per stop string
-# the one home of the default sampling values: GenerationSettings, the serving profile's defaults (what a
-# request may leave out) and the evaluation suite's sampling all start from these
-DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P, DEFAULT_MIN_P, DEFAULT_REPETITION_PENALTY = 0.8, 50, 0.95, 0.0, 1.1
+from models.params import SAMPLING_FIELDS  # the fields a preset sets; their bounds and defaults live there
 
 PRESETS: dict[str, dict[str, float | int]] = {
     "steady": {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repetition_penalty": 1.15},
@@ -33,11 +27,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
     "wild": {"temperature": 1.4, "top_k": 0, "top_p": 1.0, "min_p": 0.05, "repetition_penalty": 1.05},
 }
 
-DESCRIPTIONS = {
-    "steady": "stays on the prompt, plain sentences, few surprises",
-    "balanced": "varied word choice with the unlikely tail cut (a good first try)",
-    "wild": "the most varied words, straying further from the prompt (brainstorming)",
-}
+PresetName = Literal["steady", "balanced", "wild"]  # the names above, as a type for requests
 
 
 def preset_values(name: str) -> dict[str, Any]:

@@ -33,16 +33,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.configs import Seq2SeqConfig
-from models.contract import (
-    GenerationSettings,
-    WriterModel,
-    beam_search,
-    finish_text,
-    sample_next,
-    stream_text,
-    words_scored,
-    write_manifest,
-)
+from models.contract import GenerationSettings, WriterModel
+from models.manifest import write_manifest
+from models.sampling import beam_search, sample_next
+from models.text import finish_text, stream_text, words_scored
 from models.tokenizer import control_ids, decode_ids, encode_text, load_tokenizer, save_tokenizer
 
 log = logging.getLogger(__name__)

@@ -47,15 +47,10 @@ import torch
 import torch.nn.functional as F
 
 from models.configs import TransformerConfig
-from models.contract import (
-    GenerationSettings,
-    WriterModel,
-    finish_text,
-    sample_next,
-    stream_text,
-    words_scored,
-    write_manifest,
-)
+from models.contract import GenerationSettings, WriterModel
+from models.manifest import write_manifest
+from models.sampling import sample_next
+from models.text import finish_text, stream_text, words_scored
 from models.tokenizer import (
     PAD,
     SEP,

@@ -18,7 +18,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +134,7 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, generation: BatchGen
                                             **generation.fixed()))
         except RequestError as exc:  # the group's first row is the file's first row with this problem
             raise ValueError(f"prompt {group['id'].iloc[0]}: {exc}") from None
-    shared = {k: v for k, v in asdict(planned[0]).items() if k not in {"seed", "form", "genre"}} if planned else {}
+    shared = {k: v for k, v in planned[0].model_dump().items() if k not in {"seed", "form", "genre"}} if planned else {}
     texts: dict[int, str] = {}
     done, total = 0, len(out)
     started = time.perf_counter()

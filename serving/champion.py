@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core.paths import REGISTERED_NAME
-from models.contract import load_model
+from models.families import load_model
 from models.mlflow_logging import tagged_metrics
 from serving.config import ModelSource
 

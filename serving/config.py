@@ -25,20 +25,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AliasChoices, BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
 from core.paths import PROJECT_ROOT, REGISTERED_NAME
 from core.validation import STRICT, refusal
 from core.yaml_files import read_mapping
-from models.presets import (
-    DEFAULT_MIN_P,
-    DEFAULT_REPETITION_PENALTY,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_K,
-    DEFAULT_TOP_P,
-)
+from models.params import SAMPLING_FIELDS, choice_fields
 
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "serving.yaml"
 DEPLOYMENT_ID_ENV = "CW_DEPLOYMENT_ID"  # which deployment started this server (its processes inherit it)
@@ -128,18 +131,14 @@ class Batching:
     max_latency_ms: Amount = 15.0
 
 
-@dataclass(frozen=True)
-class Defaults:
-    """Generation settings a request may leave out."""
+class _ProfileSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")  # unknown keys are refused by name
 
-    __pydantic_config__ = STRICT  # unknown keys are refused by name
 
-    max_new_tokens: Count = 128
-    temperature: Amount = DEFAULT_TEMPERATURE
-    top_k: Count = DEFAULT_TOP_K
-    top_p: Amount = DEFAULT_TOP_P
-    repetition_penalty: Amount = DEFAULT_REPETITION_PENALTY
-    min_p: Amount = DEFAULT_MIN_P
+Defaults = create_model(  # the sampling fields' bounds and code defaults are models.params.SamplingParams'
+    "Defaults", __base__=_ProfileSection, __module__=__name__,
+    __doc__="Generation settings a request may leave out (a serving profile's ``defaults``).",
+    **choice_fields(("max_new_tokens", *SAMPLING_FIELDS), optional=False, max_new_tokens={"default": 128}))
 
 
 @dataclass(frozen=True)
@@ -176,7 +175,7 @@ class ServingConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as plain data (the token is never included)."""
-        return asdict(self)
+        return {**asdict(self), "defaults": self.defaults.model_dump()}
 
 
 class EnvOverrides(BaseSettings):

@@ -20,7 +20,7 @@ from serving.batching import Batcher, BatchResult
 from serving.champion import LoadedModel, NoModelError
 from serving.config import ServingConfig
 from serving.planner import Chat, Plan, RequestPlanner
-from serving.schemas import Draft, GenerateRequest, GenerateResponse, Timings
+from serving.schemas import Draft, GenerateResponse, RequestBase, Timings
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Engine:
         return self._loaded
 
     # --- requests --------------------------------------------------------------------------------------
-    def plan(self, request: GenerateRequest, chat: Chat | None = None) -> Plan:
+    def plan(self, request: RequestBase, chat: Chat | None = None) -> Plan:
         """The request planned against the loaded model (see :meth:`serving.planner.RequestPlanner.plan`).
 
         Raises:
@@ -150,7 +150,7 @@ class Engine:
     def _run_rows(self, settings: Any, rows: list[tuple[str, int]]) -> list[str]:
         return self.loaded.model.generate_rows(rows, settings)
 
-    def _response(self, request: GenerateRequest, settings: Any, seeds: list[int], result: BatchResult,
+    def _response(self, request: RequestBase, settings: Any, seeds: list[int], result: BatchResult,
                   started: float) -> GenerateResponse:
         model = self.loaded.model
         drafts = [Draft(text=t, seed=s, tokens=model.count_tokens(t)) for t, s in zip(result.texts, seeds, strict=True)]
@@ -159,7 +159,7 @@ class Engine:
         timings = Timings(queue_ms=round(result.queue_s * 1000, 2), generate_ms=round(result.generate_s * 1000, 2),
                           total_ms=round(total * 1000, 2), tokens_per_s=round(tokens / total, 1) if total > 0 else 0.0)
         return GenerateResponse(drafts=drafts, provenance=self.loaded.provenance.as_dict(),
-                                settings={**asdict(settings), "num_drafts": request.num_drafts,
+                                settings={**settings.model_dump(), "num_drafts": request.num_drafts,
                                           "preset": request.preset or ""}, timings=timings)
 
     def _write(self, settings: Any, rows: list[tuple[str, int]]) -> BatchResult:
@@ -167,7 +167,7 @@ class Engine:
         texts = self._run_rows(settings, rows)
         return BatchResult(texts, 0.0, time.perf_counter() - started, len(rows))
 
-    async def generate_async(self, request: GenerateRequest, chat: Chat | None = None) -> GenerateResponse:
+    async def generate_async(self, request: RequestBase, chat: Chat | None = None) -> GenerateResponse:
         """Writes the request's drafts off the event loop (batched with other requests when enabled).
 
         ``chat`` carries a conversation's system message and earlier turns (see :class:`~serving.planner.Chat`).
@@ -180,7 +180,7 @@ class Engine:
             result = await self._batcher.submit(plan.settings.replace(seed=0), plan.rows)
         return self._response(request, plan.settings, plan.seeds, result, started)
 
-    def stream(self, request: GenerateRequest, chat: Chat | None = None) -> tuple[Any, Iterator[str]]:
+    def stream(self, request: RequestBase, chat: Chat | None = None) -> tuple[Any, Iterator[str]]:
         """The settings (with the seed used) and an iterator over the text of one draft."""
         settings = self.plan(request.model_copy(update={"num_drafts": 1}), chat).settings
         return settings, self.loaded.model.stream(request.prompt, settings)
@@ -189,7 +189,7 @@ class Engine:
         """What is served: provenance, metrics, the forms and genres it knows, limits and defaults."""
         ready, reason = self.check_ready()
         out: dict[str, Any] = {"ready": ready, "status": reason, "source": self.config.model.describe(),
-                               "limits": asdict(self.config.limits), "defaults": asdict(self.config.defaults),
+                               "limits": asdict(self.config.limits), "defaults": self.config.defaults.model_dump(),
                                "batching": asdict(self.config.batching)}
         if ready:
             loaded = self.loaded

@@ -15,7 +15,6 @@ import logging
 import random
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +191,7 @@ def manuscript_tab(get_engine: Callable[[], Engine], config: ServingConfig, sett
                 yield grown(written), gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             after = grown(written)
             prov = engine.loaded.provenance.as_dict()
-            settings_dict = {k: v for k, v in asdict(settings).items() if k != "lead"}  # the lead is `before`
+            settings_dict = {k: v for k, v in settings.model_dump().items() if k != "lead"}  # the lead is `before`
             meta = {"kind": kind, "seed": settings.seed, "settings": settings_dict, "provenance": prov,
                     "provenance_line": provenance_line(prov, settings_dict), "prompt": context.prompt,
                     "written": written if wrote_on else written.strip(), "wrote_on": wrote_on,

@@ -41,16 +41,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from core.paths import REGISTERED_NAME
-from models.presets import MAX_STOPS, REPETITION_PENALTY_MAX, TEMPERATURE_MAX, TOP_K_MAX
+from models.params import MAX_STOPS, choice_fields
 from serving.config import Limits
 from serving.engine import Engine, NotReadyError, iterate_in_thread
 from serving.planner import Chat, RequestError, RequestPlanner
-from serving.schemas import MAX_SEED, GenerateRequest
+from serving.schemas import RequestBase
 
 MAX_LOGPROBS = 5  # alternatives per token, as OpenAI allows for completions
 FLOOR_LOGPROB = -9999.0  # a token the sampler could not have drawn (OpenAI's own floor); JSON has no -inf
@@ -89,20 +89,20 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-class _Extras(BaseModel):
-    """The sampling fields both endpoints share, and the project's own extra fields (strict JSON types)."""
+class _OpenAIFields(BaseModel):
+    """The fields both endpoints share, and the project's own extra fields (strict JSON types).
+
+    The sampling fields (temperature, top_p, seed and the extras top_k, min_p, repetition_penalty) come from
+    :class:`models.params.SamplingParams`; only the temperature's lower bound differs (0 is OpenAI's greedy).
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(description="The served model's id (GET /v1/models).")
     max_tokens: int | None = Field(None, ge=1, description="Upper bound on generated tokens (the server's default "
                                    "when left out; at most the server's limit).")
-    temperature: float | None = Field(None, ge=0, le=TEMPERATURE_MAX,
-                                      description="0 is greedy; otherwise as in /generate.")
-    top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, description="How many choices to write (choice i uses seed + i; at most the server's "
                    "limit).")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -114,12 +114,15 @@ class _Extras(BaseModel):
     form: str | None = None
     genre: str | None = None
     preset: str | None = None
-    top_k: int | None = Field(None, ge=0, le=TOP_K_MAX)
-    min_p: float | None = Field(None, ge=0, lt=1)
-    repetition_penalty: float | None = Field(None, ge=1, le=REPETITION_PENALTY_MAX)
 
 
-class CompletionRequest(_Extras):
+_Extras = create_model(
+    "_Extras", __base__=_OpenAIFields, __module__=__name__, __doc__=_OpenAIFields.__doc__,
+    **choice_fields(("temperature", "top_p", "seed", "top_k", "min_p", "repetition_penalty"),
+                    temperature={"ge": 0, "description": "0 is greedy; otherwise as in /generate."}))
+
+
+class CompletionRequest(_Extras):  # type: ignore[valid-type, misc]
     """``POST /v1/completions``."""
 
     prompt: str | list[str] | list[int] | list[list[int]]
@@ -149,7 +152,7 @@ class Message(BaseModel):
     name: str | None = None
 
 
-class ChatRequest(_Extras):
+class ChatRequest(_Extras):  # type: ignore[valid-type, misc]
     """``POST /v1/chat/completions``."""
 
     messages: Annotated[list[Message], Field(min_length=1)]
@@ -277,7 +280,7 @@ def chat_prompt(messages: list[Message], uses_chat: bool) -> tuple[str, Chat]:
 
 
 def generate_request(planner: RequestPlanner, req: _Extras, prompt: str,
-                     prompt_param: str = "prompt") -> GenerateRequest:
+                     prompt_param: str = "prompt") -> RequestBase:
     """The project's request for an OpenAI one, checked by the service's planner (errors name the OpenAI parameter).
 
     The profile's limits (new tokens, choices, prompt length) are the planner's; a left-out ``max_tokens`` is
@@ -443,7 +446,7 @@ class OpenAICompat:
                 "seed": response.drafts[0].seed}
         return JSONResponse(body)
 
-    def _stream(self, engine: Engine, req: _Extras, gen: GenerateRequest, conversation: Chat, chat: bool,
+    def _stream(self, engine: Engine, req: _Extras, gen: RequestBase, conversation: Chat, chat: bool,
                 endpoint: str) -> StreamingResponse:
         """Checks the request (before anything is sent), then streams the choices one after another."""
         seeds = engine.planner.seeds(gen)

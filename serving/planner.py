@@ -14,24 +14,15 @@ inference profile's :class:`BatchGeneration`.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-from pydantic.dataclasses import dataclass as settings_dataclass
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from core.validation import STRICT
-from models.presets import (
-    MAX_STOP_CHARS,
-    MAX_STOPS,
-    REPETITION_PENALTY_MAX,
-    SAMPLING_FIELDS,
-    TEMPERATURE_MAX,
-    TOP_K_MAX,
-    resolve_sampling,
-)
+from models.params import MAX_SEED, SAMPLING_FIELDS, choice_fields
+from models.presets import PresetName, resolve_sampling
 from serving.config import Defaults, Limits, ServingConfig
-from serving.schemas import MAX_SEED, GenerateRequest, PresetName, request_model
+from serving.schemas import RequestBase, request_model
 
 if TYPE_CHECKING:
     from models.contract import GenerationSettings
@@ -74,59 +65,29 @@ def check_controls(controls: dict[str, list[str]], form: str, genre: str) -> Non
                                     f"{', '.join(g for g in controls['genre'] if g != 'none')} (or leave it empty)")
 
 
-class Asked(Protocol):
-    """What a writer asks for, as the planner reads it (a :class:`GenerateRequest` or a :class:`BatchGeneration`)."""
-
-    max_new_tokens: int
-    preset: str | None
-    temperature: float | None
-    top_k: int | None
-    top_p: float | None
-    min_p: float | None
-    repetition_penalty: float | None
-    stop: Any  # a list (request) or a tuple (batch) of strings
-
-
-@settings_dataclass(frozen=True, config=STRICT)
-class BatchGeneration:
+class _BatchBase(BaseModel):
     """Generation settings of a batch inference run (the inference profile's ``generation``).
 
-    The sampling fields left out (None) come from the ``preset`` when one is named, else from the code's
-    serving defaults (:class:`serving.config.Defaults`), as for an HTTP request.
-
-    Attributes:
-        max_new_tokens: Upper bound on generated tokens per prompt (1–4096).
-        preset: Named sampling settings (steady, balanced, wild; see :mod:`models.presets`).
-        temperature: Sampling temperature (> 0).
-        top_k: Sample from the k most likely tokens (0 = all).
-        top_p: Nucleus sampling mass in (0, 1].
-        min_p: Drop tokens below min_p times the most likely one (0 = off).
-        repetition_penalty: Penalty on tokens already written (1 = none).
-        stop: Up to 4 strings; a text ends before the first one written.
-        seed: The default seed; a JSONL row's own ``seed`` wins.
-        trim_to_sentence: Cut each text after its last complete sentence.
-        target_words: Asked length in words (0 = the model's choice; instruction-layout families only).
-        num_beams: Beam search width (1 samples; > 1 runs deterministic beam search).
+    Every field but ``preset`` is :class:`models.params.SamplingParams`'. The sampling fields left out
+    (None) come from the ``preset`` when one is named, else from the code's serving defaults
+    (:class:`serving.config.Defaults`), as for an HTTP request; a JSONL row's own ``seed`` wins over ``seed``.
     """
 
-    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 160
-    preset: PresetName | None = None
-    temperature: Annotated[float, Field(gt=0, le=TEMPERATURE_MAX)] | None = None
-    top_k: Annotated[int, Field(ge=0, le=TOP_K_MAX)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    min_p: Annotated[float, Field(ge=0, lt=1)] | None = None
-    repetition_penalty: Annotated[float, Field(ge=1, le=REPETITION_PENALTY_MAX)] | None = None
-    stop: Annotated[tuple[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)], ...],
-                    Field(max_length=MAX_STOPS)] = ()
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
-    trim_to_sentence: bool = True
-    target_words: Annotated[int, Field(ge=0, le=3000)] = 0
-    num_beams: Annotated[int, Field(ge=1, le=16)] = 1
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    preset: PresetName | None = Field(None, description="Named sampling settings (steady, balanced, wild).")
 
     def fixed(self) -> dict[str, Any]:
         """The settings a batch fixes beyond what a request can ask for."""
-        return {"trim_to_sentence": self.trim_to_sentence, "target_words": self.target_words,
-                "num_beams": self.num_beams}
+        return {name: getattr(self, name) for name in BATCH_FIXED}
+
+
+BATCH_FIXED = ("trim_to_sentence", "target_words", "num_beams")  # what a batch sets that a request cannot
+BatchGeneration = create_model(
+    "BatchGeneration", __base__=_BatchBase, __module__=__name__, __doc__=_BatchBase.__doc__,
+    **choice_fields(SAMPLING_FIELDS),
+    **choice_fields(("max_new_tokens", "stop", "seed", *BATCH_FIXED), optional=False,
+                    max_new_tokens={"default": 160}, trim_to_sentence={"default": True}))
 
 
 @dataclass(frozen=True)
@@ -149,14 +110,14 @@ class RequestPlanner:
     def __init__(self, limits: Limits | None = None, defaults: Defaults | None = None) -> None:
         self.limits = limits or Limits()
         self.defaults = defaults or Defaults()
-        self.request_model: type[GenerateRequest] = request_model(self.limits, self.defaults)
+        self.request_model: type[RequestBase] = request_model(self.limits, self.defaults)
 
     @classmethod
     def for_config(cls, config: ServingConfig) -> RequestPlanner:
         """The planner of a serving profile (its limits and defaults)."""
         return cls(config.limits, config.defaults)
 
-    def request(self, **fields: Any) -> GenerateRequest:
+    def request(self, **fields: Any) -> RequestBase:
         """A request checked against the profile's limits.
 
         Raises:
@@ -164,12 +125,12 @@ class RequestPlanner:
         """
         return self.request_model.model_validate(fields)
 
-    def seeds(self, request: GenerateRequest) -> list[int]:
+    def seeds(self, request: Any) -> list[int]:
         """The drafts' seeds: ``seed, seed + 1, ...`` (a random first seed when the request has none)."""
         first = request.seed if request.seed is not None else random.randrange(0, 2**31)
         return [(first + i) % (MAX_SEED + 1) for i in range(request.num_drafts)]
 
-    def settings(self, asked: Asked, seed: int, controls: dict[str, list[str]], *, form: str | None = None,
+    def settings(self, asked: Any, seed: int, controls: dict[str, list[str]], *, form: str | None = None,
                  genre: str | None = None, chat: Chat | None = None, **fixed: Any) -> GenerationSettings:
         """The model's generation settings for what was asked (form and genre checked against the model).
 
@@ -192,14 +153,14 @@ class RequestPlanner:
         form = form if form is not None else getattr(asked, "form", "story")
         genre = (genre if genre is not None else getattr(asked, "genre", "")) or ""
         check_controls(controls, form, genre)
-        sampling = resolve_sampling(asdict(self.defaults), asked.preset,
+        sampling = resolve_sampling(self.defaults.model_dump(), asked.preset,
                                     {k: getattr(asked, k) for k in SAMPLING_FIELDS})
         chat = chat or Chat()
         return GenerationSettings(max_new_tokens=asked.max_new_tokens, seed=seed, form=form, genre=genre,
                                   stop=tuple(asked.stop), system=chat.system, history=chat.history, lead=chat.lead,
                                   **sampling, **fixed)
 
-    def plan(self, request: GenerateRequest, controls: dict[str, list[str]], chat: Chat | None = None) -> Plan:
+    def plan(self, request: Any, controls: dict[str, list[str]], chat: Chat | None = None) -> Plan:
         """The request's seeds, its settings (first seed) and its ``(prompt, seed)`` rows.
 
         Raises:

@@ -12,24 +12,20 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
-from pydantic.fields import FieldInfo
 
-from models.presets import (
-    DESCRIPTIONS,
-    MAX_STOP_CHARS,
-    MAX_STOPS,
-    PRESETS,
-    REPETITION_PENALTY_MAX,
-    TEMPERATURE_MAX,
-    TOP_K_MAX,
-)
+from models.params import SAMPLING_FIELDS, choice_fields
+from models.presets import PresetName
 from serving.config import Defaults, Limits
 
-MAX_SEED = 2**63 - 1
-PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+# the UI's and the API docs' wording of the presets (their values are models.presets')
+PRESET_DESCRIPTIONS = {
+    "steady": "stays on the prompt, plain sentences, few surprises",
+    "balanced": "varied word choice with the unlikely tail cut (a good first try)",
+    "wild": "the most varied words, straying further from the prompt (brainstorming)",
+}
 
 
 def _is_emoji(char: str) -> bool:
@@ -69,69 +65,57 @@ def prompt_safe(text: str, reject_emoji: bool = True) -> str:
 CONTROL_WORD = r"^[A-Za-z0-9 _-]*$"  # form and genre: what the check below accepts, documented as the pattern
 
 
-def _profile_fields(limits: Limits, defaults: Defaults) -> dict[str, FieldInfo]:
-    """The request fields whose limits, defaults or descriptions come from the serving profile."""
-    def left_out(name: str) -> str:
-        return f"Left out: the preset's, else {getattr(defaults, name)}."
+def _profile_fields(limits: Limits, defaults: Defaults) -> dict[str, Any]:
+    """The request's fields taken from :class:`models.params.SamplingParams`, with the profile's limits and defaults.
+
+    The sampling fields are optional (left out: the preset's, else the profile's default, as the docs say);
+    ``max_new_tokens`` defaults to the profile's and stops at its limit.
+    """
+    def left_out(name: str) -> dict[str, Any]:
+        info = choice_fields([name])[name][1]
+        return {"description": f"{info.description} Left out: the preset's, else {getattr(defaults, name)}."}
 
     return {
-        "prompt": Field(min_length=1, max_length=limits.max_prompt_chars,
-                        description="The writing prompt (plain text, no emoji or control characters).",
-                        examples=["A lighthouse keeper finds a message in a bottle."],
-                        json_schema_extra={"pattern": r"\S"}),
-        "max_new_tokens": Field(defaults.max_new_tokens, ge=1, le=limits.max_new_tokens,
-                                description="Upper bound on generated tokens."),
-        "temperature": Field(None, gt=0, le=TEMPERATURE_MAX, description="Sampling temperature; lower is safer, "
-                             f"higher is wilder. {left_out('temperature')}"),
-        "top_k": Field(None, ge=0, le=TOP_K_MAX,
-                       description=f"Sample from the k most likely tokens (0 = all). {left_out('top_k')}"),
-        "top_p": Field(None, gt=0, le=1,
-                       description=f"Nucleus sampling: the probability mass kept. {left_out('top_p')}"),
-        "min_p": Field(None, ge=0, lt=1, description="Drop tokens less likely than min_p times the most likely one "
-                       f"(0 = off). {left_out('min_p')}"),
-        "repetition_penalty": Field(None, ge=1, le=REPETITION_PENALTY_MAX, description="Penalty on tokens already "
-                                    f"written (1 = none). {left_out('repetition_penalty')}"),
-        "num_drafts": Field(1, ge=1, le=limits.max_drafts,
-                            description="How many drafts to write; draft i uses seed + i."),
+        **choice_fields(SAMPLING_FIELDS, **{name: left_out(name) for name in SAMPLING_FIELDS}),
+        **choice_fields(("max_new_tokens",), optional=False,
+                        max_new_tokens={"default": defaults.max_new_tokens, "le": limits.max_new_tokens}),
+        **choice_fields(("stop",), optional=False),
+        **choice_fields(("seed",), seed={"description": "Random seed; the same seed and settings write the same "
+                                                        "text. Left out: the server picks one and returns it."}),
     }
 
 
-_CODE = _profile_fields(Limits(), Defaults())  # the code's own limits and defaults (a profile may change them)
+def _request_fields(limits: Limits) -> dict[str, Any]:
+    """The request's own fields (not sampling): the prompt and the number of drafts, within the profile's limits."""
+    return {
+        "prompt": (str, Field(min_length=1, max_length=limits.max_prompt_chars,
+                              description="The writing prompt (plain text, no emoji or control characters).",
+                              examples=["A lighthouse keeper finds a message in a bottle."],
+                              json_schema_extra={"pattern": r"\S"})),
+        "num_drafts": (int, Field(1, ge=1, le=limits.max_drafts,
+                                  description="How many drafts to write; draft i uses seed + i.")),
+    }
 
 
-class GenerateRequest(BaseModel):
+class RequestBase(BaseModel):
     """What to write and how (strict types: ``true`` is not a seed, ``"3"`` is not a number).
 
-    This class holds the code's default limits; a service checks requests with :func:`request_model`'s class
-    for its profile (a subclass, so everything typed ``GenerateRequest`` accepts it).
+    The sampling fields come from :class:`models.params.SamplingParams` (:func:`request_model` adds them with
+    the serving profile's limits and defaults); :data:`GenerateRequest` is the class for the code's defaults.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
     reject_emoji: ClassVar[bool] = Limits().reject_emoji  # the profile's limits.reject_emoji
 
-    prompt: str = _CODE["prompt"]
     form: str = Field("story", max_length=40, description="The form to write in: story, fable or poem "
                       "(GET /model lists what the served model knows).", json_schema_extra={"pattern": CONTROL_WORD})
     genre: str = Field("", max_length=40, description="Genre, e.g. fantasy, mystery, science fiction; empty for none.",
                        json_schema_extra={"pattern": CONTROL_WORD})
-    max_new_tokens: int = _CODE["max_new_tokens"]
     preset: PresetName | None = Field(
-        None, description="Named sampling settings: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
+        None, description="Named sampling settings: " + "; ".join(f"{k}: {v}" for k, v in PRESET_DESCRIPTIONS.items())
         + ". The sampling fields you send yourself win over the preset's.")
-    temperature: float | None = _CODE["temperature"]
-    top_k: int | None = _CODE["top_k"]
-    top_p: float | None = _CODE["top_p"]
-    min_p: float | None = _CODE["min_p"]
-    repetition_penalty: float | None = _CODE["repetition_penalty"]
-    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
-        default_factory=list, max_length=MAX_STOPS,
-        description="Up to 4 strings; the text ends before the first one written (it is not included).")
-    num_drafts: int = _CODE["num_drafts"]
-    seed: int | None = Field(None, ge=0, le=MAX_SEED,
-                             description="Random seed; the same seed and settings write the same text. "
-                                         "Left out: the server picks one and returns it.")
 
-    @field_validator("prompt")
+    @field_validator("prompt", check_fields=False)
     @classmethod
     def _prompt_is_text(cls, value: str) -> str:
         return check_prompt(value, cls.reject_emoji)
@@ -145,19 +129,20 @@ class GenerateRequest(BaseModel):
 
 
 @lru_cache(maxsize=8)
-def request_model(limits: Limits, defaults: Defaults) -> type[GenerateRequest]:
+def request_model(limits: Limits, defaults: Defaults) -> type[RequestBase]:
     """The request class for a serving profile's limits and defaults (named ``GenerateRequest`` in the docs).
 
     Args:
         limits: The profile's ``limits`` (prompt length, new tokens, drafts, emoji).
         defaults: The profile's ``defaults`` (the new-token default and the sampling values the docs name).
     """
-    fields: dict[str, Any] = {name: (GenerateRequest.model_fields[name].annotation, info)
-                              for name, info in _profile_fields(limits, defaults).items()}
-    model = create_model("GenerateRequest", __base__=GenerateRequest, __doc__=GenerateRequest.__doc__,
-                         __module__=__name__, **fields)
+    model = create_model("GenerateRequest", __base__=RequestBase, __doc__=RequestBase.__doc__, __module__=__name__,
+                         **_request_fields(limits), **_profile_fields(limits, defaults))
     model.reject_emoji = limits.reject_emoji
     return model
+
+
+GenerateRequest: Any = request_model(Limits(), Defaults())  # the code's limits (a profile may change them)
 
 
 class Draft(BaseModel):

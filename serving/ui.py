@@ -17,18 +17,19 @@ import random
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from pydantic import ValidationError
 
-from models.presets import DESCRIPTIONS, SAMPLING_FIELDS, preset_values
+from models.params import SAMPLING_FIELDS, SamplingParams, bounds, step
+from models.presets import preset_values
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError
 from serving.manuscript_ui import list_saved, manuscript_tab
 from serving.planner import RequestError
+from serving.schemas import PRESET_DESCRIPTIONS
 from serving.ui_helpers import provenance_line, readable, request_for
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,19 @@ def export(state: dict[str, Any], fmt: str, folder: Path | None = None) -> str |
     return str(path)
 
 
+SLIDER_IDS = {"temperature": "temperature", "min_p": "min-p"}  # the browser tests find these by id
+
+
+def sampling_sliders(defaults: Any) -> list[gr.Slider]:
+    """One slider per preset knob (in ``SAMPLING_FIELDS``' order), ranged by the API's own bounds.
+
+    Range, step and label come from :class:`models.params.SamplingParams`; the value is the profile's default.
+    """
+    return [gr.Slider(*bounds(name), value=getattr(defaults, name), step=step(name),
+                      label=SamplingParams.model_fields[name].title, elem_id=SLIDER_IDS.get(name))
+            for name in SAMPLING_FIELDS]
+
+
 def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Blocks:
     """The writing UI; ``get_engine()`` returns the engine of the service it is mounted on."""
     limits, defaults = config.limits, config.defaults
@@ -103,7 +117,7 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
                     yield (*_draft_updates(texts, len(seeds)), gr.update(), gr.update(), gr.update(), gr.update())
             prov = engine.loaded.provenance.as_dict()
             state = {"prompt": original_prompt or request.prompt, "texts": texts, "seeds": seeds,
-                     "settings": asdict(settings), "provenance": prov}
+                     "settings": settings.model_dump(), "provenance": prov}
             heatmap = attention_image(engine, request.prompt, settings) if not base else None
             yield (*_draft_updates(texts, len(seeds)), provenance_line(prov, state["settings"]), state, seeds[0],
                    gr.update(value=heatmap, visible=heatmap is not None))
@@ -134,15 +148,9 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
                 with gr.Accordion("Sampling", open=False):
                     max_new = gr.Slider(16, limits.max_new_tokens, value=defaults.max_new_tokens, step=8,
                                         label="Max new tokens")
-                    preset = gr.Dropdown([("(none)", ""), *((f"{k}: {v}", k) for k, v in DESCRIPTIONS.items())],
+                    preset = gr.Dropdown([("(none)", ""), *((f"{k}: {v}", k) for k, v in PRESET_DESCRIPTIONS.items())],
                                          value="", label="Preset (sets the sliders below)", elem_id="preset")
-                    temperature = gr.Slider(0.1, 2.0, value=defaults.temperature, step=0.05, label="Temperature",
-                                            elem_id="temperature")
-                    top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k (0 = all)")
-                    top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.01, label="Top-p")
-                    min_p = gr.Slider(0.0, 0.5, value=defaults.min_p, step=0.01, label="Min-p (0 = off)",
-                                      elem_id="min-p")
-                    rep = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty")
+                    temperature, top_k, top_p, min_p, rep = sampling_sliders(defaults)
                     stop = gr.Textbox(label="Stop at (one per line; the text ends before it)", lines=2,
                                       elem_id="stop")
                 drafts = gr.Slider(1, limits.max_drafts, value=1, step=1, label="Drafts side by side",

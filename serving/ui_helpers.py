@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from serving.engine import NotReadyError
 from serving.planner import RequestError, RequestPlanner
-from serving.schemas import GenerateRequest
+from serving.schemas import RequestBase
 
 
 def readable(exc: Exception) -> str:
@@ -46,7 +46,7 @@ def stop_strings(text: str) -> list[str]:
 
 def request_for(planner: RequestPlanner, prompt: str, form: str, genre: str, max_new: float, preset: str,
                 temperature: float, top_k: float, top_p: float, min_p: float, rep: float, stop: str, drafts: float,
-                seed: Any) -> GenerateRequest:
+                seed: Any) -> RequestBase:
     """The API request for the UI's values, checked by the service's planner.
 
     Raises:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.contract import GenerationSettings, load_model
+from models.contract import GenerationSettings
+from models.families import load_model
 from models.gan import (
     Discriminator,
     DiscriminatorConfig,

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from models.contract import GenerationSettings, TokenChance, token_chances
+from models.contract import GenerationSettings
+from models.sampling import TokenChance, token_chances
 from serving.manuscript import (
     MAX_STORIES,
     apply_turn,

@@ -26,7 +26,7 @@ def mlflow_store(tmp_path, monkeypatch):
 
 def test_signature_declares_every_generation_setting():
     names = {p.name for p in signature().params.params}
-    assert names == set(GenerationSettings.__dataclass_fields__)
+    assert names == set(GenerationSettings.model_fields)
 
 
 def test_pyfunc_round_trip_with_params(mlflow_store, tiny_tokenizer, tmp_path):
@@ -106,7 +106,7 @@ def test_train_gan_step_logs_comparison_and_a_loadable_gan(mlflow_store, tiny_co
              "eval_max_new_tokens": 10, "eval_pieces": 10},
         discriminator={"emb_dim": 8, "hidden": 8}, temperatures=[0.7, 1.2], comparison_prompts=4)
     assert list(history["round"]) == [0, 1, 2] and len(comparison) == 4 and plot.size[0] > 200
-    from models.contract import read_manifest
+    from models.manifest import read_manifest
 
     manifest = read_manifest(model_dir)
     assert manifest["family"] == "gan" and manifest["verdict"].startswith("Adversarial training")

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from serving.champion import LoadedModel, Provenance
 from serving.config import Defaults, Limits, ServingConfig
 from serving.planner import BatchGeneration, Chat, RequestError, RequestPlanner
-from serving.schemas import GenerateRequest, request_model
+from serving.schemas import GenerateRequest, RequestBase, request_model
 from tests.conftest import PROJECT_ROOT
 
 PROV = Provenance(family="seq2seq", registered_name="cw", version="3", alias="champion", mlflow_run_id="r",
@@ -56,7 +56,7 @@ def test_only_the_service_reads_the_serving_profile_and_it_does_so_as_it_starts(
 def test_a_profile_s_limits_and_defaults_make_its_request_class():
     planner = RequestPlanner(TIGHT, WARM)
     model = planner.request_model
-    assert issubclass(model, GenerateRequest) and model.__name__ == "GenerateRequest"
+    assert issubclass(model, RequestBase) and model.__name__ == "GenerateRequest"
     assert request_model(TIGHT, WARM) is model  # one class per profile: the service, its engine and UI share it
     request = planner.request(prompt="A fox with a lantern 🏮.")  # this profile allows emoji
     assert request.max_new_tokens == 32 and request.num_drafts == 1
@@ -155,3 +155,24 @@ def test_batch_generation_settings_refuse_what_a_request_would():
         with pytest.raises(ValidationError, match=name):
             BatchGeneration(**fields)
     assert BatchGeneration().fixed() == {"trim_to_sentence": True, "target_words": 0, "num_beams": 1}
+
+
+def test_the_ui_sliders_offer_exactly_the_api_bounds():
+    """The sampling sliders are ranged by SamplingParams' bounds: what the UI offers, the API accepts (and no more)."""
+    from models.params import SAMPLING_FIELDS, SamplingParams
+    from serving.config import Defaults
+    from serving.ui import sampling_sliders
+
+    props = GenerateRequest.model_json_schema()["properties"]
+    for name, slider in zip(SAMPLING_FIELDS, sampling_sliders(Defaults()), strict=True):
+        rule = next(option for option in props[name]["anyOf"] if option.get("type") != "null")
+        low = rule.get("minimum", rule.get("exclusiveMinimum"))
+        high = rule.get("maximum", rule.get("exclusiveMaximum"))
+        assert (slider.minimum == low) == ("minimum" in rule), name  # an open end moves in by one step
+        assert (slider.maximum == high) == ("maximum" in rule), name
+        assert low <= slider.minimum < slider.maximum <= high, name
+        for value in (slider.minimum, slider.maximum):  # both ends are requests the API accepts
+            kind = SamplingParams.model_fields[name].annotation  # the UI casts as request_for does
+            GenerateRequest(prompt="A fox.", **{name: int(value) if kind is int else float(value)})
+        assert slider.value == getattr(Defaults(), name)
+    assert SamplingParams.model_fields["temperature"].metadata  # the bounds live on the one class

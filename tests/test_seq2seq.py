@@ -3,7 +3,8 @@ import logging
 import pytest
 import torch
 
-from models.contract import GenerationSettings, load_model
+from models.contract import GenerationSettings
+from models.families import load_model
 from models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqWriter, pad
 from tests.conftest import tiny_writer
 from training.config import TrainConfig

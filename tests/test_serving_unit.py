@@ -304,7 +304,7 @@ def lora_champion(tmp_path_factory, tiny_corpus):
     """A tiny chat-base Transformer with an adapter, saved and loaded back as the server would."""
     import torch
 
-    from models.contract import load_model
+    from models.families import load_model
     from models.transformer import TransformerConfig, build_transformer
     from weights.tiny import write_tiny_llama
 
@@ -355,7 +355,7 @@ def test_openai_fields_map_onto_the_generate_request():
                             form="fable", min_p=0.1)
     gen = generate_request(planner, req, "A fox.")
     assert (gen.max_new_tokens, gen.num_drafts, gen.seed, gen.form, gen.min_p) == (30, 2, 4, "fable", 0.1)
-    assert (gen.temperature, gen.top_k) == (1.0, 1) and gen.stop == ["\n\n"]  # temperature 0 is greedy
+    assert (gen.temperature, gen.top_k) == (1.0, 1) and tuple(gen.stop) == ("\n\n",)  # temperature 0 is greedy
     assert generate_request(planner, CompletionRequest(model="m", prompt="x"), "x").max_new_tokens == 128
     chat = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], max_completion_tokens=12)
     assert generate_request(planner, chat, "x").max_new_tokens == 12
@@ -385,20 +385,18 @@ def test_chat_messages_become_the_prompt_and_the_conversation():
 
 def test_one_set_of_sampling_limits_for_the_settings_the_api_and_the_openai_layer():
     from models.contract import GenerationSettings
-    from models.presets import REPETITION_PENALTY_MAX, TEMPERATURE_MAX, TOP_K_MAX
+    from models.params import bounds
     from serving.openai_compat import CompletionRequest
 
+    highs = {name: bounds(name)[1] for name in ("temperature", "top_k", "repetition_penalty")}
     for model in (GenerateRequest, CompletionRequest):
         props = model.model_json_schema()["properties"]
-        bounds = {name: next(b["maximum"] for b in props[name]["anyOf"] if "maximum" in b)
-                  for name in ("temperature", "top_k", "repetition_penalty")}
-        assert bounds == {"temperature": TEMPERATURE_MAX, "top_k": TOP_K_MAX,
-                          "repetition_penalty": REPETITION_PENALTY_MAX}, model
-    GenerationSettings(temperature=TEMPERATURE_MAX, top_k=TOP_K_MAX, repetition_penalty=REPETITION_PENALTY_MAX)
-    for field, value in (("temperature", TEMPERATURE_MAX + 0.5), ("top_k", TOP_K_MAX + 1),
-                         ("repetition_penalty", REPETITION_PENALTY_MAX + 0.5)):
+        found = {name: next(b["maximum"] for b in props[name]["anyOf"] if "maximum" in b) for name in highs}
+        assert found == highs, model
+    GenerationSettings(**highs)
+    for field, value in highs.items():
         with pytest.raises(ValueError, match=field):
-            GenerationSettings(**{field: value})
+            GenerationSettings(**{field: value + 1})
 
 
 def test_a_writer_that_writes_on_continues_the_manuscript_end(lora_champion):

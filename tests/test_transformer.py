@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from models.contract import GenerationSettings, load_model
+from models.contract import GenerationSettings
+from models.families import load_model
 from models.transformer import (
     IGNORE,
     TransformerConfig,

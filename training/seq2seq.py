@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from models.contract import word_count
 from models.seq2seq import Seq2SeqWriter, pad
+from models.text import word_count
 from models.threads import configure_threads
 from training.config import TrainConfig, resolve_bf16, training_pieces
 
