@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
+    from core.threads import configure_threads
     from evaluation.writing import load_open_prompts, open_prompt_metrics
     from models.contract import GenerationSettings
     from models.presets import PRESETS, SAMPLING_FIELDS
-    from models.threads import configure_threads
     from serving.champion import load
     from serving.config import ModelSource, load_serving_config
 

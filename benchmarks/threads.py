@@ -33,8 +33,8 @@ def worker(seconds: float, start_at: float) -> dict:
     """Trains the seq2seq network on random tokens from ``start_at`` for ``seconds``; returns its throughput."""
     import torch
 
+    from core.threads import configure_threads
     from models.seq2seq import Seq2Seq, Seq2SeqConfig
-    from models.threads import configure_threads
 
     threads = configure_threads(0)
     torch.manual_seed(0)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.threads import configure_threads
 from corpus.split import split_fingerprint
 from evaluation.real_tests import REAL_COLUMNS, held_out_sets
 from evaluation.selection import SelectionRule, select
@@ -23,7 +24,6 @@ from evaluation.suite import (
 )
 from evaluation.writing import ReferenceModel, prompts_fingerprint
 from models.families import load_model
-from models.threads import configure_threads
 
 log = logging.getLogger(__name__)
 

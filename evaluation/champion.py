@@ -78,7 +78,7 @@ def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selec
             log.info("%s is already registered as %s v%s (same content): reused, %d tag(s) updated", candidate, name,
                      known.version, changed)
     if len(versions) < len(model_dirs):
-        from models.mlflow_logging import log_pyfunc
+        from registry.mlflow_model import log_pyfunc
 
         new = {c: log_pyfunc(Path(d), name=c).model_uri for c, d in model_dirs.items() if c not in versions}
         versions.update(register_candidates(name, new, tags))
@@ -139,14 +139,14 @@ def base_tags(model_dir: Path) -> dict[str, str]:
 def load_registered(name: str, version: str) -> Any:
     """The model behind a registry version, as a model-contract object loaded with this checkout's code.
 
-    See :func:`models.mlflow_logging.saved_model_dir` for why the pyfunc itself is not loaded.
+    See :func:`registry.mlflow_model.saved_model_dir` for why the pyfunc itself is not loaded.
     """
     import tempfile
 
     import mlflow
 
     from models.families import load_model
-    from models.mlflow_logging import saved_model_dir
+    from registry.mlflow_model import saved_model_dir
 
     with tempfile.TemporaryDirectory(prefix="cw-champion-") as folder:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=folder))

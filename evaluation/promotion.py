@@ -156,7 +156,7 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
         _tag(client, name, version, decision)
         return decision
     if champion is not None:
-        from models.mlflow_logging import tagged_metrics  # imports torch: only when a champion is compared
+        from registry.mlflow_model import tagged_metrics  # imports torch: only when a champion is compared
 
         tags = dict(champion.tags or {})
         recorded = tagged_metrics(tags)

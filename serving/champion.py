@@ -20,7 +20,7 @@ from typing import Any
 
 from core.paths import REGISTERED_NAME
 from models.families import load_model
-from models.mlflow_logging import tagged_metrics
+from registry.mlflow_model import tagged_metrics
 from serving.config import ModelSource
 
 log = logging.getLogger(__name__)
@@ -179,12 +179,12 @@ def _load_bento(tag: str) -> tuple[Any, Provenance]:
 
 
 def saved_model_dir(mlflow_model: Path) -> Path:
-    """The saved model directory inside a logged MLflow pyfunc (see :func:`models.mlflow_logging.saved_model_dir`).
+    """The saved model directory inside a logged MLflow pyfunc (see :func:`registry.mlflow_model.saved_model_dir`).
 
     Raises:
         NoModelError: If the MLflow model has no ``model_dir`` artifact.
     """
-    from models.mlflow_logging import saved_model_dir as model_dir_of
+    from registry.mlflow_model import saved_model_dir as model_dir_of
 
     try:
         return model_dir_of(mlflow_model)

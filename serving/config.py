@@ -95,7 +95,7 @@ class ModelSource:
 class ServerSettings:
     """Where and how the HTTP server listens, and how many torch threads its model uses.
 
-    ``torch_threads`` 0 means every core; ``$CW_TORCH_THREADS`` wins (see :mod:`models.threads`).
+    ``torch_threads`` 0 means every core; ``$CW_TORCH_THREADS`` wins (see :mod:`core.threads`).
     """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name

@@ -96,7 +96,7 @@ class Engine:
                 return True
             self._loading, self._last_attempt = True, time.monotonic()
         try:
-            from models.threads import configure_threads
+            from core.threads import configure_threads
 
             configure_threads(self.config.server.torch_threads)
             loaded = self._loader(self.config.model)

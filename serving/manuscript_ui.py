@@ -3,280 +3,219 @@
 With memory, an author's note, undo/redo of model turns, a context budget, stories saved in the browser
 and a token-probability view.
 
-The logic lives in :mod:`serving.manuscript`; this module wires it to Gradio components. The stories are
-kept in the browser's local storage (``gr.BrowserState``; Gradio encrypts the value with a key, fixed here
-so that stories survive a server restart: it keeps nothing secret, the stories never leave the browser
-except to be written on).
+What a turn sends and how it is kept is :class:`serving.session.ManuscriptSession`'s (plain Python,
+tested without a browser); this module only builds the components and wires their events to it. The
+stories are kept in the browser's local storage (``gr.BrowserState``; Gradio encrypts the value with a
+key, fixed here so that stories survive a server restart: it keeps nothing secret, the stories never
+leave the browser except to be written on).
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from pydantic import ValidationError
 
+from models.contract import GenerationSettings
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError
-from serving.manuscript import (
-    NOTE_FORMAT,
-    apply_turn,
-    build_context,
-    chances_html,
-    export_story,
-    joined,
-    new_story,
-    redo,
-    save_story,
-    story_choices,
-    undo,
-)
-from serving.planner import Chat, RequestError
-from serving.schemas import prompt_safe
-from serving.ui_helpers import provenance_line, readable
+from serving.manuscript import chances_html, export_story, new_story, save_story, story_choices
+from serving.planner import Chat
+from serving.session import ManuscriptSession, Reader, TurnKind
+from serving.ui_helpers import Controls, provenance_line, shown_errors
 
-log = logging.getLogger(__name__)
 STORAGE_KEY = "creative-writer-stories"
 STORAGE_SECRET = "creative-writer-local-stories"  # not a protection: see the module docstring
+INTRO = ("One text you edit freely. **Generate** writes a piece for the prompt above (with the memory in front). "
+         "**Continue** writes on from the end of the manuscript, your own edits included: the pretrained "
+         "Transformer continues the text itself, with the prompt, the memory and the author's note as its "
+         "instruction; the seq2seq and GAN families write a piece for the memory, the manuscript's end and the "
+         "note. The line under the notes shows what fits the model's windows.")
 
 
-def _fail(exc: Exception) -> gr.Error:
-    """A readable message for the writer (a traceback in the log only for the unexpected)."""
-    if isinstance(exc, ValidationError | RequestError | NotReadyError):
-        message = readable(exc)
-    elif isinstance(exc, ValueError):
-        message = str(exc)
-    else:
-        log.exception("manuscript action failed")
-        message = readable(exc)
-    return gr.Error(message, print_exception=False)
-
-
-def manuscript_tab(get_engine: Callable[[], Engine], config: ServingConfig, settings_inputs: list[Any], seed: Any,
-                   reuse: Any, request_for: Callable[..., Any]) -> tuple[gr.BrowserState, gr.Dropdown]:
-    """Builds the tab inside the current ``gr.Blocks``; returns the stories' browser state and their dropdown.
+class ManuscriptTab:
+    """The tab's components (built inside the current ``gr.Blocks``) and its event handlers.
 
     Args:
         get_engine: Returns the engine of the service the UI is mounted on.
         config: The serving profile.
-        settings_inputs: The shared prompt, form, genre and sampling components (in ``request_for``'s order,
-            the number of drafts last).
-        seed: The seed component.
-        reuse: The "reuse seed" checkbox.
-        request_for: Builds a ``GenerateRequest`` from the values of ``settings_inputs`` and a seed.
+        controls: The shared prompt, form, genre, sampling, seed and "reuse seed" controls.
     """
-    limits = config.limits
-    gr.Markdown("One text you edit freely. **Generate** writes a piece for the prompt above (with the memory in "
-                "front). **Continue** writes on from the end of the manuscript, your own edits included: the "
-                "pretrained Transformer continues the text itself, with the prompt, the memory and the author's "
-                "note as its instruction; the seq2seq and GAN families write a piece for the memory, the "
-                "manuscript's end and the note. The line under the notes shows what fits the model's windows.")
-    story = gr.State(new_story())
-    stories = gr.BrowserState({}, storage_key=STORAGE_KEY, secret=STORAGE_SECRET)
-    with gr.Row():
-        title = gr.Textbox(label="Title", elem_id="story-title", scale=2)
-        saved = gr.Dropdown(choices=[], label="Saved stories (in this browser)", elem_id="stories", scale=2)
-        open_story = gr.Button("Open", elem_id="open-story", scale=0)
-        fresh_story = gr.Button("New story", elem_id="new-story", scale=0)
-    with gr.Row():
-        with gr.Column(scale=3):
-            text = gr.Textbox(label="Manuscript (edit freely)", lines=16, interactive=True, elem_id="manuscript")
-        with gr.Column(scale=2):
-            memory = gr.Textbox(label="Memory (always placed before the prompt)", lines=4, elem_id="memory")
-            note = gr.Textbox(label="Author's note (a short steering line near the end)", lines=2,
-                              elem_id="authors-note")
-            budget = gr.Markdown(elem_id="budget")
-    with gr.Row():
-        write = gr.Button("Generate", variant="primary", elem_id="ms-generate")
-        cont = gr.Button("Continue", elem_id="ms-continue")
-        back = gr.Button("Undo", elem_id="ms-undo")
-        forth = gr.Button("Redo", elem_id="ms-redo")
-    provenance = gr.Markdown(elem_id="ms-provenance")
-    show = gr.Checkbox(False, label="Show token probabilities of the last passage", elem_id="show-probs")
-    probs = gr.HTML(visible=False, elem_id="probs")
-    with gr.Row():
-        fmt = gr.Radio(["md", "json"], value="md", label="Export as", elem_id="ms-format")
-        download = gr.DownloadButton("Export story", elem_id="ms-download")
 
-    def window(engine: Engine) -> int:
-        return engine.loaded.model.prompt_window() or limits.max_prompt_chars
+    def __init__(self, get_engine: Callable[[], Engine], config: ServingConfig, controls: Controls) -> None:
+        self.get_engine, self.limits, self.controls = get_engine, config.limits, controls
+        self.prompt = controls.fields["prompt"]
+        gr.Markdown(INTRO)
+        self.story = gr.State(new_story())
+        self.stories = gr.BrowserState({}, storage_key=STORAGE_KEY, secret=STORAGE_SECRET)
+        with gr.Row():
+            self.title = gr.Textbox(label="Title", elem_id="story-title", scale=2)
+            self.saved = gr.Dropdown(choices=[], label="Saved stories (in this browser)", elem_id="stories", scale=2)
+            self.open_story = gr.Button("Open", elem_id="open-story", scale=0)
+            self.fresh_story = gr.Button("New story", elem_id="new-story", scale=0)
+        with gr.Row():
+            with gr.Column(scale=3):
+                self.text = gr.Textbox(label="Manuscript (edit freely)", lines=16, interactive=True,
+                                       elem_id="manuscript")
+            with gr.Column(scale=2):
+                self.memory = gr.Textbox(label="Memory (always placed before the prompt)", lines=4, elem_id="memory")
+                self.note = gr.Textbox(label="Author's note (a short steering line near the end)", lines=2,
+                                       elem_id="authors-note")
+                self.budget = gr.Markdown(elem_id="budget")
+        with gr.Row():
+            self.write = gr.Button("Generate", variant="primary", elem_id="ms-generate")
+            self.cont = gr.Button("Continue", elem_id="ms-continue")
+            self.back = gr.Button("Undo", elem_id="ms-undo")
+            self.forth = gr.Button("Redo", elem_id="ms-redo")
+        self.provenance = gr.Markdown(elem_id="ms-provenance")
+        self.show = gr.Checkbox(False, label="Show token probabilities of the last passage", elem_id="show-probs")
+        self.probs = gr.HTML(visible=False, elem_id="probs")
+        with gr.Row():
+            self.fmt = gr.Radio(["md", "json"], value="md", label="Export as", elem_id="ms-format")
+            self.download = gr.DownloadButton("Export story", elem_id="ms-download")
+        self.wire()
 
-    def context_for(engine: Engine, memory_text: str, body: str, note_text: str) -> Any:
-        """The context within the model's window, without characters a prompt may not hold (e.g. pasted emoji)."""
-        model = engine.loaded.model
-        memory_text, body, note_text = (prompt_safe(t, limits.reject_emoji) for t in (memory_text, body, note_text))
-        return build_context(memory_text, body, note_text, window(engine), model.count_tokens, limits.max_prompt_chars)
+    def session(self, given: dict[Any, Any]) -> ManuscriptSession:
+        """The session on the current story with the writer's edits in the boxes."""
+        session = ManuscriptSession.for_limits(given[self.story], self.limits)
+        return session.edit(text=given.get(self.text), memory=given.get(self.memory), note=given.get(self.note),
+                            title=given.get(self.title))
 
-    def writes_on(engine: Engine) -> bool:
-        return bool(getattr(engine.loaded.model, "writes_on", False))
+    def reader(self, engine: Engine) -> Reader:
+        """The served model's windows."""
+        return Reader.of(engine.loaded.model, self.limits.max_prompt_chars)
 
-    def instruction_for(engine: Engine, memory_text: str, prompt_text: str, note_text: str) -> Any:
-        """The instruction for a family that writes on: memory, prompt, then the author's note (last)."""
-        note_text = prompt_safe(note_text, limits.reject_emoji).strip()
-        body = (prompt_text or "").strip() or "Write on from where the piece stops."
-        if note_text:
-            body += "\n\n" + NOTE_FORMAT.format(note_text)
-        return context_for(engine, memory_text, body, "")
-
-    def budget_line(engine: Engine, body: str, memory_text: str, note_text: str, prompt_text: str) -> str:
-        """What the next Continue gives the model, against its windows."""
-        if not writes_on(engine):
-            return context_for(engine, memory_text, body, note_text).describe()
-        model = engine.loaded.model
-        instruction = instruction_for(engine, memory_text, prompt_text, note_text)
-        lead = model.lead_ids(prompt_safe(body, limits.reject_emoji))
-        covered = len(model.tokenizer.decode(lead)) if lead else 0
-        beyond = max(0, len(body.strip()) - covered)
-        rest = f"; the first {beyond:,} characters are beyond its window" if beyond else ""
-        return (f"Instruction: **{instruction.tokens} of {instruction.budget} tokens** (memory "
-                f"{instruction.memory_tokens} · the prompt and the author's note) · Manuscript: Continue writes on "
-                f"from its last **{len(lead)} of {model.lead_window()} tokens** ({covered:,} characters){rest}")
-
-    def show_budget(body: str, memory_text: str, note_text: str, prompt_text: str) -> str:
+    def budget_line(self, session: ManuscriptSession, prompt: str) -> str:
+        """The budget line, or why there is none (no model loaded yet)."""
         try:
-            return budget_line(get_engine(), body or "", memory_text or "", note_text or "", prompt_text or "")
+            return session.budget_line(self.reader(self.get_engine()), prompt or "")
         except NotReadyError as exc:
             return f"⚠ {exc}"
 
-    def chances_for(current: dict[str, Any], shown: bool) -> Any:
+    def chances(self, session: ManuscriptSession, shown: bool) -> Any:
+        """The token-probability view of the last passage (hidden unless asked for)."""
         if not shown:
             return gr.update(visible=False)
-        turns = current.get("turns", [])
-        if not turns:
+        passage = session.last_passage()
+        if passage is None:
             return gr.update(value=chances_html([]), visible=True)
-        from models.contract import GenerationSettings
+        prompt, written, settings = passage
+        found = self.get_engine().loaded.model.token_chances(prompt, written, GenerationSettings.from_dict(settings))
+        return gr.update(value=chances_html(found), visible=True)
 
-        last = turns[-1]
-        lead = prompt_safe(last["before"], limits.reject_emoji) if last.get("wrote_on") else ""
-        settings = GenerationSettings.from_dict({**last["settings"], "lead": lead})
-        chances = get_engine().loaded.model.token_chances(last["prompt"], last["written"], settings)
-        return gr.update(value=chances_html(chances), visible=True)
+    def kept(self, given: dict[Any, Any], session: ManuscriptSession) -> dict[Any, Any]:
+        """The outputs that save ``session``'s story and list it as the chosen saved story."""
+        stories = save_story(given[self.stories], session.story)
+        return {self.story: session.story, self.stories: stories,
+                self.saved: gr.update(choices=story_choices(stories), value=session.story["id"])}
 
-    def take_turn(kind: str, *args: Any) -> Iterator[tuple[Any, ...]]:
-        *values, seed_value, reuse_value, body, memory_text, note_text, title_text, current, kept, shown = args
-        body, memory_text, note_text = body or "", memory_text or "", note_text or ""
-        try:
-            engine = get_engine()
-            if kind == "continue" and not body.strip():
-                raise ValueError("the manuscript is empty: Generate first, or write its opening yourself")
-            if kind == "generate" and not (values[0] or "").strip():
-                raise ValueError("write a prompt above first")
-            prompt_text = values[0] or current.get("prompt", "")
-            wrote_on = kind == "continue" and writes_on(engine)
-            if wrote_on:  # the model reads the manuscript's end as the start of its own piece and writes on
-                context = instruction_for(engine, memory_text, prompt_text, note_text)
-                chat = Chat(lead=prompt_safe(body, limits.reject_emoji))
-            else:
-                source = values[0] if kind == "generate" else body
-                context = context_for(engine, memory_text, source, note_text if kind == "continue" else "")
-                chat = None
-            values[0], values[-1] = context.prompt, 1
-            request = request_for(*values, seed_value if reuse_value else random.randrange(0, 2**31))
-            settings, pieces = engine.stream(request, chat)
-            written = ""
-            before = body
+    def take_turn(self, kind: TurnKind, given: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
+        """Writes one model turn into the manuscript, streaming it in; then saves the story."""
+        engine, session = self.get_engine(), self.session(given)
+        reader, prompt = self.reader(engine), given[self.prompt]
+        turn = session.start_turn(kind, prompt, reader)
+        request = self.controls.request(engine.planner, given, prompt=turn.context.prompt, num_drafts=1)
+        settings, pieces = engine.stream(request, Chat(lead=turn.lead) if turn.wrote_on else None)
+        written = ""
+        for piece in pieces:
+            written += piece
+            yield {self.text: turn.grown(written)}
+        prov = engine.loaded.provenance.as_dict()
+        dumped = settings.model_dump()
+        session.finish_turn(turn, written, dumped, prov, provenance_line(prov, dumped))
+        yield {self.text: session.text, **self.kept(given, session), self.provenance: session.last_provenance,
+               self.budget: session.budget_line(reader, turn.story_prompt),
+               self.probs: self.chances(session, given[self.show])}
 
-            def grown(new: str) -> str:
-                if kind == "generate":
-                    return new.strip()
-                return before.rstrip() + new if wrote_on else joined(before, new.lstrip())
+    def generate_turn(self, given: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
+        """Generate: a piece for the prompt above replaces the manuscript."""
+        yield from self.take_turn("generate", given)
 
-            for piece in pieces:
-                written += piece
-                yield grown(written), gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-            after = grown(written)
-            prov = engine.loaded.provenance.as_dict()
-            settings_dict = {k: v for k, v in settings.model_dump().items() if k != "lead"}  # the lead is `before`
-            meta = {"kind": kind, "seed": settings.seed, "settings": settings_dict, "provenance": prov,
-                    "provenance_line": provenance_line(prov, settings_dict), "prompt": context.prompt,
-                    "written": written if wrote_on else written.strip(), "wrote_on": wrote_on,
-                    "story_prompt": prompt_text}
-            updated = apply_turn({**current, "title": title_text or "", "memory": memory_text, "note": note_text,
-                                  "prompt": prompt_text}, before, after, meta)
-            kept = save_story(kept, updated)
-            yield (after, updated, kept, gr.update(choices=story_choices(kept), value=updated["id"]),
-                   meta["provenance_line"], budget_line(engine, after, memory_text, note_text, prompt_text),
-                   chances_for(updated, shown))
-        except Exception as exc:
-            raise _fail(exc) from None
+    def continue_turn(self, given: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
+        """Continue: the model writes on from the manuscript's end."""
+        yield from self.take_turn("continue", given)
 
-    def take_back(body: str, current: dict[str, Any], kept: dict[str, Any], shown: bool, memory_text: str,
-                  note_text: str, prompt_text: str, forward: bool) -> tuple[Any, ...]:
-        try:
-            updated = (redo if forward else undo)(current, body or "")
-            kept = save_story(kept, updated)
-            return (updated["text"], updated, kept, gr.update(choices=story_choices(kept), value=updated["id"]),
-                    show_budget(updated["text"], memory_text, note_text, prompt_text), chances_for(updated, shown))
-        except Exception as exc:
-            raise _fail(exc) from None
+    def undo(self, given: dict[Any, Any]) -> dict[Any, Any]:
+        """Undo the last model turn."""
+        return self.take_back(given, forward=False)
 
-    def keep_edits(body: str, memory_text: str, note_text: str, title_text: str, current: dict[str, Any],
-                   kept: dict[str, Any]) -> tuple[Any, ...]:
-        if not (body or "").strip() and not current.get("turns"):
-            return current, kept, gr.update()  # an untouched new story is not saved
-        updated = {**current, "text": body or "", "memory": memory_text or "", "note": note_text or "",
-                   "title": title_text or ""}
-        kept = save_story(kept, updated)
-        return updated, kept, gr.update(choices=story_choices(kept), value=updated["id"])
+    def redo(self, given: dict[Any, Any]) -> dict[Any, Any]:
+        """Redo the last undone model turn."""
+        return self.take_back(given, forward=True)
 
-    def reopen(story_id: str, kept: dict[str, Any], shown: bool) -> tuple[Any, ...]:
-        chosen = (kept or {}).get(story_id or "")
+    def show_budget(self, given: dict[Any, Any]) -> str:
+        """The budget line for what is in the boxes now."""
+        return self.budget_line(self.session(given), given[self.prompt])
+
+    def show_chances(self, given: dict[Any, Any]) -> Any:
+        """The token-probability view, shown or hidden as the checkbox says."""
+        return self.chances(ManuscriptSession.for_limits(given[self.story], self.limits), given[self.show])
+
+    def take_back(self, given: dict[Any, Any], forward: bool) -> dict[Any, Any]:
+        """Undo (or redo) the last model turn."""
+        session = self.session(given)
+        session = session.redo() if forward else session.undo()
+        return {self.text: session.text, **self.kept(given, session),
+                self.budget: self.budget_line(session, given[self.prompt]),
+                self.probs: self.chances(session, given[self.show])}
+
+    def keep_edits(self, given: dict[Any, Any]) -> dict[Any, Any]:
+        """Saves the writer's edits (an untouched new story is not saved)."""
+        session = self.session(given)
+        return self.kept(given, session) if session.worth_saving() else {}
+
+    def reopen(self, given: dict[Any, Any]) -> dict[Any, Any]:
+        """Opens the saved story chosen in the dropdown."""
+        chosen = (given[self.stories] or {}).get(given[self.saved] or "")
         if not chosen:
             raise gr.Error("choose a saved story first", print_exception=False)
-        last = chosen["turns"][-1]["provenance_line"] if chosen.get("turns") else ""
-        return (chosen, chosen.get("text", ""), chosen.get("memory", ""), chosen.get("note", ""),
-                chosen.get("title", ""), show_budget(chosen.get("text", ""), chosen.get("memory", ""),
-                                                     chosen.get("note", ""), chosen.get("prompt", "")), last,
-                chances_for(chosen, shown), gr.update(value=chosen["prompt"]) if chosen.get("prompt") else gr.update())
+        session = ManuscriptSession.for_limits(chosen, self.limits)
+        return {self.story: session.story, self.text: session.text, self.memory: session.memory,
+                self.note: session.note, self.title: session.story.get("title", ""),
+                self.budget: self.budget_line(session, session.prompt), self.provenance: session.last_provenance,
+                self.probs: self.chances(session, given[self.show]),
+                self.prompt: gr.update(value=session.prompt) if session.prompt else gr.update()}
 
-    def start_new() -> tuple[Any, ...]:
-        return new_story(), "", "", "", "", "", "", gr.update(visible=False)
+    def start_new(self) -> dict[Any, Any]:
+        """An empty story in the boxes."""
+        return {self.story: new_story(), self.text: "", self.memory: "", self.note: "", self.title: "",
+                self.budget: "", self.provenance: "", self.probs: gr.update(visible=False)}
 
-    def exported(current: dict[str, Any], kind: str) -> str | None:
+    def exported(self, given: dict[Any, Any]) -> str | None:
+        """The story as a file to download (None while it is empty)."""
         try:
-            return str(export_story(current, kind, Path(tempfile.mkdtemp(prefix="cw-story-"))))
+            return str(export_story(given[self.story], given[self.fmt], Path(tempfile.mkdtemp(prefix="cw-story-"))))
         except ValueError:
             return None
 
-    turn_inputs = [*settings_inputs, seed, reuse, text, memory, note, title, story, stories, show]
-    turn_outputs = [text, story, stories, saved, provenance, budget, probs]
-
-    def generate_turn(*args: Any) -> Iterator[tuple[Any, ...]]:
-        yield from take_turn("generate", *args)
-
-    def continue_turn(*args: Any) -> Iterator[tuple[Any, ...]]:
-        yield from take_turn("continue", *args)
-
-    def undo_turn(*args: Any) -> tuple[Any, ...]:
-        return take_back(*args, forward=False)
-
-    def redo_turn(*args: Any) -> tuple[Any, ...]:
-        return take_back(*args, forward=True)
-
-    write.click(generate_turn, turn_inputs, turn_outputs, concurrency_limit=4)
-    cont.click(continue_turn, turn_inputs, turn_outputs, concurrency_limit=4)
-    prompt = settings_inputs[0]
-    back_inputs = [text, story, stories, show, memory, note, prompt]
-    back_outputs = [text, story, stories, saved, budget, probs]
-    back.click(undo_turn, back_inputs, back_outputs)
-    forth.click(redo_turn, back_inputs, back_outputs)
-    for box in (text, memory, note, prompt):
-        box.change(show_budget, [text, memory, note, prompt], budget, trigger_mode="always_last",
-                   show_progress="hidden")
-    for box in (text, memory, note, title):
-        box.blur(keep_edits, [text, memory, note, title, story, stories], [story, stories, saved])
-    open_story.click(reopen, [saved, stories, show],
-                     [story, text, memory, note, title, budget, provenance, probs, prompt])
-    fresh_story.click(start_new, None, [story, text, memory, note, title, budget, provenance, probs])
-    show.change(chances_for, [story, show], probs)
-    story.change(exported, [story, fmt], download)
-    fmt.change(exported, [story, fmt], download)
-    return stories, saved
+    def wire(self) -> None:
+        """Connects the components' events to the handlers."""
+        turn_in = {*self.controls.inputs, self.text, self.memory, self.note, self.title, self.story, self.stories,
+                   self.show}
+        turn_out = [self.text, self.story, self.stories, self.saved, self.provenance, self.budget, self.probs]
+        self.write.click(shown_errors(self.generate_turn), turn_in, turn_out, concurrency_limit=4)
+        self.cont.click(shown_errors(self.continue_turn), turn_in, turn_out, concurrency_limit=4)
+        back_in = {self.text, self.memory, self.note, self.title, self.story, self.stories, self.show, self.prompt}
+        back_out = [self.text, self.story, self.stories, self.saved, self.budget, self.probs]
+        self.back.click(shown_errors(self.undo), back_in, back_out)
+        self.forth.click(shown_errors(self.redo), back_in, back_out)
+        budget_in = {self.text, self.memory, self.note, self.story, self.prompt}
+        for box in (self.text, self.memory, self.note, self.prompt):
+            box.change(self.show_budget, budget_in, self.budget, trigger_mode="always_last", show_progress="hidden")
+        edits_in = {self.text, self.memory, self.note, self.title, self.story, self.stories}
+        for box in (self.text, self.memory, self.note, self.title):
+            box.blur(self.keep_edits, edits_in, [self.story, self.stories, self.saved])
+        self.open_story.click(shown_errors(self.reopen), {self.saved, self.stories, self.show},
+                              [self.story, self.text, self.memory, self.note, self.title, self.budget,
+                               self.provenance, self.probs, self.prompt])
+        self.fresh_story.click(self.start_new, None, [self.story, self.text, self.memory, self.note, self.title,
+                                                      self.budget, self.provenance, self.probs])
+        self.show.change(shown_errors(self.show_chances), {self.story, self.show}, self.probs)
+        for trigger in (self.story, self.fmt):
+            trigger.change(self.exported, {self.story, self.fmt}, self.download)
 
 
 def list_saved(kept: dict[str, Any] | None) -> Any:

@@ -12,7 +12,6 @@ stack trace.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import re
 import tempfile
@@ -21,18 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from pydantic import ValidationError
 
 from models.params import SAMPLING_FIELDS, SamplingParams, bounds, step
 from models.presets import preset_values
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError
-from serving.manuscript_ui import list_saved, manuscript_tab
-from serving.planner import RequestError
+from serving.manuscript_ui import ManuscriptTab, list_saved
 from serving.schemas import PRESET_DESCRIPTIONS
-from serving.ui_helpers import provenance_line, readable, request_for
-
-log = logging.getLogger(__name__)
+from serving.ui_helpers import CONTROLS, Controls, provenance_line, request_for, shown_errors
 
 FORMATS = ("txt", "md", "json")
 CONTINUE_CHARS = 400  # how much of the draft's end becomes the prompt of a continuation
@@ -92,93 +87,141 @@ def sampling_sliders(defaults: Any) -> list[gr.Slider]:
             for name in SAMPLING_FIELDS]
 
 
+def settings_panel(config: ServingConfig) -> Controls:
+    """The prompt, form and genre, the sampling accordion, the number of drafts and the seed (shared by both tabs)."""
+    limits, defaults = config.limits, config.defaults
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", lines=3, max_length=limits.max_prompt_chars, elem_id="prompt",
+                                placeholder="A lighthouse keeper finds a message in a bottle...")
+            with gr.Row():
+                form = gr.Dropdown(["story", "fable", "poem"], value="story", label="Form", elem_id="form",
+                                   allow_custom_value=True)
+                genre = gr.Dropdown(["", "fantasy", "science fiction", "mystery", "adventure"], value="",
+                                    label="Genre", elem_id="genre", allow_custom_value=True)
+        with gr.Column(scale=2):
+            with gr.Accordion("Sampling", open=False):
+                max_new = gr.Slider(16, limits.max_new_tokens, value=defaults.max_new_tokens, step=8,
+                                    label="Max new tokens")
+                preset = gr.Dropdown([("(none)", ""), *((f"{k}: {v}", k) for k, v in PRESET_DESCRIPTIONS.items())],
+                                     value="", label="Preset (sets the sliders below)", elem_id="preset")
+                sliders = dict(zip(SAMPLING_FIELDS, sampling_sliders(defaults), strict=True))
+                stop = gr.Textbox(label="Stop at (one per line; the text ends before it)", lines=2, elem_id="stop")
+            drafts = gr.Slider(1, limits.max_drafts, value=1, step=1, label="Drafts side by side", elem_id="drafts-n")
+            with gr.Row():
+                seed = gr.Number(value=None, precision=0, minimum=0, label="Seed", elem_id="seed")
+                reuse = gr.Checkbox(False, label="Reuse seed", elem_id="reuse-seed")
+    fields = {"prompt": prompt, "form": form, "genre": genre, "max_new_tokens": max_new, "preset": preset, **sliders,
+              "stop": stop, "num_drafts": drafts}
+    preset.change(use_preset, preset, list(sliders.values()))  # in SAMPLING_FIELDS' order
+    return Controls({name: fields[name] for name in CONTROLS}, seed, reuse)
+
+
+def use_preset(name: str) -> list[Any]:
+    """The preset's values into the sliders, in ``SAMPLING_FIELDS``' order (the writer may still move them)."""
+    if not name:
+        return [gr.update() for _ in SAMPLING_FIELDS]
+    values = preset_values(name)
+    return [gr.update(value=values[k]) for k in SAMPLING_FIELDS]
+
+
+class DraftsTab:
+    """The Drafts tab: drafts streamed side by side, Continue, Regenerate, download and the attention heatmap.
+
+    Args:
+        get_engine: Returns the engine of the service the UI is mounted on.
+        config: The serving profile.
+        controls: The shared controls above the tabs.
+    """
+
+    def __init__(self, get_engine: Callable[[], Engine], config: ServingConfig, controls: Controls) -> None:
+        self.get_engine, self.controls, self.max_drafts = get_engine, controls, config.limits.max_drafts
+        self.state = gr.State({})
+        with gr.Row():
+            self.generate = gr.Button("Generate", variant="primary", elem_id="generate")
+            self.cont = gr.Button("Continue", elem_id="continue")
+            self.regen = gr.Button("Regenerate", elem_id="regenerate")
+        with gr.Row(elem_id="drafts"):
+            self.outputs = [gr.Textbox(label=f"Draft {i + 1}", lines=12, interactive=False, visible=i == 0,
+                                       elem_id=f"draft-{i}") for i in range(self.max_drafts)]
+        self.provenance = gr.Markdown(elem_id="provenance")
+        with gr.Row():
+            self.fmt = gr.Radio(list(FORMATS), value="txt", label="Download as", elem_id="download-format")
+            self.download = gr.DownloadButton("Download", elem_id="download")
+        self.heatmap = gr.Image(label="Attention: generated words (rows) over prompt words (columns)",
+                                visible=False, elem_id="attention", type="pil")
+        self.wire()
+
+    def shown(self, texts: list[str], count: int) -> dict[Any, Any]:
+        """The draft boxes: the first ``count`` visible, with their texts."""
+        return {box: gr.update(value=texts[i] if i < len(texts) else "", visible=i < count)
+                for i, box in enumerate(self.outputs)}
+
+    def write(self, request: Any, base: list[str] | None = None, original_prompt: str = "") -> Iterator[dict]:
+        """Streams every draft in turn; ``base`` texts (Continue) are kept in front of the new text."""
+        engine = self.get_engine()
+        plan = engine.plan(request)
+        texts = list(base) if base else [""] * len(plan.seeds)
+        for i, seed in enumerate(plan.seeds):
+            _, pieces = engine.stream(request.model_copy(update={"seed": seed, "num_drafts": 1}))
+            if base:
+                texts[i] = texts[i].rstrip() + " "
+            for piece in pieces:
+                texts[i] += piece
+                yield self.shown(texts, len(plan.seeds))
+        prov = engine.loaded.provenance.as_dict()
+        state = {"prompt": original_prompt or request.prompt, "texts": texts, "seeds": plan.seeds,
+                 "settings": plan.settings.model_dump(), "provenance": prov}
+        heatmap = attention_image(engine, request.prompt, plan.settings) if not base else None
+        yield {**self.shown(texts, len(plan.seeds)), self.provenance: provenance_line(prov, state["settings"]),
+               self.state: state, self.controls.seed: plan.seeds[0],
+               self.heatmap: gr.update(value=heatmap, visible=heatmap is not None)}
+
+    def fresh(self, given: dict[Any, Any]) -> Iterator[dict]:
+        """Generate: new drafts for the prompt."""
+        yield from self.write(self.controls.request(self.get_engine().planner, given))
+
+    def again(self, given: dict[Any, Any]) -> Iterator[dict]:
+        """Regenerate: the same settings with new seeds."""
+        request = request_for(self.get_engine().planner, self.controls.values(given), random.randrange(0, 2**31))
+        yield from self.write(request)
+
+    def write_on(self, given: dict[Any, Any]) -> Iterator[dict]:
+        """Continue: the first draft written on from its end."""
+        current = given[self.state]
+        if not current or not current.get("texts"):
+            raise gr.Error("nothing to continue yet: generate a draft first", print_exception=False)
+        request = self.controls.request(self.get_engine().planner, given,
+                                        prompt=continuation_prompt(current["texts"][0]), num_drafts=1)
+        yield from self.write(request, current["texts"][:1], current.get("prompt", ""))
+
+    def wire(self) -> None:
+        """Connects the buttons (and Enter in the prompt box) to the handlers."""
+        written = [*self.outputs, self.provenance, self.state, self.controls.seed, self.heatmap]
+        inputs = self.controls.inputs
+        self.generate.click(shown_errors(self.fresh), inputs, written, concurrency_limit=4)
+        self.controls.fields["prompt"].submit(shown_errors(self.fresh), inputs, written, concurrency_limit=4)
+        self.regen.click(shown_errors(self.again), inputs, written, concurrency_limit=4)
+        self.cont.click(shown_errors(self.write_on), {*inputs, self.state}, written, concurrency_limit=4)
+        self.state.change(export, [self.state, self.fmt], self.download)
+        self.fmt.change(export, [self.state, self.fmt], self.download)
+
+
 def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Blocks:
     """The writing UI; ``get_engine()`` returns the engine of the service it is mounted on."""
-    limits, defaults = config.limits, config.defaults
-    examples = [list(row) for row in config.ui.examples]
-
-    def run(prompt: str, form: str, genre: str, max_new: float, preset: str, temperature: float, top_k: float,
-            top_p: float, min_p: float, rep: float, stop: str, drafts: float, seed: Any, reuse: bool,
-            base: list[str] | None = None, original_prompt: str = "") -> Iterator[tuple[Any, ...]]:
-        """Streams every draft in turn; ``base`` texts (Continue) are kept in front of the new text."""
-        try:
-            engine = get_engine()
-            request = request_for(engine.planner, prompt, form, genre, max_new, preset, temperature, top_k, top_p,
-                                  min_p, rep, stop, drafts, seed if reuse else random.randrange(0, 2**31))
-            plan = engine.plan(request)
-            seeds, settings = plan.seeds, plan.settings
-            texts = list(base) if base else [""] * len(seeds)
-            for i, s in enumerate(seeds):
-                _, pieces = engine.stream(request.model_copy(update={"seed": s, "num_drafts": 1}))
-                if base:
-                    texts[i] = texts[i].rstrip() + " "
-                for piece in pieces:
-                    texts[i] += piece
-                    yield (*_draft_updates(texts, len(seeds)), gr.update(), gr.update(), gr.update(), gr.update())
-            prov = engine.loaded.provenance.as_dict()
-            state = {"prompt": original_prompt or request.prompt, "texts": texts, "seeds": seeds,
-                     "settings": settings.model_dump(), "provenance": prov}
-            heatmap = attention_image(engine, request.prompt, settings) if not base else None
-            yield (*_draft_updates(texts, len(seeds)), provenance_line(prov, state["settings"]), state, seeds[0],
-                   gr.update(value=heatmap, visible=heatmap is not None))
-        except (ValidationError, RequestError, NotReadyError) as exc:
-            raise gr.Error(readable(exc), print_exception=False) from None
-        except Exception as exc:  # a readable message in the UI, the traceback in the log
-            log.exception("UI generation failed")
-            raise gr.Error(readable(exc), print_exception=False) from None
-
-    def _draft_updates(texts: list[str], shown: int) -> list[Any]:
-        return [gr.update(value=texts[i] if i < len(texts) else "", visible=i < shown)
-                for i in range(limits.max_drafts)]
-
     with gr.Blocks(title="Creative writer", analytics_enabled=False) as blocks:
         gr.Markdown("# Creative writer\nWrite a prompt, pick a form, and let the champion model draft it. "
                     "Drafts stream in side by side; **Continue** writes on, **Regenerate** tries new seeds.")
-        state = gr.State({})
-        with gr.Row():
-            with gr.Column(scale=3):
-                prompt = gr.Textbox(label="Prompt", lines=3, max_length=limits.max_prompt_chars, elem_id="prompt",
-                                    placeholder="A lighthouse keeper finds a message in a bottle...")
-                with gr.Row():
-                    form = gr.Dropdown(["story", "fable", "poem"], value="story", label="Form", elem_id="form",
-                                       allow_custom_value=True)
-                    genre = gr.Dropdown(["", "fantasy", "science fiction", "mystery", "adventure"], value="",
-                                        label="Genre", elem_id="genre", allow_custom_value=True)
-            with gr.Column(scale=2):
-                with gr.Accordion("Sampling", open=False):
-                    max_new = gr.Slider(16, limits.max_new_tokens, value=defaults.max_new_tokens, step=8,
-                                        label="Max new tokens")
-                    preset = gr.Dropdown([("(none)", ""), *((f"{k}: {v}", k) for k, v in PRESET_DESCRIPTIONS.items())],
-                                         value="", label="Preset (sets the sliders below)", elem_id="preset")
-                    temperature, top_k, top_p, min_p, rep = sampling_sliders(defaults)
-                    stop = gr.Textbox(label="Stop at (one per line; the text ends before it)", lines=2,
-                                      elem_id="stop")
-                drafts = gr.Slider(1, limits.max_drafts, value=1, step=1, label="Drafts side by side",
-                                   elem_id="drafts-n")
-                with gr.Row():
-                    seed = gr.Number(value=None, precision=0, minimum=0, label="Seed", elem_id="seed")
-                    reuse = gr.Checkbox(False, label="Reuse seed", elem_id="reuse-seed")
-        if examples:
-            gr.Examples(examples, inputs=[prompt, form, genre], label="Try one")
+        controls = settings_panel(config)
+        if config.ui.examples:
+            gr.Examples([list(row) for row in config.ui.examples],
+                        inputs=[controls.fields["prompt"], controls.fields["form"], controls.fields["genre"]],
+                        label="Try one")
         with gr.Tabs():
             with gr.Tab("Drafts", elem_id="tab-drafts"):
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
-                    cont = gr.Button("Continue", elem_id="continue")
-                    regen = gr.Button("Regenerate", elem_id="regenerate")
-                with gr.Row(elem_id="drafts"):
-                    outputs = [gr.Textbox(label=f"Draft {i + 1}", lines=12, interactive=False, visible=i == 0,
-                                          elem_id=f"draft-{i}") for i in range(limits.max_drafts)]
-                provenance = gr.Markdown(elem_id="provenance")
-                with gr.Row():
-                    fmt = gr.Radio(list(FORMATS), value="txt", label="Download as", elem_id="download-format")
-                    download = gr.DownloadButton("Download", elem_id="download")
-                heatmap = gr.Image(label="Attention: generated words (rows) over prompt words (columns)",
-                                   visible=False, elem_id="attention", type="pil")
+                drafts = DraftsTab(get_engine, config, controls)
             with gr.Tab("Manuscript", elem_id="tab-manuscript") as manuscript_page:
-                shared = [prompt, form, genre, max_new, preset, temperature, top_k, top_p, min_p, rep, stop, drafts]
-                stories, saved = manuscript_tab(get_engine, config, shared, seed, reuse,
-                                                lambda *values: request_for(get_engine().planner, *values))
+                manuscript = ManuscriptTab(get_engine, config, controls)
 
         def known_controls() -> tuple[Any, Any, str]:
             """The served model's forms and genres, and what is served (on page load)."""
@@ -191,43 +234,9 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
             return (gr.update(choices=controls["form"]), gr.update(choices=genres),
                     provenance_line(engine.loaded.provenance.as_dict()).replace("Written by", "Serving"))
 
-        blocks.load(known_controls, None, [form, genre, provenance])
-        blocks.load(list_saved, [stories], [saved])
-        manuscript_page.select(list_saved, [stories], [saved])  # the browser's stories are surely read by then
-
-        def use_preset(name: str) -> tuple[Any, ...]:
-            """The preset's values into the sliders (the writer may still move them)."""
-            if not name:
-                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-            values = preset_values(name)
-            return tuple(gr.update(value=values[k]) for k in SAMPLING_FIELDS)
-
-        preset.change(use_preset, [preset], [temperature, top_k, top_p, min_p, rep])  # in SAMPLING_FIELDS' order
-        settings_inputs = [prompt, form, genre, max_new, preset, temperature, top_k, top_p, min_p, rep, stop, drafts]
-        written = [*outputs, provenance, state, seed, heatmap]
-
-        def fresh(*args: Any) -> Iterator[tuple[Any, ...]]:
-            *values, seed_value, reuse_value = args
-            yield from run(*values, seed_value, reuse_value, None)
-
-        def again(*args: Any) -> Iterator[tuple[Any, ...]]:
-            *values, _seed, _reuse = args
-            yield from run(*values, None, False, None)
-
-        def write_on(*args: Any) -> Iterator[tuple[Any, ...]]:
-            *values, seed_value, reuse_value, current = args
-            if not current or not current.get("texts"):
-                raise gr.Error("nothing to continue yet: generate a draft first", print_exception=False)
-            values[0] = continuation_prompt(current["texts"][0])
-            values[-1] = 1
-            yield from run(*values, seed_value, reuse_value, current["texts"][:1], current.get("prompt", ""))
-
-        generate.click(fresh, [*settings_inputs, seed, reuse], written, concurrency_limit=4)
-        prompt.submit(fresh, [*settings_inputs, seed, reuse], written, concurrency_limit=4)
-        regen.click(again, [*settings_inputs, seed, reuse], written, concurrency_limit=4)
-        cont.click(write_on, [*settings_inputs, seed, reuse, state], written, concurrency_limit=4)
-        state.change(export, [state, fmt], download)
-        fmt.change(export, [state, fmt], download)
+        blocks.load(known_controls, None, [controls.fields["form"], controls.fields["genre"], drafts.provenance])
+        blocks.load(list_saved, [manuscript.stories], [manuscript.saved])
+        manuscript_page.select(list_saved, [manuscript.stories], [manuscript.saved])  # the browser's stories are read
     return blocks
 
 

@@ -1,14 +1,24 @@
-"""What both tabs of the writing UI share: request building from the UI's values, readable errors, provenance lines."""
+"""What both tabs of the writing UI share: requests from the named controls, readable errors, provenance lines."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+import random
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import gradio as gr
 from pydantic import ValidationError
 
+from models.params import SAMPLING_FIELDS, SamplingParams
 from serving.engine import NotReadyError
 from serving.planner import RequestError, RequestPlanner
 from serving.schemas import RequestBase
+
+log = logging.getLogger(__name__)
 
 
 def readable(exc: Exception) -> str:
@@ -44,16 +54,93 @@ def stop_strings(text: str) -> list[str]:
     return [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
 
 
-def request_for(planner: RequestPlanner, prompt: str, form: str, genre: str, max_new: float, preset: str,
-                temperature: float, top_k: float, top_p: float, min_p: float, rep: float, stop: str, drafts: float,
-                seed: Any) -> RequestBase:
-    """The API request for the UI's values, checked by the service's planner.
+CONTROLS = ("prompt", "form", "genre", "max_new_tokens", "preset", *SAMPLING_FIELDS, "stop", "num_drafts")
+"""The shared controls above the UI's tabs, by the request field each one sets."""
+
+
+def _cast(name: str, value: Any) -> Any:
+    """A control's value as its request field takes it (sliders give floats; ints stay ints)."""
+    kind = SamplingParams.model_fields[name].annotation if name in SamplingParams.model_fields else None
+    if name == "num_drafts" or kind is int:
+        return int(value)
+    return float(value) if kind is float else value
+
+
+def request_for(planner: RequestPlanner, values: Mapping[str, Any], seed: Any) -> RequestBase:
+    """The API request for the UI's control values (keyed as in :data:`CONTROLS`), checked by the service's planner.
 
     Raises:
         pydantic.ValidationError: Naming the value that breaks a rule.
+        KeyError: If a control in :data:`CONTROLS` has no value.
     """
-    return planner.request(prompt=prompt or "", form=form or "story", genre=genre or "",
-                           max_new_tokens=int(max_new), preset=preset or None, temperature=float(temperature),
-                           top_k=int(top_k), top_p=float(top_p), min_p=float(min_p), repetition_penalty=float(rep),
-                           stop=stop_strings(stop or ""), num_drafts=int(drafts),
-                           seed=None if seed in (None, "") else int(seed))
+    fields = {name: _cast(name, values[name]) for name in CONTROLS if name not in ("prompt", "form", "genre",
+                                                                                     "preset", "stop")}
+    return planner.request(prompt=values["prompt"] or "", form=values["form"] or "story", genre=values["genre"] or "",
+                           preset=values["preset"] or None, stop=stop_strings(values["stop"] or ""),
+                           seed=None if seed in (None, "") else int(seed), **fields)
+
+
+def ui_error(exc: Exception) -> gr.Error:
+    """The message a writer sees for ``exc`` (the traceback goes to the server log, only for the unexpected)."""
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, ValidationError | RequestError | NotReadyError):
+        message = readable(exc)
+    elif isinstance(exc, ValueError):  # the session's own refusals ("write a prompt above first")
+        message = str(exc)
+    else:
+        log.exception("UI action failed")
+        message = readable(exc)
+    return gr.Error(message, print_exception=False)
+
+
+def shown_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a UI event handler, plain or a generator) with every failure shown as :func:`ui_error`."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def streamed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:
+                raise ui_error(exc) from None
+
+        return streamed
+
+    @functools.wraps(fn)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise ui_error(exc) from None
+
+    return plain
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The shared controls above the tabs: the request's fields by name, the seed and "reuse seed".
+
+    Event handlers take their inputs as a set, so Gradio hands them one ``{component: value}`` dict;
+    :meth:`values` names those values as :data:`CONTROLS` does (no positional argument lists).
+    """
+
+    fields: dict[str, Any]
+    seed: Any
+    reuse: Any
+
+    @property
+    def inputs(self) -> set[Any]:
+        """Every shared control (for an event's ``inputs``)."""
+        return {*self.fields.values(), self.seed, self.reuse}
+
+    def values(self, given: Mapping[Any, Any]) -> dict[str, Any]:
+        """The controls' values by field name."""
+        return {name: given[component] for name, component in self.fields.items()}
+
+    def seed_for(self, given: Mapping[Any, Any]) -> int | None:
+        """The seed box's value when "reuse seed" is ticked, else a fresh random seed."""
+        return given[self.seed] if given[self.reuse] else random.randrange(0, 2**31)
+
+    def request(self, planner: RequestPlanner, given: Mapping[Any, Any], **changes: Any) -> RequestBase:
+        """The request for the controls' values (with ``changes``, e.g. another prompt) and the seed to use."""
+        return request_for(planner, {**self.values(given), **changes}, self.seed_for(given))

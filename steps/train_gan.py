@@ -53,7 +53,7 @@ def train_gan(
 
     import mlflow
 
-    from models.mlflow_logging import log_pyfunc
+    from registry.mlflow_model import log_pyfunc
     from training.gan_study import run_gan_study
 
     gan_cfg, disc_cfg = gan or GanConfig(), discriminator or DiscriminatorConfig()

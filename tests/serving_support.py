@@ -14,7 +14,7 @@ def register_tiny_champion(folder: Path, tokenizer, name: str = "creative-writer
     import mlflow
     from mlflow import MlflowClient
 
-    from models.mlflow_logging import log_pyfunc
+    from registry.mlflow_model import log_pyfunc
     from tests.conftest import tiny_writer
 
     uri = f"sqlite:///{folder}/mlflow.db"

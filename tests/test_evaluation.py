@@ -146,7 +146,7 @@ def test_rule_settings_are_checked_by_name():
 # --- promotion against a real local registry -----------------------------------------------------------
 @pytest.fixture
 def registry(tmp_path, monkeypatch, tiny_tokenizer):
-    from models.mlflow_logging import log_pyfunc
+    from registry.mlflow_model import log_pyfunc
     from tests.conftest import tiny_writer
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -133,3 +133,81 @@ def test_token_chances_agree_with_the_models_own_score(tiny_tokenizer):
     assert 0 < written < nll and nll - written < 15  # the end token's share is what is left
     assert all(c.alternatives[0][1] >= c.p for c in chances)
     assert writer.prompt_window() > 0
+
+
+# --- the session object behind the Manuscript tab (plain Python: no Gradio, no model) ---
+
+def _readers():
+    from serving.session import Reader
+
+    piece = Reader(count=words, window=40)  # a family that writes a piece for a prompt
+
+    def last_words(text: str) -> tuple[int, int]:  # reads the last 5 words of a text
+        tail = " ".join(text.split()[-5:])
+        return len(tail.split()), len(tail)
+
+    causal = Reader(count=words, window=40, writes_on=True, lead_window=5, lead_span=last_words)
+    return piece, causal
+
+
+def test_a_session_refuses_turns_it_cannot_write_before_the_model_is_asked():
+    from serving.session import ManuscriptSession
+
+    piece, _ = _readers()
+    empty = ManuscriptSession()
+    with pytest.raises(ValueError):
+        empty.start_turn("continue", "A mill.", piece)  # nothing to continue
+    with pytest.raises(ValueError):
+        empty.start_turn("generate", "  ", piece)  # nothing to write about
+    assert not empty.worth_saving() and empty.edit(text="A start.").worth_saving()
+
+
+def test_a_session_builds_each_turns_context_and_joins_the_written_text():
+    from serving.session import WRITE_ON, ManuscriptSession
+
+    piece, causal = _readers()
+    session = ManuscriptSession().edit(text=MANUSCRIPT, memory="Wren is twelve.", note="Keep it gentle.")
+    generate = session.start_turn("generate", "A girl finds a mill.", piece)
+    assert generate.context.prompt == "Wren is twelve.\n\nA girl finds a mill." and not generate.wrote_on
+    assert generate.grown("  A new piece. ") == "A new piece."  # Generate replaces the text
+    cont = session.start_turn("continue", "", piece)  # a piece for the manuscript's end, with the note in it
+    assert "[Author's note: Keep it gentle.]" in cont.context.prompt and cont.context.tokens <= 40
+    assert cont.grown("She sneezed.") == MANUSCRIPT + " She sneezed."
+    on = session.start_turn("continue", "", causal)  # a causal LM writes on from the text itself
+    assert on.wrote_on and on.lead == MANUSCRIPT
+    assert on.context.prompt == f"Wren is twelve.\n\n{WRITE_ON}\n\n[Author's note: Keep it gentle.]"
+    assert on.grown(" She sneezed.") == MANUSCRIPT + " She sneezed."
+    assert "**5 of 5 tokens**" in session.budget_line(causal, "")
+    assert "beyond its window" in session.budget_line(causal, "")
+    assert session.budget_line(piece, "") == session.context(piece, MANUSCRIPT, "Keep it gentle.").describe()
+
+
+def test_a_sessions_turns_are_recorded_undone_redone_and_read_again():
+    from serving.session import ManuscriptSession
+
+    _, causal = _readers()
+    session = ManuscriptSession(max_prompt_chars=1000).edit(text="The mill stood still.", title="Mill")
+    turn = session.start_turn("continue", "A mill in winter.", causal)
+    settings = {**GenerationSettings(seed=7).model_dump(), "lead": "dropped"}
+    meta = session.finish_turn(turn, " Nobody came.", settings, {"family": "transformer"}, "Written by transformer")
+    assert session.text == "The mill stood still. Nobody came." and session.prompt == "A mill in winter."
+    assert meta["seed"] == 7 and "lead" not in meta["settings"] and session.last_provenance == "Written by transformer"
+    prompt, written, again = session.last_passage()
+    assert (prompt, written, again["lead"]) == (turn.context.prompt, " Nobody came.", "The mill stood still.")
+    assert GenerationSettings.from_dict(again).seed == 7  # what the token-probability view reads back
+    assert session.undo().text == "The mill stood still." and session.last_passage() is None
+    assert session.redo().text == "The mill stood still. Nobody came."
+    caller = {"text": "kept", "turns": []}
+    ManuscriptSession(caller).edit(text="changed")
+    assert caller["text"] == "kept"  # the session works on its own copy
+
+
+def test_a_session_leaves_out_what_a_prompt_may_not_hold():
+    from serving.session import ManuscriptSession
+
+    piece, _ = _readers()
+    session = ManuscriptSession().edit(text="The mill 🌾 stood still.", memory="Wren 🙂 is twelve.")
+    prompt = session.start_turn("continue", "", piece).context.prompt
+    assert "🌾" not in prompt and "🙂" not in prompt and "stood still." in prompt
+    assert "🌾" in ManuscriptSession(reject_emoji=False).edit(text="A 🌾 mill.").start_turn(
+        "continue", "", piece).context.prompt

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models.contract import GenerationSettings
-from models.mlflow_logging import log_pyfunc, signature
+from registry.mlflow_model import log_pyfunc, signature
 from tests.conftest import tiny_writer
 
 

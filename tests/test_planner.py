@@ -109,10 +109,13 @@ def test_every_way_in_resolves_sampling_the_same_way(writer):
     plain = engine.plan(planner.request(prompt="A fox.", seed=3)).settings  # the profile's defaults
     assert (plain.max_new_tokens, plain.temperature, plain.top_k, plain.min_p) == (32, 0.6, 20, 0.02)
     # the UI sends every control's value: they are what was set
-    ui = engine.plan(request_for(planner, "A fox.", "story", "", 10, "steady", 0.7, 7, 0.9, 0.05, 1.15, "", 1, 3))
+    values = {"prompt": "A fox.", "form": "story", "genre": "", "max_new_tokens": 10.0, "preset": "steady",
+              "temperature": 0.7, "top_k": 7.0, "top_p": 0.9, "min_p": 0.05, "repetition_penalty": 1.15, "stop": "",
+              "num_drafts": 1.0}  # as the sliders send them: floats
+    ui = engine.plan(request_for(planner, values, 3))
     assert ui.settings == api and ui.seeds == [3]
     with pytest.raises(ValidationError):  # the UI's values are held to the profile's limits too
-        request_for(planner, "A fox.", "story", "", 10, "", 0.7, 7, 0.9, 0.05, 1.15, "", 3, 3)
+        request_for(planner, {**values, "preset": "", "num_drafts": 3}, 3)
     seeds = engine.plan(planner.request(prompt="A fox.", seed=2**63 - 2, num_drafts=2)).seeds
     assert seeds == [2**63 - 2, 2**63 - 1]
     with pytest.raises(RequestError, match="unknown genre 'romance'") as err:

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation settings (the profile's ``train_seq2seq`` ``train`` parameters).
 
-    ``torch_threads`` (0 = every core) follows :mod:`models.threads` (``$CW_TORCH_THREADS`` wins).
+    ``torch_threads`` (0 = every core) follows :mod:`core.threads` (``$CW_TORCH_THREADS`` wins).
     """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name

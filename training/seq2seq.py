@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from core.threads import configure_threads
 from models.seq2seq import Seq2SeqWriter, pad
 from models.text import word_count
-from models.threads import configure_threads
 from training.config import TrainConfig, resolve_bf16, training_pieces
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.mlflow_logging import log_pyfunc
+from registry.mlflow_model import log_pyfunc
 
 
 def log_training_params(family: str, model: Any, train_config: Any) -> None:

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from models.threads import configure_threads
+from core.threads import configure_threads
 from models.transformer import TransformerWriter, collate_examples, sequence_nll
 from training.config import TransformerTrainConfig, resolve_bf16, training_pieces
 

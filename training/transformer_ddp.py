@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.paths import PROJECT_ROOT
-from models.threads import ENV as THREADS_ENV
+from core.threads import ENV as THREADS_ENV
 from models.transformer import TransformerWriter
 from training.config import TransformerTrainConfig
 from training.transformer import EpochCallback, train_transformer

@@ -8,7 +8,7 @@ from typing import Any
 from core.paths import PROJECT_ROOT
 from models.contract import GenerationSettings
 
-PYFUNC_CODE = Path(__file__).with_name("mlflow_pyfunc.py")
+PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 
 
 def signature() -> Any:

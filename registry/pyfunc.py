@@ -1,6 +1,6 @@
 """MLflow "models from code" definition: a pyfunc around a saved model directory of any family.
 
-``mlflow.pyfunc.log_model(python_model="models/mlflow_pyfunc.py", artifacts={"model_dir": DIR}, ...)``
+``mlflow.pyfunc.log_model(python_model="registry/pyfunc.py", artifacts={"model_dir": DIR}, ...)``
 logs this file as the model's code and the directory as its artifact; loading restores the directory
 with :func:`models.contract.load_model`. ``predict`` takes a DataFrame with a ``prompt`` column (or
 ``{"prompt": "..."}`` / ``[{"prompt": "..."}]``) and the generation settings as params; it returns one

@@ -1,0 +1,230 @@
+"""One writer's manuscript session, in plain Python: what the Manuscript tab shows and what the model is given.
+
+:class:`ManuscriptSession` holds a story (its text, memory, author's note, title, prompt and model turns)
+and decides everything the tab used to decide inline: which context a turn sends (memory, prompt,
+manuscript end and note, within the model's windows), how the written text joins the manuscript, the
+budget line under the notes, undo and redo, whether a story is worth saving, and what the
+token-probability view reads again. :class:`Reader` is the little it needs of the served model (token
+counts and windows), so the session is tested with a stand-in and the Gradio tab only wires components
+to it (:mod:`serving.manuscript_ui`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from serving.manuscript import NOTE_FORMAT, Context, apply_turn, build_context, joined, new_story, redo, undo
+from serving.schemas import prompt_safe
+
+TurnKind = Literal["generate", "continue"]
+WRITE_ON = "Write on from where the piece stops."  # the instruction when a Continue has no prompt
+
+
+@dataclass(frozen=True)
+class Reader:
+    """What a manuscript needs of the served model: token counts and its windows.
+
+    Attributes:
+        count: Tokens of a text under the model's tokenizer.
+        window: Tokens of a prompt the model reads.
+        writes_on: Whether the model continues a given text (a causal LM) rather than writing a piece for a prompt.
+        lead_window: Tokens of the manuscript's end a Continue reads (0 when ``writes_on`` is false).
+        lead_span: ``(tokens, characters)`` of a text's end that a Continue reads.
+    """
+
+    count: Callable[[str], int]
+    window: int
+    writes_on: bool = False
+    lead_window: int = 0
+    lead_span: Callable[[str], tuple[int, int]] = lambda _text: (0, 0)
+
+    @classmethod
+    def of(cls, model: Any, max_prompt_chars: int) -> Reader:
+        """The reader of a loaded :class:`models.contract.WriterModel` (``max_prompt_chars`` when it has no window)."""
+        window = model.prompt_window() or max_prompt_chars
+        if not getattr(model, "writes_on", False):
+            return cls(count=model.count_tokens, window=window)
+
+        def lead_span(text: str) -> tuple[int, int]:
+            ids = model.lead_ids(text)
+            return len(ids), len(model.tokenizer.decode(ids)) if ids else 0
+
+        return cls(count=model.count_tokens, window=window, writes_on=True, lead_window=model.lead_window(),
+                   lead_span=lead_span)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A model turn about to be written.
+
+    Attributes:
+        kind: ``generate`` (a piece for the prompt, replacing the text) or ``continue`` (written on from the text).
+        story_prompt: The story's prompt (kept with the story).
+        context: What the model is given as its prompt.
+        before: The manuscript before the turn.
+        lead: The manuscript's end the model writes on from (None when it writes a piece for the context).
+    """
+
+    kind: TurnKind
+    story_prompt: str
+    context: Context
+    before: str
+    lead: str | None = None
+
+    @property
+    def wrote_on(self) -> bool:
+        """Whether the model continues the manuscript's own text."""
+        return self.lead is not None
+
+    def grown(self, written: str) -> str:
+        """The manuscript once ``written`` (so far) is in it."""
+        if self.kind == "generate":
+            return written.strip()
+        return self.before.rstrip() + written if self.wrote_on else joined(self.before, written.lstrip())
+
+
+@dataclass
+class ManuscriptSession:
+    """A story being written, with the rules of what the model is given and how its turns are kept.
+
+    Args:
+        story: The story (see :func:`serving.manuscript.new_story`); a copy is kept, never the caller's dict.
+        max_prompt_chars: The server's prompt limit in characters.
+        reject_emoji: Whether prompts may not hold emoji (they are left out of what the model is given).
+    """
+
+    story: dict[str, Any] = field(default_factory=new_story)
+    max_prompt_chars: int = 1000
+    reject_emoji: bool = True
+
+    def __post_init__(self) -> None:
+        self.story = {**new_story(), **(self.story or {})}
+
+    @classmethod
+    def for_limits(cls, story: Mapping[str, Any] | None, limits: Any) -> ManuscriptSession:
+        """A session on ``story`` under a serving profile's :class:`serving.config.Limits`."""
+        return cls(dict(story or {}), limits.max_prompt_chars, limits.reject_emoji)
+
+    @property
+    def text(self) -> str:
+        """The manuscript."""
+        return self.story.get("text", "")
+
+    @property
+    def memory(self) -> str:
+        """Text always placed first."""
+        return self.story.get("memory", "")
+
+    @property
+    def note(self) -> str:
+        """The author's note: a short steering line near the end."""
+        return self.story.get("note", "")
+
+    @property
+    def prompt(self) -> str:
+        """The story's prompt (the last one a turn was written for)."""
+        return self.story.get("prompt", "")
+
+    @property
+    def last_provenance(self) -> str:
+        """The provenance line of the last model turn ('' before any)."""
+        turns = self.story.get("turns") or []
+        return turns[-1].get("provenance_line", "") if turns else ""
+
+    def edit(self, *, text: str | None = None, memory: str | None = None, note: str | None = None,
+             title: str | None = None) -> ManuscriptSession:
+        """Takes the writer's edits (None leaves a part as it is); returns the session."""
+        changes = {"text": text, "memory": memory, "note": note, "title": title}
+        self.story = {**self.story, **{k: v or "" for k, v in changes.items() if v is not None}}
+        return self
+
+    def worth_saving(self) -> bool:
+        """Whether the story holds anything (an untouched new story is not saved)."""
+        return bool(self.text.strip() or self.story.get("turns"))
+
+    def _safe(self, text: str) -> str:
+        return prompt_safe(text, self.reject_emoji)
+
+    def context(self, reader: Reader, body: str, note: str = "") -> Context:
+        """Memory, ``body`` and ``note`` within the model's window (without characters a prompt may not hold)."""
+        return build_context(self._safe(self.memory), self._safe(body), self._safe(note), reader.window,
+                             reader.count, self.max_prompt_chars)
+
+    def instruction(self, reader: Reader, prompt: str) -> Context:
+        """The instruction of a model that writes on: memory, the prompt, then the author's note (last)."""
+        body = (prompt or "").strip() or WRITE_ON
+        note = self._safe(self.note).strip()
+        if note:
+            body += "\n\n" + NOTE_FORMAT.format(note)
+        return self.context(reader, body)
+
+    def budget_line(self, reader: Reader, prompt: str) -> str:
+        """What the next Continue gives the model, against its windows (one line for the writer)."""
+        if not reader.writes_on:
+            return self.context(reader, self.text, self.note).describe()
+        instruction = self.instruction(reader, prompt)
+        tokens, covered = reader.lead_span(self._safe(self.text))
+        beyond = max(0, len(self.text.strip()) - covered)
+        rest = f"; the first {beyond:,} characters are beyond its window" if beyond else ""
+        return (f"Instruction: **{instruction.tokens} of {instruction.budget} tokens** (memory "
+                f"{instruction.memory_tokens} · the prompt and the author's note) · Manuscript: Continue writes on "
+                f"from its last **{tokens} of {reader.lead_window} tokens** ({covered:,} characters){rest}")
+
+    def start_turn(self, kind: TurnKind, prompt: str, reader: Reader) -> Turn:
+        """The turn for ``kind`` with the prompt above the tabs ('' keeps the story's own).
+
+        Raises:
+            ValueError: For a Continue on an empty manuscript or a Generate without a prompt.
+        """
+        prompt = (prompt or "").strip()
+        if kind == "continue" and not self.text.strip():
+            raise ValueError("the manuscript is empty: Generate first, or write its opening yourself")
+        if kind == "generate" and not prompt:
+            raise ValueError("write a prompt above first")
+        story_prompt = prompt or self.prompt
+        if kind == "continue" and reader.writes_on:  # the model reads the manuscript's end as its own piece's start
+            return Turn(kind, story_prompt, self.instruction(reader, story_prompt), self.text,
+                        lead=self._safe(self.text))
+        if kind == "generate":
+            return Turn(kind, story_prompt, self.context(reader, prompt), self.text)
+        return Turn(kind, story_prompt, self.context(reader, self.text, self.note), self.text)
+
+    def finish_turn(self, turn: Turn, written: str, settings: Mapping[str, Any], provenance: Mapping[str, Any],
+                    provenance_line: str) -> dict[str, Any]:
+        """Puts the written text into the story as an undoable turn; returns the turn's record.
+
+        Args:
+            turn: The turn from :meth:`start_turn`.
+            written: What the model wrote.
+            settings: The settings it was written with (the seed in them); the lead is the turn's ``before``.
+            provenance: What wrote it (the served model's provenance).
+            provenance_line: The provenance as one line for the writer.
+        """
+        kept = {k: v for k, v in settings.items() if k != "lead"}
+        meta = {"kind": turn.kind, "seed": kept.get("seed"), "settings": kept, "provenance": dict(provenance),
+                "provenance_line": provenance_line, "prompt": turn.context.prompt,
+                "written": written if turn.wrote_on else written.strip(), "wrote_on": turn.wrote_on,
+                "story_prompt": turn.story_prompt}
+        self.story = apply_turn({**self.story, "prompt": turn.story_prompt}, turn.before, turn.grown(written), meta)
+        return meta
+
+    def undo(self) -> ManuscriptSession:
+        """Takes the last model turn back (see :func:`serving.manuscript.undo`)."""
+        self.story = undo(self.story, self.text)
+        return self
+
+    def redo(self) -> ManuscriptSession:
+        """Puts the last undone model turn back (see :func:`serving.manuscript.redo`)."""
+        self.story = redo(self.story, self.text)
+        return self
+
+    def last_passage(self) -> tuple[str, str, dict[str, Any]] | None:
+        """``(prompt, written, settings)`` of the last model turn, for reading its token probabilities again."""
+        turns = self.story.get("turns") or []
+        if not turns:
+            return None
+        last = turns[-1]
+        lead = self._safe(last["before"]) if last.get("wrote_on") else ""
+        return last["prompt"], last["written"], {**last["settings"], "lead": lead}
