@@ -11,19 +11,16 @@ Two modes, one code path (:func:`build_transformer`):
   lora``, the default; :mod:`peft`) or in full (``adapter: full``). Comparisons with the other families
   then rest on per-word perplexity, which does not depend on the tokenizer.
 
-Two layouts; the labels of everything before the piece are ``-100``, so the loss (and
-:meth:`TransformerWriter.score`) covers the piece and its end token only: the NLL of the story given its
-prompt, like the other families.
-
-- **chat** (a base whose tokenizer has a chat template, ``chat_template: auto``): the prompt, form and
-  genre become the user's instruction, the piece the assistant's answer, ended by the template's
-  end-of-turn token. Nothing is added to the vocabulary, so a LoRA adapter is all that training changes;
-- **control tokens** (from scratch, or a base without a chat template): ``<form:…> <genre:…> prompt
-  <sep> piece <eos>``; a base gets the separator, padding and control tokens added (embeddings resized).
+The prompt layouts (chat, or control tokens) are :mod:`models.layout`'s, shared with the llama.cpp
+runtime (:mod:`models.llama_cpp`). With the chat layout nothing is added to the vocabulary, so a LoRA
+adapter is all that training changes; with control tokens a base gets the separator, padding and control
+tokens added (embeddings resized).
 
 A model built on a base is saved as its adapter (or its full weights with ``adapter: full``) plus the
 base's spec, licence and attribution; loading resolves the base from the checkpoint cache and merges
-the adapter, so a saved model is megabytes, not a copy of the base.
+the adapter, so a saved model is megabytes, not a copy of the base. A Llama-architecture model is also
+saved as one GGUF file with the adapter merged in (``gguf/model.gguf``, :mod:`weights.export`): what the
+llama.cpp runtime serves, so a registry version needs no conversion when it is deployed.
 
 Sampling runs our own loop over the model's KV cache with the shared sampler
 (:func:`models.contract.sample_next`), one seeded generator per row: a row's text depends only on its
@@ -47,173 +44,27 @@ import torch
 import torch.nn.functional as F
 
 from models.configs import TransformerConfig
-from models.contract import GenerationSettings, WriterModel
+from models.contract import GenerationSettings
+from models.layout import IGNORE, PromptLayout, has_chat_template
 from models.manifest import write_manifest
 from models.sampling import sample_next
-from models.text import finish_text, stream_text, words_scored
-from models.tokenizer import (
-    PAD,
-    SEP,
-    check_special_tokens,
-    control_ids,
-    control_values,
-    decode_ids,
-    encode_text,
-    form_token,
-    genre_token,
-)
+from models.text import stream_text
+from models.tokenizer import PAD, SEP, check_special_tokens, decode_ids, encode_text, form_token, genre_token
 
 log = logging.getLogger(__name__)
-IGNORE = -100  # label of positions the loss skips (transformers' convention)
-FORM_HINTS = {"poem": "Write it in lines of verse.", "fable": "Tell it briefly and end with its moral.",
-              "story": "Write it in paragraphs."}
 
 
-def has_chat_template(tokenizer: Any) -> bool:
-    """Whether the tokenizer carries a chat template."""
-    return bool(getattr(tokenizer, "chat_template", None))
+class TransformerWriter(PromptLayout):
+    """The Transformer family on PyTorch: a causal LM behind the prompt layout (training, scoring, generation)."""
 
-
-def turn_end_ids(tokenizer: Any) -> list[int]:
-    """Ids that end the assistant's turn in the chat template (its end-of-turn token first, then ``eos``).
-
-    Found by rendering a one-word answer and reading the special token that follows it.
-    """
-    marker = "Zq9x"
-    turn = [{"role": "user", "content": "a"}, {"role": "assistant", "content": marker}]
-    rendered = tokenizer.apply_chat_template(turn, tokenize=False)
-    tail = rendered[rendered.rfind(marker) + len(marker):]
-    specials = set(tokenizer.all_special_ids)
-    ids = [i for i in encode_text(tokenizer, tail) if i in specials][:1]
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(int(tokenizer.eos_token_id))
-    return ids
-
-
-class TransformerWriter(WriterModel):
-    """The Transformer family behind the model contract (causal LM + tokenizer)."""
-
-    family: ClassVar[str] = "transformer"
-    writes_on: ClassVar[bool] = True  # a causal LM continues any text placed after its prefix
+    runtime: ClassVar[str] = "torch"
 
     def __init__(self, model: Any, tokenizer: Any, config: TransformerConfig,
                  metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(tokenizer, config, metadata)
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.config = config
-        self.metadata = metadata or {}
-        self.chat = bool(config.base_model) and config.chat_template == "auto" and has_chat_template(tokenizer)
-        self.stop_ids = turn_end_ids(tokenizer) if self.chat else [int(tokenizer.eos_token_id)]
-        if tokenizer.pad_token_id is None:  # no new token: padded positions are masked and never scored
-            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(self.stop_ids[-1])
         self.adapter_dir: Path | None = None  # the adapter a loaded model was merged from (saved again as is)
         self._lock = threading.Lock()
-        self._warned: set[str] = set()
-
-    @property
-    def sep_id(self) -> int:
-        """Id of the prompt/piece separator (control-token layout)."""
-        return int(self.tokenizer.sep_token_id)
-
-    @property
-    def eos_id(self) -> int:
-        """Id of the token that ends a piece (the chat template's end of turn, or ``eos``)."""
-        return self.stop_ids[0]
-
-    @property
-    def pad_id(self) -> int:
-        """Id of the padding token."""
-        return int(self.tokenizer.pad_token_id)
-
-    def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message, *args)
-
-    def controls(self) -> dict[str, list[str]]:
-        """Forms and genres: the control tokens, or (chat layout) the ones the model was trained on."""
-        if self.chat:
-            return {"form": sorted(self.config.forms) or sorted(FORM_HINTS),
-                    "genre": sorted(g for g in self.config.genres if g)}
-        return {kind: control_values(self.tokenizer, kind) for kind in ("form", "genre")}
-
-    # --- layout ----------------------------------------------------------------------------------------
-    def instruction(self, prompt: str, form: str, genre: str, target_words: int = 0, system: str = "",
-                    history: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
-        """The chat messages that ask for a piece: system message, earlier turns, then the user's instruction.
-
-        ``target_words`` > 0 asks for about that many words; ``system`` (non-empty) replaces the configured
-        system prompt; ``history`` holds earlier ``(role, text)`` turns of a conversation.
-        """
-        kind = f"{genre} {form}" if genre and genre != "none" else form
-        article = "an" if kind[:1].lower() in "aeiou" else "a"
-        hint = " ".join(h for h in (FORM_HINTS.get(form, ""),
-                                    f"Use about {target_words} words." if target_words > 0 else "") if h)
-        user = f"Write {article} {kind} for this prompt: {prompt.strip()}" + (f"\n{hint}" if hint else "")
-        system = system or self.config.system_prompt
-        head = [{"role": "system", "content": system}] if system else []
-        turns = [{"role": role, "content": text} for role, text in history]
-        return [*head, *turns, {"role": "user", "content": user}]
-
-    def encode_prefix(self, prompt: str, form: str, genre: str, target_words: int = 0, system: str = "",
-                      history: Sequence[tuple[str, str]] = ()) -> list[int]:
-        """Everything before the piece: the chat instruction, or ``<form:…> <genre:…> prompt <sep>``.
-
-        ``target_words``, ``system`` and ``history`` (chat layout only; see :meth:`instruction`) ask for a
-        length, replace the system prompt and add earlier turns. The oldest turns are dropped (with a
-        warning the first time) until the prefix takes at most half the context.
-        """
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("prompt must be a non-empty string")
-        if not isinstance(form, str) or not form.strip():
-            raise ValueError("form must be a non-empty string")
-        ids = encode_text(self.tokenizer, prompt)
-        if len(ids) > self.config.max_prompt_tokens:
-            self._warn_once("prompt", "prompt of %d tokens cut to max_prompt_tokens=%d", len(ids),
-                            self.config.max_prompt_tokens)
-            ids = ids[: self.config.max_prompt_tokens]
-            prompt = decode_ids(self.tokenizer, ids)
-        if self.chat:
-            history = list(history)
-            while True:
-                text = self.tokenizer.apply_chat_template(
-                    self.instruction(prompt, form, genre, target_words, system, history), tokenize=False,
-                    add_generation_prompt=True)
-                ids = encode_text(self.tokenizer, text)
-                if not history or len(ids) <= self.config.context // 2:
-                    return ids
-                self._warn_once("history", "earlier turns dropped so that the prompt takes at most half of the "
-                                "context of %d tokens", self.config.context)
-                history = history[1:]
-        return control_ids(self.tokenizer, form, genre) + ids + [self.sep_id]
-
-    def encode_example(self, prompt: str, text: str, form: str, genre: str) -> tuple[list[int], list[int]]:
-        """``(input_ids, labels)`` of one training pair; prefix labels are ``-100``.
-
-        The piece is cut so that the whole sequence fits the context (with a warning the first time).
-        """
-        ids, labels, _ = self.encode_scored(prompt, text, form, genre)
-        return ids, labels
-
-    def encode_scored(self, prompt: str, text: str, form: str, genre: str, max_piece_tokens: int = 0,
-                      target_words: int = 0) -> tuple[list[int], list[int], int]:
-        """Like :meth:`encode_example`, plus the words of the part of the piece that fits (scored).
-
-        ``max_piece_tokens`` (> 0) scores only the piece's first tokens (a shorter window, e.g. for
-        prompt ranking); the end token then is not scored. ``target_words`` puts a length request in
-        the instruction (training shows half the examples their own length, so both kinds of request work).
-        """
-        prefix = self.encode_prefix(prompt, form, genre, target_words)
-        piece = encode_text(self.tokenizer, text)
-        room = self.config.context - len(prefix) - 1
-        if len(piece) > room:
-            self._warn_once("piece", "piece of %d tokens cut to %d to fit the context of %d", len(piece), room,
-                            self.config.context)
-        limit = min(room, max_piece_tokens) if max_piece_tokens > 0 else room
-        end = [self.eos_id] if len(piece) <= limit else []
-        piece = piece[:limit]
-        words = words_scored(text, piece, limit, lambda kept: decode_ids(self.tokenizer, kept))
-        return prefix + piece + end, [IGNORE] * len(prefix) + piece + end, words
 
     # --- the contract ----------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], settings: GenerationSettings | None = None) -> list[str]:
@@ -240,10 +91,6 @@ class TransformerWriter(WriterModel):
                                  genres=[r[2] for r in requests])
         return [self._text(row, settings) for row in ids]
 
-    def _text(self, ids: list[int], settings: GenerationSettings) -> str:
-        text = decode_ids(self.tokenizer, ids)
-        return finish_text(text, settings)
-
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yields text as it is sampled; the pieces join to ``generate([prompt], settings)[0]``."""
         settings = settings or GenerationSettings()
@@ -254,28 +101,12 @@ class TransformerWriter(WriterModel):
         yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
                                settings.stop)
 
-    def prompt_window(self) -> int:
-        """``max_prompt_tokens``: the prompt's share of the context (the instruction around it comes on top)."""
-        return self.config.max_prompt_tokens
-
-    def lead_ids(self, lead: str) -> list[int]:
-        """The ids of a piece's given beginning (its end, at most ``lead_window()`` tokens; none for '')."""
-        if not lead.strip():
-            return []
-        ids = encode_text(self.tokenizer, lead.rstrip())
-        return ids[-self.lead_window():]
-
-    def lead_window(self) -> int:
-        """Tokens of a given beginning (``GenerationSettings.lead``) the model reads: a third of its context."""
-        return self.config.context // 3
-
     def teacher_logits(self, prompt: str, text: str, settings: GenerationSettings) -> tuple[torch.Tensor, list[int]]:
         """The logits for each token of ``text`` after the request's prefix (teacher forcing), and the ids.
 
         Only what fits the context is read.
         """
-        prefix = self.encode_prefix(prompt, settings.form, settings.genre, settings.target_words, settings.system,
-                                    settings.history) + self.lead_ids(settings.lead)
+        prefix = self.request_prefix(prompt, settings)
         ids = encode_text(self.tokenizer, text)[: max(0, self.config.context - len(prefix))]
         out = self.model(input_ids=torch.tensor([prefix + ids], device=self.model.device))
         return out.logits[0, len(prefix) - 1: len(prefix) - 1 + len(ids)].cpu(), ids
@@ -371,9 +202,7 @@ class TransformerWriter(WriterModel):
         """
         forms = forms or [settings.form] * len(prompts)
         genres = genres or [settings.genre] * len(prompts)
-        lead = self.lead_ids(settings.lead)
-        prefixes = [self.encode_prefix(p, f, g, settings.target_words, settings.system, settings.history) + lead
-                    for p, f, g in zip(prompts, forms, genres, strict=True)]
+        prefixes = [self.request_prefix(p, settings, f, g) for p, f, g in zip(prompts, forms, genres, strict=True)]
         width = max(len(p) for p in prefixes)
         max_new = max(0, min(settings.max_new_tokens, self.config.context - width))
         if max_new < settings.max_new_tokens:
