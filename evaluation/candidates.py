@@ -23,7 +23,7 @@ from evaluation.suite import (
     suite_dict,
 )
 from evaluation.writing import ReferenceModel, prompts_fingerprint
-from models.families import load_model
+from models.families import FAST, load_model, runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,11 @@ def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite:
     rows, columns, open_columns, real_rows = [], {}, {}, []
     for name, directory in model_dirs.items():
         model = load_model(Path(directory))
-        row, samples, open_texts, matched = evaluate_candidate(name, model, Path(directory), test, suite, reference)
+        writer = load_model(Path(directory), suite.runtime, suite.torch_threads) if suite.runtime != "torch" and \
+            runtime_of(model) != suite.runtime and getattr(model, "family", "") in FAST else model
+        row, samples, open_texts, matched = evaluate_candidate(name, model, Path(directory), test, suite, reference,
+                                                               writer)
+        row["runtime"] = runtime_of(writer)
         log.info("%s: per-word ppl %.3f, ranking %.2f, open use %.2f, coverage %.2f, complete %.2f", name,
                  row["ppl_word"], row["ranking_acc"], row["open_use"], row["open_coverage"], row["open_complete"])
         for real_row in real_test_metrics(name, model, real, suite) if has_real else []:

@@ -11,7 +11,11 @@ from weights.spec import CheckpointRef
 
 @dataclass(frozen=True)
 class SuiteConfig:
-    """Evaluation settings (the profile's ``evaluate`` ``suite`` parameters; ``sampling`` is the samples' knobs)."""
+    """Evaluation settings (the profile's ``evaluate`` ``suite`` parameters; ``sampling`` is the samples' knobs).
+
+    ``runtime`` writes the samples (test and open prompts) of a Transformer candidate with a GGUF export on
+    llama.cpp (``torch``: on PyTorch); likelihoods are always scored on PyTorch.
+    """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name
 
@@ -32,9 +36,12 @@ class SuiteConfig:
     real_pieces: int = 24
     real_ranking_pieces: int = 16
     torch_threads: int = 0
+    runtime: str = "llama.cpp"
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
+        if self.runtime not in ("llama.cpp", "torch"):  # models.families.RUNTIMES (no torch import here)
+            raise ValueError(f"SuiteConfig.runtime must be 'llama.cpp' or 'torch', got {self.runtime!r}")
         if isinstance(self.sampling, dict):  # read back from a stored selection (plain JSON)
             object.__setattr__(self, "sampling", Sampling(**self.sampling))
         require_min(self, ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens", "open_max_new_tokens",

@@ -168,7 +168,7 @@ def open_samples(model: WriterModel, prompts: pd.DataFrame, cfg: SuiteConfig) ->
 
 
 def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.DataFrame, cfg: SuiteConfig,
-                       reference: ReferenceModel | None = None,
+                       reference: ReferenceModel | None = None, writer: WriterModel | None = None,
                        ) -> tuple[dict[str, Any], list[str], list[str], list[list[str]]]:
     """The whole suite for one candidate.
 
@@ -182,15 +182,18 @@ def evaluate_candidate(name: str, model: WriterModel, model_dir: Path, test: pd.
         test: The test split.
         cfg: Suite settings.
         reference: The fluency judge (None: no fluency figure).
+        writer: The same model on the runtime that writes the samples (``cfg.runtime``; None: ``model``),
+            while ``model`` scores.
     """
     from models.tokenizer import encode_text
 
+    writer = writer or model
     prompts = test.head(cfg.sample_prompts)
-    samples, seconds = generate_samples(model, prompts, cfg)
+    samples, seconds = generate_samples(writer, prompts, cfg)
     tokenizer = getattr(model, "tokenizer", None)
     tokens = sum(len(encode_text(tokenizer, s)) for s in samples) if tokenizer is not None else 0
     opened = open_prompts(cfg)
-    open_texts, open_seconds = open_samples(model, opened, cfg)
+    open_texts, open_seconds = open_samples(writer, opened, cfg)
     open_metrics, matched = open_prompt_metrics(opened, open_texts)
     fluency = (reference.per_word_perplexity(open_texts[: cfg.fluency_samples] if cfg.fluency_samples else open_texts)
                if reference is not None else float("nan"))

@@ -16,8 +16,10 @@ llama.cpp) build on it, so both read exactly the same ids for the same request.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from models.configs import TransformerConfig
@@ -26,6 +28,17 @@ from models.text import finish_text, words_scored
 from models.tokenizer import control_ids, control_values, decode_ids, encode_text
 
 log = logging.getLogger(__name__)
+
+
+def read_saved(directory: Path) -> tuple[TransformerConfig, Any, dict[str, Any]]:
+    """The config, tokenizer and manifest of a saved Transformer-family model directory (any runtime)."""
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    config = TransformerConfig(**json.loads((directory / "config.json").read_text()))
+    tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    return config, tokenizer, manifest
 
 IGNORE = -100  # label of positions the loss skips (transformers' convention)
 FORM_HINTS = {"poem": "Write it in lines of verse.", "fable": "Tell it briefly and end with its moral.",

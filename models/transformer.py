@@ -45,13 +45,14 @@ import torch.nn.functional as F
 
 from models.configs import TransformerConfig
 from models.contract import GenerationSettings
-from models.layout import IGNORE, PromptLayout, has_chat_template
+from models.layout import IGNORE, PromptLayout, has_chat_template, read_saved
 from models.manifest import write_manifest
 from models.sampling import sample_next
 from models.text import stream_text
 from models.tokenizer import PAD, SEP, check_special_tokens, decode_ids, encode_text, form_token, genre_token
 
 log = logging.getLogger(__name__)
+GGUF_FILE = "gguf/model.gguf"  # inside a saved model directory: what the llama.cpp runtime serves
 
 
 class TransformerWriter(PromptLayout):
@@ -147,8 +148,35 @@ class TransformerWriter(PromptLayout):
                  "layout": "chat" if self.chat else "control-tokens", **self.metadata}
         if (directory / "adapter").is_dir():
             extra["adapter"] = self.config.adapter
+        exported = self.export_gguf(directory)
+        if exported is not None:
+            extra["gguf"] = exported
         write_manifest(directory, self.family, extra)
         return directory
+
+    def export_gguf(self, directory: Path) -> dict[str, Any] | None:
+        """Writes ``gguf/model.gguf`` (the adapter merged in) for the llama.cpp runtime; returns its record.
+
+        Only Llama-architecture models export (``config.gguf`` ``none`` skips it); others return None and are
+        served by the torch runtime. The record (file, SHA-256, quant, size) goes into the manifest.
+        """
+        if self.config.gguf == "none" or getattr(self.model.config, "model_type", "") != "llama":
+            return None
+        import copy
+
+        from weights.export import export_gguf
+        from weights.spec import SOURCE_GGUF
+
+        merged = copy.deepcopy(self.model).merge_and_unload() if is_peft_model(self.model) else self.model
+        base_gguf = None
+        if self.config.base_model:
+            from weights.checkpoints import resolve_checkpoint
+
+            source = Path(resolve_checkpoint(self.config.base_model).path) / SOURCE_GGUF
+            base_gguf = source if source.is_file() else None
+        done = export_gguf(merged, self.tokenizer, directory / "tokenizer", directory / GGUF_FILE, self.config.gguf,
+                           base_gguf, name=f"creative-writer {self.family}")
+        return {**done.as_dict(), "path": GGUF_FILE}
 
     @classmethod
     def load(cls, directory: Path, trainable: bool = False) -> TransformerWriter:
@@ -162,12 +190,10 @@ class TransformerWriter(PromptLayout):
         Raises:
             ValueError: If the base of an adapter cannot be resolved (the message names the spec).
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         directory = Path(directory)
-        config = TransformerConfig(**json.loads((directory / "config.json").read_text()))
-        tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
-        manifest = json.loads((directory / "manifest.json").read_text())
+        config, tokenizer, manifest = read_saved(directory)
         adapter = directory / "adapter"
         if adapter.is_dir():
             from peft import PeftModel

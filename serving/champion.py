@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core.paths import REGISTERED_NAME
-from models.families import load_model
+from models.families import load_model, runtime_of
 from registry.mlflow_model import tagged_metrics
 from serving.config import ModelSource
 
@@ -46,6 +46,8 @@ class Provenance:
         base_model: The pretrained base's checkpoint spec ('' for a model trained from scratch).
         base_license: The base's licence, as its source declares it.
         base_attribution: Who made the base.
+        runtime: What runs the model (``llama.cpp`` or ``torch``).
+        served_file: The weights file served with its SHA-256 (``gguf/model.gguf sha256:…``; '' on torch).
     """
 
     family: str
@@ -59,6 +61,8 @@ class Provenance:
     base_model: str = ""
     base_license: str = ""
     base_attribution: str = ""
+    runtime: str = "torch"
+    served_file: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (for JSON)."""
@@ -70,7 +74,7 @@ class Provenance:
         run = f" · run {self.training_run_id[:8]}" if self.training_run_id else ""
         name = Path(self.base_model.rsplit("#", 1)[-1]).name
         base = f" · base {name} ({self.base_license or 'licence not stated'})" if self.base_model else ""
-        return f"{self.family} · {self.registered_name} v{self.version}{at}{run}{base}"
+        return f"{self.family} · {self.registered_name} v{self.version}{at}{run}{base} · {self.runtime}"
 
 
 @dataclass
@@ -132,15 +136,20 @@ def resolve_registry(source: ModelSource) -> Provenance:
                       source=f"models:/{source.registered_name}/{mv.version}", metrics=tagged_metrics(tags))
 
 
-def load(source: ModelSource) -> LoadedModel:
-    """Resolves and loads the model to serve.
+def load(source: ModelSource, threads: int = 0) -> LoadedModel:
+    """Resolves and loads the model to serve, on the runtime ``source`` names.
+
+    Args:
+        source: Which model, and on which runtime.
+        threads: The llama.cpp runtime's threads (0: the thread policy's default, see :mod:`core.threads`).
 
     Raises:
         NoModelError: If there is nothing to serve (the message says why and what to do).
+        models.llama_cpp.RuntimeLoadError: If the model's GGUF export is missing, damaged or not its own.
     """
     start = time.perf_counter()
     if source.bento_model:
-        model, provenance = _load_bento(source.bento_model)
+        model, provenance = _load_bento(source.bento_model, source.runtime, threads)
     else:
         import tempfile
 
@@ -149,7 +158,9 @@ def load(source: ModelSource) -> LoadedModel:
         provenance = resolve_registry(source)
         with tempfile.TemporaryDirectory(prefix="cw-serving-") as folder:
             local = mlflow.artifacts.download_artifacts(artifact_uri=provenance.source, dst_path=folder)
-            model = load_model(saved_model_dir(Path(local)))
+            model = load_model(saved_model_dir(Path(local)), source.runtime, threads)
+    provenance = Provenance(**{**provenance.as_dict(), "runtime": runtime_of(model), "served_file": " ".join(
+        f"{name} sha256:{digest[:12]}" for name, digest in getattr(model, "served_files", {}).items())})
     if not provenance.family:
         provenance = Provenance(**{**provenance.as_dict(), "family": model.family})
     base = (getattr(model, "metadata", None) or {}).get("base") or {}
@@ -162,7 +173,7 @@ def load(source: ModelSource) -> LoadedModel:
     return loaded
 
 
-def _load_bento(tag: str) -> tuple[Any, Provenance]:
+def _load_bento(tag: str, runtime: str = "torch", threads: int = 0) -> tuple[Any, Provenance]:
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -174,7 +185,7 @@ def _load_bento(tag: str) -> tuple[Any, Provenance]:
     data = dict(stored.info.metadata.get("provenance") or {})
     provenance = Provenance(**{**{k: "" for k in ("family", "registered_name", "version", "alias", "mlflow_run_id",
                                                    "training_run_id")}, **data, "source": str(stored.tag)})
-    model = load_model(saved_model_dir(Path(stored.path_of("mlflow_model"))))
+    model = load_model(saved_model_dir(Path(stored.path_of("mlflow_model"))), runtime, threads)
     return model, provenance
 
 

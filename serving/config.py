@@ -9,6 +9,7 @@ environment holds what differs per deployment (read and validated by pydantic-se
 ``CW_MODEL_VERSION``      pin a registry version instead of the alias
 ``CW_BENTO_MODEL``        load this BentoML model tag (set inside a Bento by the deployment)
 ``CW_BATCHING``           ``on`` / ``off``: adaptive batching of ``/generate``
+``CW_RUNTIME``            ``llama.cpp`` / ``torch``: what runs the Transformer family (``model.runtime``)
 ``CW_HOST``, ``CW_PORT``  where ``python -m serving`` binds
 ``CW_API_TOKEN``          the bearer token (the variable's name is ``server.token_env``)
 ``CW_DEPLOYMENT_ID``      set by the deployment for its server; ``GET /model`` reports it
@@ -22,7 +23,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -58,6 +59,7 @@ class ServingConfigError(ValueError):
 
 # The profile's value types: a YAML key left empty is "", and no count, size or time may be negative.
 Text = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]
+Runtime = Literal["llama.cpp", "torch"]  # models.families.RUNTIMES
 Count = Annotated[int, Field(ge=0)]
 Amount = Annotated[float, Field(ge=0)]
 
@@ -72,6 +74,9 @@ class ModelSource:
         version: A pinned registry version (empty: follow the alias).
         bento_model: A BentoML model-store tag; when set it is loaded instead of asking the registry.
         retry_s: With no model yet, how often readiness checks look again (seconds).
+        runtime: ``llama.cpp`` (the default) serves a Transformer-family model from its GGUF export;
+            ``torch`` serves it with PyTorch. The seq2seq and GAN families, and a model saved without a GGUF
+            export, always run on torch (see :func:`models.families.load_model`).
     """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name
@@ -81,6 +86,7 @@ class ModelSource:
     version: Text = ""
     bento_model: Text = ""
     retry_s: Amount = 30.0
+    runtime: Runtime = "llama.cpp"
 
     def describe(self) -> str:
         """Where the model comes from, in words."""
@@ -109,7 +115,11 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps on what one request may ask for."""
+    """Caps on what one request may ask for, and on how many may be in flight.
+
+    ``max_in_flight`` requests may be written or wait for the model at once (0: no limit); one more is
+    answered 503 with ``Retry-After`` at once (:class:`serving.engine.Admission`).
+    """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name
 
@@ -118,6 +128,7 @@ class Limits:
     max_new_tokens: Count = 512
     max_drafts: Count = 4
     reject_emoji: bool = True
+    max_in_flight: Count = 8
 
 
 @dataclass(frozen=True)
@@ -193,6 +204,7 @@ class EnvOverrides(BaseSettings):
     host: str = Field("", validation_alias=AliasChoices("CW_HOST"))
     port: int | None = Field(None, ge=1, le=65535, validation_alias=AliasChoices("CW_PORT"))
     batching: bool | None = Field(None, validation_alias=AliasChoices("CW_BATCHING"))
+    runtime: Runtime | None = Field(None, validation_alias=AliasChoices("CW_RUNTIME"))
 
     @classmethod
     def read(cls, env: Mapping[str, str]) -> EnvOverrides:
@@ -226,6 +238,8 @@ class EnvOverrides(BaseSettings):
             model = replace(model, version=self.version)
         if self.bento_model:
             model = replace(model, bento_model=self.bento_model)
+        if self.runtime:
+            model = replace(model, runtime=self.runtime)
         if self.host:
             server = replace(server, host=self.host)
         if self.port is not None:

@@ -65,7 +65,9 @@ def python_options(spec: dict[str, Any], root: Path = PROJECT_ROOT) -> dict[str,
             if line.startswith("-"):
                 raise ValueError(f"{path}:{number}: pip options ({line.split()[0]}) cannot travel in a Bento's "
                                  "package list; list the packages themselves")
-        options["packages"] = [*options.get("packages", []), *(line for line in lines if line)]
+        # a requirement's own build options (llama-cpp-python's --config-settings) stay with pip: a package list
+        # takes requirements only (a container build of the Bento builds llama.cpp with its defaults)
+        options["packages"] = [*options.get("packages", []), *(line.split(" --")[0].strip() for line in lines if line)]
     return options
 
 

@@ -9,6 +9,7 @@ adaptive :class:`~serving.batching.Batcher` when enabled) and streams one draft.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -27,6 +28,62 @@ log = logging.getLogger(__name__)
 
 class NotReadyError(RuntimeError):
     """No model is loaded (yet); the message says why."""
+
+
+class OverloadedError(NotReadyError):
+    """More requests are being written and waiting than ``limits.max_in_flight`` allows (answered 503 at once).
+
+    Attributes:
+        retry_after: Seconds after which the queue has likely drained (the ``Retry-After`` header).
+    """
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Admission:
+    """Admission control: at most ``limit`` generation requests in flight (written or waiting for the model).
+
+    llama.cpp writes one request at a time, so a request beyond what the queue can serve in reasonable
+    time is refused at once with a ``Retry-After`` estimate instead of timing out after minutes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.refused = 0
+        self._seconds = 1.0  # a running mean of how long a request holds its place
+        self._lock = threading.Lock()
+
+    def enter(self) -> float:
+        """Takes a place; returns when it was taken.
+
+        Raises:
+            OverloadedError: When every place is taken (0 places means no limit).
+        """
+        with self._lock:
+            if self.limit and self.in_flight >= self.limit:
+                self.refused += 1
+                wait = max(1, round(self._seconds * self.in_flight))
+                raise OverloadedError(f"the model is busy: {self.in_flight} requests are being written or waiting "
+                                      f"(limits.max_in_flight {self.limit}); try again in about {wait} s", wait)
+            self.in_flight += 1
+        return time.monotonic()
+
+    def leave(self, entered: float) -> None:
+        """Gives a place back and learns how long it was held."""
+        with self._lock:
+            self.in_flight -= 1
+            self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - entered)
+
+    def held(self, pieces: Iterator[str]) -> Iterator[str]:
+        """``pieces`` holding a place until they end or are closed (a client that goes away frees it)."""
+        entered = self.enter()
+        try:
+            yield from pieces
+        finally:
+            self.leave(entered)
 
 
 async def iterate_in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
@@ -79,12 +136,13 @@ class Engine:
 
         self.config = config
         self.planner = RequestPlanner.for_config(config)
-        self._loader = loader or champion.load
+        self._loader = loader or functools.partial(champion.load, threads=config.server.torch_threads)
         self._loaded: LoadedModel | None = None
         self._reason = "the model is loading"
         self._lock = threading.Lock()
         self._last_attempt = 0.0
         self._loading = False
+        self.admission = Admission(config.limits.max_in_flight)
         self._batcher = Batcher(self._run_rows, config.batching.max_batch_size, config.batching.max_latency_ms) \
             if config.batching.enabled else None
 
@@ -174,21 +232,33 @@ class Engine:
         """
         started = time.perf_counter()
         plan = self.plan(request, chat)
-        if self._batcher is None:
-            result = await asyncio.to_thread(self._write, plan.settings, plan.rows)
-        else:
-            result = await self._batcher.submit(plan.settings.replace(seed=0), plan.rows)
+        entered = self.admission.enter()
+        try:
+            if self._batcher is None:
+                result = await asyncio.to_thread(self._write, plan.settings, plan.rows)
+            else:
+                result = await self._batcher.submit(plan.settings.replace(seed=0), plan.rows)
+        finally:
+            self.admission.leave(entered)
         return self._response(request, plan.settings, plan.seeds, result, started)
 
     def stream(self, request: RequestBase, chat: Chat | None = None) -> tuple[Any, Iterator[str]]:
-        """The settings (with the seed used) and an iterator over the text of one draft."""
+        """The settings (with the seed used) and an iterator over the text of one draft.
+
+        Raises:
+            OverloadedError: When ``limits.max_in_flight`` requests are already in flight (checked now,
+                before anything is sent; the place is held until the iterator ends or is closed).
+        """
         settings = self.plan(request.model_copy(update={"num_drafts": 1}), chat).settings
-        return settings, self.loaded.model.stream(request.prompt, settings)
+        self.admission.leave(self.admission.enter())  # refuse now, while a 503 can still be sent
+        return settings, self.admission.held(self.loaded.model.stream(request.prompt, settings))
 
     def describe(self) -> dict[str, Any]:
         """What is served: provenance, metrics, the forms and genres it knows, limits and defaults."""
         ready, reason = self.check_ready()
         out: dict[str, Any] = {"ready": ready, "status": reason, "source": self.config.model.describe(),
+                               "runtime": self.config.model.runtime,
+                               "load": {"in_flight": self.admission.in_flight, "refused": self.admission.refused},
                                "limits": asdict(self.config.limits), "defaults": self.config.defaults.model_dump(),
                                "batching": asdict(self.config.batching)}
         if ready:

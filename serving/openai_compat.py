@@ -48,7 +48,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from core.paths import REGISTERED_NAME
 from models.params import MAX_STOPS, choice_fields
 from serving.config import Limits
-from serving.engine import Engine, NotReadyError, iterate_in_thread
+from serving.engine import Engine, NotReadyError, OverloadedError, iterate_in_thread
 from serving.planner import Chat, RequestError, RequestPlanner
 from serving.schemas import RequestBase
 
@@ -416,6 +416,11 @@ class OpenAICompat:
         except OpenAIError as exc:
             self.count(endpoint, "bad_request", 0)
             return exc.response()
+        except OverloadedError as exc:
+            self.count(endpoint, "overloaded", 0)
+            busy = OpenAIError(503, str(exc), None, "overloaded", "server_error").response()
+            busy.headers["Retry-After"] = str(exc.retry_after)
+            return busy
         except NotReadyError as exc:
             self.count(endpoint, "not_ready", 0)
             return OpenAIError(503, str(exc), None, "model_not_ready", "server_error").response()

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, StreamingResponse
 
 from serving.config import DEPLOYMENT_ID_ENV, load_serving_config
-from serving.engine import Engine, NotReadyError, iterate_in_thread
+from serving.engine import Engine, NotReadyError, OverloadedError, iterate_in_thread
 from serving.middleware import GuardMiddleware, UiGuardMiddleware
 from serving.openai_compat import OpenAICompat, add_routes
 from serving.openapi import ApiDocsMiddleware
@@ -100,6 +100,11 @@ class CreativeWriter:
         return True
 
     def _refuse(self, endpoint: str, exc: Exception) -> JSONResponse:
+        if isinstance(exc, OverloadedError):
+            count(endpoint, "overloaded")
+            response = _error(503, "model", str(exc))
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
         if isinstance(exc, NotReadyError):
             count(endpoint, "not_ready")
             return _error(503, "model", str(exc))

@@ -45,8 +45,9 @@ def provenance_line(prov: dict[str, Any], settings: dict[str, Any] | None = None
     how = ""
     if settings:
         how = f" · seed {settings.get('seed')} · temperature {settings.get('temperature')}"
+    runtime = f" · on {prov['runtime']}" if prov.get("runtime") else ""
     return f"Written by {prov.get('family', '?')} · {prov.get('registered_name', '?')} v{prov.get('version', '?')}" \
-           f"{at}{run}{quality}{how}"
+           f"{at}{run}{quality}{runtime}{how}"
 
 
 def stop_strings(text: str) -> list[str]:

@@ -166,6 +166,28 @@ def test_a_stream_driven_off_the_event_loop_joins_to_the_draft(writer):
     assert "".join(pieces) == generate(engine, request).drafts[0].text
 
 
+def test_requests_beyond_the_in_flight_limit_are_refused_at_once_with_a_retry_time(writer):
+    from dataclasses import replace
+
+    from serving.engine import OverloadedError
+
+    config = load_serving_config(env={})
+    engine = Engine(replace(config, limits=replace(config.limits, max_in_flight=1)),
+                    loader=lambda source: LoadedModel(writer, PROV, 0.1))
+    assert engine.load()
+    request = GenerateRequest(prompt="An owl and a lantern.", max_new_tokens=12, seed=4)
+    _, first = engine.stream(request)
+    next(first)  # the first writer holds the only place while it streams
+    with pytest.raises(OverloadedError) as busy:
+        engine.stream(request)
+    with pytest.raises(OverloadedError):
+        generate(engine, request)
+    assert busy.value.retry_after >= 1 and engine.describe()["load"] == {"in_flight": 1, "refused": 2}
+    first.close()  # a client that goes away gives its place back
+    assert engine.admission.in_flight == 0
+    assert generate(engine, request).drafts[0].text
+
+
 def test_not_ready_reason_and_retry(writer):
     from dataclasses import replace
 
@@ -190,7 +212,7 @@ def test_not_ready_reason_and_retry(writer):
     deadline = time.monotonic() + 10
     while not engine.check_ready()[0] and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert engine.check_ready() == (True, "serving seq2seq · cw v3 @champion · run abcdef01")
+    assert engine.check_ready() == (True, "serving seq2seq · cw v3 @champion · run abcdef01 · torch")
     info = engine.describe()
     assert info["metrics"] == {"ppl_word": 2.5} and info["attention_map"] and "story" in info["controls"]["form"]
 
@@ -287,7 +309,7 @@ def test_ui_export_formats_and_readable_errors(tmp_path):
         export(state, "pdf", tmp_path)
     line = provenance_line(PROV.as_dict(), {"seed": 7, "temperature": 0.8})
     assert line == ("Written by seq2seq · cw v3 @champion · training run abcdef01 · test perplexity/word 2.50 · "
-                    "seed 7 · temperature 0.8")
+                    "on torch · seed 7 · temperature 0.8")
     try:
         GenerateRequest(prompt=" ")
     except ValidationError as exc:

@@ -6,11 +6,12 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from weights.spec import INFO, CheckpointError, parse_spec
+from weights.spec import INFO, SOURCE_GGUF, CheckpointError, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def file_sha256(path: Path) -> str:
 
 
 def convert_gguf(source: Path, out: Path, spec: str, origin: str = "") -> dict[str, str]:
-    """Dequantizes a GGUF checkpoint to fp32 and writes it (model, tokenizer, ``checkpoint.json``) to ``out``.
+    """Dequantizes a GGUF checkpoint to fp32 and writes it to ``out`` (model, tokenizer, ``checkpoint.json``, source).
 
     Args:
         source: The GGUF file.
@@ -78,6 +79,7 @@ def convert_gguf(source: Path, out: Path, spec: str, origin: str = "") -> dict[s
     out.mkdir(parents=True)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+    shutil.copyfile(source, out / SOURCE_GGUF)  # the llama.cpp export copies its untouched tensors from it
     package = json.loads(origin) if origin else {}
     license_ = meta.get("license") or package.get("license", "")
     attribution = ", ".join(v for v in (meta.get("name"), meta.get("organization") or meta.get("author"),

@@ -17,6 +17,8 @@ INFO = "checkpoint.json"
 KINDS = ("local", "hub", "gguf", "pypi", "tiny")
 TINY_MODELS = ("llama-chat",)  # what a tiny: spec may name (weights.tiny writes it)
 TINY_FORMAT = 1  # raised when weights.tiny writes a different model, so a cached copy is written anew
+GGUF_FORMAT = 2  # 2: a converted GGUF checkpoint keeps its source file (SOURCE_GGUF) for the llama.cpp export
+SOURCE_GGUF = "source.gguf"  # the GGUF file a cached checkpoint was converted from (weights.export reuses it)
 
 
 class _CheckpointField:
@@ -54,7 +56,7 @@ class CheckpointSpec:
     def cache_key(self) -> str:
         """Folder name of this spec's converted copy: readable stem + hash of the spec."""
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.member or self.location).name).strip("-")[:60]
-        version = f"@{TINY_FORMAT}" if self.kind == "tiny" else ""
+        version = {"tiny": f"@{TINY_FORMAT}", "gguf": f"@{GGUF_FORMAT}", "pypi": f"@{GGUF_FORMAT}"}.get(self.kind, "")
         digest = hashlib.sha256(f"{self.kind}:{self.location}#{self.member}{version}".encode()).hexdigest()[:12]
         return f"{stem}-{digest}"
 
