@@ -17,12 +17,12 @@ import torch
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (requirements.txt pins it)")
 
-from models.configs import TransformerConfig  # noqa: E402
-from models.contract import GenerationSettings  # noqa: E402
-from models.families import load_model, runtime_of  # noqa: E402
-from models.llama_cpp import LlamaCppWriter, RuntimeLoadError, chain_keeps, check_gguf, llama_seed  # noqa: E402
-from models.sampling import apply_repetition_penalty, filter_logits  # noqa: E402
-from models.transformer import TransformerWriter, build_transformer  # noqa: E402
+from models.configs import TransformerConfig
+from models.contract import GenerationSettings
+from models.families import load_model, runtime_of
+from models.llama_cpp import LlamaCppWriter, RuntimeLoadError, chain_keeps, check_gguf, llama_seed
+from models.sampling import apply_repetition_penalty, filter_logits
+from models.transformer import TransformerWriter, build_transformer
 
 PROMPTS = ["A fox finds a key under the bridge.", "The sea at night, and a lamp."]
 TEXTS = ["It was a small key, and it opened the mill door at last.", "Waves came in and out, slow and grey."]
@@ -71,8 +71,8 @@ def test_both_runtimes_read_the_same_ids_and_agree_on_likelihood(runtimes):
     torch_writer, llama_writer = runtimes
     settings = GenerationSettings(form="poem", lead="The lamp was lit.")
     assert torch_writer.request_prefix(PROMPTS[0], settings) == llama_writer.request_prefix(PROMPTS[0], settings)
-    for (nll_t, words_t), (nll_l, words_l) in zip(torch_writer.score(PROMPTS, TEXTS), llama_writer.score(PROMPTS, TEXTS),
-                                                  strict=True):
+    pairs = zip(torch_writer.score(PROMPTS, TEXTS), llama_writer.score(PROMPTS, TEXTS), strict=True)
+    for (nll_t, words_t), (nll_l, words_l) in pairs:
         assert words_t == words_l
         assert math.isclose(nll_t, nll_l, rel_tol=1e-4), (nll_t, nll_l)
     logits_t, ids_t = torch_writer.teacher_logits(PROMPTS[1], TEXTS[1], settings)
