@@ -27,3 +27,33 @@ def register_tiny_champion(folder: Path, tokenizer, name: str = "creative-writer
         "metric.ranking_acc": "0.4"})
     MlflowClient().set_registered_model_alias(name, "champion", version.version)
     return uri
+
+
+def register_tiny_llama_champion(folder: Path, name: str = "creative-writer") -> tuple[str, Path]:
+    """Registers a tiny Llama + LoRA Transformer (saved with its GGUF export) as ``name@champion``.
+
+    Returns:
+        The tracking URI of the registry, and the artifact folder of the logged model (its ``model_dir``).
+    """
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+
+    from models.configs import TransformerConfig
+    from models.transformer import build_transformer
+    from registry.mlflow_model import log_pyfunc
+    from weights.tiny import write_tiny_llama
+
+    base = write_tiny_llama(folder / "base")
+    torch.manual_seed(0)
+    writer = build_transformer(None, TransformerConfig(base_model=str(base), context=256, lora_r=4, lora_alpha=8),
+                               forms=["fable", "poem", "story"], genres=["fantasy"])
+    uri = f"sqlite:///{folder}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("serving-llama", artifact_location=(folder / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_pyfunc(writer.save(folder / "model"), name="transformer")
+    version = mlflow.register_model(info.model_uri, name, tags={"family": "transformer", "zenml_run_id": "feedc0de"})
+    MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    logged = next((folder / "artifacts").rglob("gguf/model.gguf")).parent.parent
+    return uri, logged
