@@ -12,7 +12,7 @@ from steps import batch_generate, generations_report, load_prompts
 @pipeline(name="inference_pipeline")
 def inference_pipeline(prompts_path: str, prompts_sha256: str, model_version: str, alias: str = "champion",
                        registered_name: str = REGISTERED_NAME, generation: BatchGeneration | None = None,
-                       batch_size: int = 16, max_prompt_chars: int = 1000) -> None:
+                       batch_size: int = 16, max_prompt_chars: int = 1000, runtime: str = "llama.cpp") -> None:
     """load_prompts → batch_generate → generations_report.
 
     ``run.py --pipeline inference --prompts FILE`` resolves ``@champion`` to a version before the run, so
@@ -28,9 +28,11 @@ def inference_pipeline(prompts_path: str, prompts_sha256: str, model_version: st
         generation: Generation settings (None: the defaults of :class:`~serving.planner.BatchGeneration`).
         batch_size: Prompts per model call.
         max_prompt_chars: Longest prompt accepted.
+        runtime: What writes a Transformer champion: ``llama.cpp`` (its GGUF export) or ``torch``.
     """
     prompts = load_prompts(prompts_path=prompts_path, prompts_sha256=prompts_sha256,
                            max_prompt_chars=max_prompt_chars)
     generations = batch_generate(prompts=prompts, model_version=model_version, alias=alias,
-                                 registered_name=registered_name, generation=generation, batch_size=batch_size)
+                                 registered_name=registered_name, generation=generation, batch_size=batch_size,
+                                 runtime=runtime)
     generations_report(generations=generations)

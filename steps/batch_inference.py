@@ -40,7 +40,7 @@ def load_prompts(prompts_path: str, prompts_sha256: str, max_prompt_chars: int =
 @step
 def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "champion",
                    registered_name: str = REGISTERED_NAME, generation: BatchGeneration | None = None,
-                   batch_size: int = 16) -> Annotated[pd.DataFrame, "generations"]:
+                   batch_size: int = 16, runtime: str = "llama.cpp") -> Annotated[pd.DataFrame, "generations"]:
     """Generates one piece per prompt with a registry version (cached per prompts, version and settings).
 
     Args:
@@ -52,6 +52,8 @@ def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "cham
         generation: Generation settings (:class:`~serving.planner.BatchGeneration`; None: its defaults);
             ``preset: steady`` (or balanced, wild) supplies the sampling values it does not set.
         batch_size: Prompts per model call.
+        runtime: ``llama.cpp`` writes with a Transformer's GGUF export, ``torch`` with PyTorch (seq2seq and
+            GAN always run on torch); the provenance on every row names it.
 
     Returns:
         The prompts with ``text``, ``tokens``, the settings and the provenance on every row.
@@ -64,7 +66,7 @@ def batch_generate(prompts: pd.DataFrame, model_version: str, alias: str = "cham
     from serving.config import ModelSource
 
     log = logging.getLogger(__name__)
-    loaded = load(ModelSource(registered_name=registered_name, version=model_version))
+    loaded = load(ModelSource(registered_name=registered_name, version=model_version, runtime=runtime))
     provenance = {**loaded.provenance.as_dict(), "alias": alias}
 
     def progress(done: int, total: int) -> None:
