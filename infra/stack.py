@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,26 @@ def quiet_defaults() -> None:
     os.environ.setdefault("ZENML_ENABLE_REPO_INIT_WARNINGS", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not sys.stdout.isatty():  # colour codes only for a terminal: a log file or a pipe gets plain text
+        os.environ.setdefault("ZENML_LOGGING_COLORS_DISABLED", "true")
+    logging.getLogger(TRACKER_LOGGER).addFilter(_unused_autolog_frameworks)
+
+
+TRACKER_LOGGER = "zenml.integrations.mlflow.experiment_trackers.mlflow_experiment_tracker"
+USED_AUTOLOG = {"pytorch"}  # the one MLflow autologging integration this project's steps could trigger
+
+
+def _unused_autolog_frameworks(record: logging.LogRecord) -> bool:
+    """Drops ZenML's warning that autologging could not be disabled for frameworks this project never uses.
+
+    ZenML's MLflow tracker disables autologging for eight frameworks at every step and warns about each it
+    cannot import (``fastai`` here); a framework the project does use still gets the warning.
+    """
+    message = record.getMessage()
+    if not message.startswith("Failed to disable MLflow autologging"):
+        return True
+    named = set(re.findall(r"'([a-z_]+)'", message))
+    return bool(named & USED_AUTOLOG)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -40,9 +41,13 @@ def test_pip_install_finds_every_package_and_they_import_from_the_install(tmp_pa
     for name in PACKAGES:
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "venv"
-    # the dependencies come from this interpreter's site-packages; the project itself only from the install
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    # the dependencies come from this interpreter's site-packages (a .pth file names them: `--system-site-packages`
+    # would reach the base interpreter's, not a virtual environment's); the project itself only from the install
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    inside = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    (Path(inside) / "_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(source)],
                              capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr[-3000:]
@@ -54,6 +59,6 @@ def test_pip_install_finds_every_package_and_they_import_from_the_install(tmp_pa
     import json
 
     where = json.loads(run.stdout.strip().splitlines()[-1])
-    site = str(venv.resolve())
-    assert all(where[name].startswith(site) for name in PACKAGES), where
+    installed = str(venv.resolve())
+    assert all(where[name].startswith(installed) for name in PACKAGES), where
     assert where["open_prompts"] > 0 and where["examples"] == 4  # package data and the built-in serving defaults

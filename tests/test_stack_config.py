@@ -73,3 +73,22 @@ def test_an_unreachable_mlflow_server_is_said_plainly_and_other_errors_pass_thro
     assert said.startswith("the MLflow tracking server at http://127.0.0.1:38275 did not answer (Connection refused)")
     assert "python -m infra.team up" in said
     assert explain_failure("a candidate's score is NaN") == "a candidate's score is NaN"
+
+
+def test_logs_carry_no_colour_codes_off_a_terminal_and_no_warning_about_unused_frameworks(monkeypatch):
+    import logging
+
+    from infra.stack import TRACKER_LOGGER, quiet_defaults
+
+    monkeypatch.delenv("ZENML_LOGGING_COLORS_DISABLED", raising=False)
+    quiet_defaults()  # pytest captures stdout: not a terminal
+    assert os.environ["ZENML_LOGGING_COLORS_DISABLED"] == "true"
+    tracker = logging.getLogger(TRACKER_LOGGER)
+
+    def shown(message: str) -> bool:
+        record = tracker.makeRecord(TRACKER_LOGGER, logging.WARNING, __file__, 1, message, None, None)
+        return all(f(record) if callable(f) else f.filter(record) for f in tracker.filters)
+
+    assert not shown("Failed to disable MLflow autologging for the following frameworks: ['fastai'].")
+    assert shown("Failed to disable MLflow autologging for the following frameworks: ['fastai', 'pytorch'].")
+    assert shown("Something else went wrong.")
