@@ -77,13 +77,43 @@ class Admission:
             self.in_flight -= 1
             self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - entered)
 
-    def held(self, pieces: Iterator[str]) -> Iterator[str]:
-        """``pieces`` holding a place until they end or are closed (a client that goes away frees it)."""
-        entered = self.enter()
+    def held(self, pieces: Iterator[str]) -> Held:
+        """``pieces`` holding a place taken now until they end or are closed (a client that goes away frees it).
+
+        Raises:
+            OverloadedError: When every place is taken (before anything is sent).
+        """
+        return Held(self, pieces, self.enter())
+
+
+class Held:
+    """An iterator over a draft's pieces that holds an admission place until it ends, fails or is closed."""
+
+    def __init__(self, admission: Admission, pieces: Iterator[str], entered: float) -> None:
+        self._admission, self._pieces, self._entered = admission, pieces, entered
+        self._open = True
+
+    def __iter__(self) -> Held:
+        return self
+
+    def __next__(self) -> str:
         try:
-            yield from pieces
-        finally:
-            self.leave(entered)
+            return next(self._pieces)
+        except BaseException:  # the end, an error, or the consumer's close: the place is given back
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stops the pieces and gives the place back (once)."""
+        if self._open:
+            self._open = False
+            close = getattr(self._pieces, "close", None)
+            if close is not None:
+                close()
+            self._admission.leave(self._entered)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 async def iterate_in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
@@ -250,7 +280,6 @@ class Engine:
                 before anything is sent; the place is held until the iterator ends or is closed).
         """
         settings = self.plan(request.model_copy(update={"num_drafts": 1}), chat).settings
-        self.admission.leave(self.admission.enter())  # refuse now, while a 503 can still be sent
         return settings, self.admission.held(self.loaded.model.stream(request.prompt, settings))
 
     def describe(self) -> dict[str, Any]:
