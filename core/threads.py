@@ -8,7 +8,7 @@ slower while another torch job ran), so the thread count is set on purpose, in o
    ``server.torch_threads`` in ``configs/serving.yaml``) when it is ≥ 1;
 3. else every core (torch's own default), which is fastest when the process runs alone.
 
-The README ("Threads") gives the figures measured for 1 and 2 threads.
+docs/models.md ("Threads") gives the figures measured for 1 and 2 threads.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Used by the HTTP, OpenAI and browser tests and by the serving benchmarks (``serve_load``, ``openai_overhead``);
 for everyday use run ``bentoml serve serving.service:CreativeWriter`` yourself, or deploy with
-``python run.py --pipeline deployment`` (see the README).
+``python run.py --pipeline deployment`` (see docs/serving.md).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class TransformerConfig:
         gguf: How a Llama-architecture model is also saved as GGUF for the llama.cpp runtime: ``keep`` (the
             base's own tensors where unchanged, Q8_0 where the fine-tune changed them), ``q4_0`` (fastest here,
             but +15 % per-word perplexity), ``q8_0``, ``f16``, ``f32``, or ``none`` (no GGUF file; the torch
-            runtime serves it). See :mod:`weights.export` and README "Serving with llama.cpp".
+            runtime serves it). See :mod:`weights.export` and docs/serving.md "The llama.cpp runtime".
     """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name

@@ -2,7 +2,7 @@
 
 A preset sets the five sampling knobs at once; whatever a request (or a profile) sets itself wins over
 the preset. Values were chosen for the 135 M-parameter champion and measured on the open prompts with
-``python -m benchmarks.presets`` (the README has the table; a first ``wild`` at temperature 1.2 and
+``python -m benchmarks.presets`` (docs/serving.md has the table; a first ``wild`` at temperature 1.2 and
 min-p 0.1 was no more varied than the default, so it moved to 1.4 and 0.05):
 
 ========== ====================================================================================

@@ -11,7 +11,7 @@ What each tensor becomes (``quant``):
   base's own GGUF file (the original Q4_1 blocks of ``SmolLM2-135M-Instruct.Q4_1.gguf``), and a tensor it
   changed (the LoRA targets) is written as Q8_0. The untouched weights are exactly the ones the PyTorch
   model was dequantized from, and the changed ones lose only Q8_0's rounding: close to the PyTorch
-  model's likelihood at about the base file's size and speed (README "Serving with llama.cpp" has the
+  model's likelihood at about the base file's size and speed (docs/serving.md "The llama.cpp runtime" has the
   measurements that chose it). Without a base GGUF file (a ``save_pretrained`` base such as
   ``tiny:llama-chat``), every matrix is written as Q8_0;
 - ``q4_0``, ``q8_0``, ``f16``, ``f32``: every matrix in that type (norms stay F32). Q4_0 is the fastest
