@@ -137,6 +137,10 @@ async def iterate_in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
                 loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
         except Exception as exc:  # re-raised on the event loop
             loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+        finally:  # a client that went away: the model stops now and gives back what it holds (its admission place)
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
         loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
 
     worker = threading.Thread(target=context.run, args=(produce,), name="stream", daemon=True)

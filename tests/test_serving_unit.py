@@ -188,6 +188,28 @@ def test_requests_beyond_the_in_flight_limit_are_refused_at_once_with_a_retry_ti
     assert generate(engine, request).drafts[0].text
 
 
+def test_a_client_that_goes_away_mid_stream_frees_its_place(writer):
+    import time
+
+    from serving.engine import iterate_in_thread
+
+    engine = engine_for(writer)
+    request = GenerateRequest(prompt="An owl and a lantern.", max_new_tokens=200, seed=4)
+
+    async def first_piece_only():
+        _, pieces = engine.stream(request)
+        stream = iterate_in_thread(pieces)
+        piece = await stream.__anext__()
+        await stream.aclose()  # the client disconnects
+        return piece
+
+    assert asyncio.run(first_piece_only())
+    deadline = time.monotonic() + 10
+    while engine.admission.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.admission.in_flight == 0
+
+
 def test_not_ready_reason_and_retry(writer):
     from dataclasses import replace
 
