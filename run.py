@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.paths import REGISTERED_NAME
+from core.paths import REGISTERED_NAME, project_version
 from infra.stack import PROJECT_ROOT, STACK_CONFIGS, quiet_defaults
 
 PIPELINES = ("training", "deployment", "inference")
@@ -37,6 +37,7 @@ class CleanArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = CleanArgumentParser(description="Run a creative-writer pipeline on the local (or the team's) ZenML stack.")
+    parser.add_argument("--version", action="version", version=f"creative-writer {project_version()}")
     parser.add_argument("--pipeline", choices=PIPELINES, default="training", help="which pipeline to run")
     parser.add_argument("--config", type=Path, help="run profile (YAML; default: configs/default.yaml for "
                         "training, configs/deployment.yaml, configs/inference.yaml)")

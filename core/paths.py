@@ -18,3 +18,15 @@ def mlflow_dir(root: Path = PROJECT_ROOT) -> Path:
 def tracking_uri(root: Path = PROJECT_ROOT) -> str:
     """The MLflow tracking (and registry) URI of the project: ``sqlite:////abs/path/.mlflow/mlflow.db``."""
     return f"sqlite:///{mlflow_dir(root)}/mlflow.db"
+
+
+def project_version(root: Path = PROJECT_ROOT) -> str:
+    """The project's version: ``pyproject.toml``'s in a checkout, else the installed distribution's."""
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        import tomllib
+
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    from importlib.metadata import version
+
+    return version(REGISTERED_NAME)

@@ -53,3 +53,12 @@ def test_profile_errors_name_the_problem(tmp_path: Path):
         resolve_profile({"parameters": {}}, None, "x.yaml")
     with pytest.raises(DataError, match="unknown dataset scheme"):
         resolve_profile({"parameters": {"dataset": ["what:ever"]}}, None, "x.yaml")
+
+
+def test_version_is_the_projects():
+    import tomllib
+
+    result = run_cli("--version")
+    expected = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert result.returncode == 0 and result.stdout.strip() == f"creative-writer {expected}"
+    assert f"## {expected}" in (PROJECT_ROOT / "CHANGELOG.md").read_text()  # every version says what it changed
