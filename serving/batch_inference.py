@@ -151,7 +151,8 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, generation: BatchGen
     out["text"] = [texts[i] for i in out.index]
     out["tokens"] = [model.count_tokens(t) for t in out["text"]]
     out["seconds"] = round(time.perf_counter() - started, 3)
-    for key in ("family", "registered_name", "version", "alias", "training_run_id", "mlflow_run_id"):
+    for key in ("family", "registered_name", "version", "alias", "training_run_id", "mlflow_run_id", "runtime",
+                "served_file"):
         out[key] = str(provenance.get(key, ""))
     out["settings"] = json.dumps(shared, sort_keys=True)
     return out

@@ -197,3 +197,29 @@ def test_keep_copies_the_base_files_untouched_tensors(tiny_base, tmp_path, monke
     for (nll_t, _), (nll_l, _) in zip(torch_writer.score(PROMPTS, TEXTS), llama_writer.score(PROMPTS, TEXTS),
                                       strict=True):
         assert math.isclose(nll_t, nll_l, rel_tol=0.02), (nll_t, nll_l)  # Q8_0 on the changed tensors only
+
+
+def test_batch_inference_on_llama_cpp_writes_what_the_api_writes(runtimes):
+    """Batch inference and an HTTP request plan the same settings: on one runtime a seed writes one text."""
+    import asyncio
+
+    import pandas as pd
+
+    from serving.batch_inference import generate_for_prompts
+    from serving.champion import LoadedModel, Provenance
+    from serving.config import ServingConfig
+    from serving.engine import Engine
+    from serving.planner import BatchGeneration, RequestPlanner
+
+    _, writer = runtimes
+    provenance = Provenance(family="transformer", registered_name="cw", version="1", alias="", mlflow_run_id="r",
+                            training_run_id="t", source="s", runtime="llama.cpp")
+    prompts = pd.DataFrame([{"id": "a", "prompt": PROMPTS[0], "form": "story", "genre": "", "seed": 9},
+                            {"id": "b", "prompt": PROMPTS[1], "form": "poem", "genre": "", "seed": -1}])
+    out = generate_for_prompts(writer, prompts, BatchGeneration(max_new_tokens=12, seed=4), provenance.as_dict())
+    assert list(out["runtime"]) == ["llama.cpp"] * 2 and all(out["text"])
+    engine = Engine(ServingConfig(), loader=lambda source: LoadedModel(writer, provenance, 0.1))
+    assert engine.load()
+    for row in out.itertuples():
+        request = RequestPlanner().request(prompt=row.prompt, form=row.form, max_new_tokens=12, seed=int(row.seed))
+        assert asyncio.run(engine.generate_async(request)).drafts[0].text == row.text
