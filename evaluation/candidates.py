@@ -23,7 +23,7 @@ from evaluation.suite import (
     suite_dict,
 )
 from evaluation.writing import ReferenceModel, prompts_fingerprint
-from models.families import FAST, load_model, runtime_of
+from models.families import load_model, runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,9 @@ def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite:
     rows, columns, open_columns, real_rows = [], {}, {}, []
     for name, directory in model_dirs.items():
         model = load_model(Path(directory))
-        writer = load_model(Path(directory), suite.runtime, suite.torch_threads) if suite.runtime != "torch" and \
-            runtime_of(model) != suite.runtime and getattr(model, "family", "") in FAST else model
+        exported = bool((getattr(model, "metadata", None) or {}).get("gguf"))  # a Transformer with a GGUF export
+        writer = load_model(Path(directory), suite.runtime, suite.torch_threads) if exported and \
+            suite.runtime != runtime_of(model) else model
         row, samples, open_texts, matched = evaluate_candidate(name, model, Path(directory), test, suite, reference,
                                                                writer)
         row["runtime"] = runtime_of(writer)

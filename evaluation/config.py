@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.validation import STRICT, require_min
+from models.configs import RUNTIMES
 from models.params import Sampling
 from weights.spec import CheckpointRef
 
@@ -40,8 +41,8 @@ class SuiteConfig:
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
-        if self.runtime not in ("llama.cpp", "torch"):  # models.families.RUNTIMES (no torch import here)
-            raise ValueError(f"SuiteConfig.runtime must be 'llama.cpp' or 'torch', got {self.runtime!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"SuiteConfig.runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if isinstance(self.sampling, dict):  # read back from a stored selection (plain JSON)
             object.__setattr__(self, "sampling", Sampling(**self.sampling))
         require_min(self, ("ranking_pieces", "distractors", "sample_prompts", "max_new_tokens", "open_max_new_tokens",

@@ -54,6 +54,7 @@ class Seq2SeqConfig(Seq2SeqShape):
 
 ADAPTERS = ("lora", "full")
 GGUF_EXPORTS = ("keep", "q4_0", "q8_0", "f16", "f32", "none")  # see weights.export
+RUNTIMES = ("llama.cpp", "torch")  # what runs a model (models.families.load_model); torch-free, for every config
 DEFAULT_SYSTEM_PROMPT = "You write stories, fables and poems."
 
 

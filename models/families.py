@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from models.configs import RUNTIMES
 from models.contract import WriterModel
 from models.manifest import read_manifest
 
@@ -20,7 +21,6 @@ FAMILIES: dict[str, str] = {
     "transformer": "models.transformer:TransformerWriter",
     "gan": "models.gan:GanWriter",
 }
-RUNTIMES = ("llama.cpp", "torch")
 FAST: dict[str, str] = {"transformer": "models.llama_cpp:LlamaCppWriter"}  # the families llama.cpp runs
 
 

@@ -218,3 +218,19 @@ class PromptLayout(WriterModel):
         return self.encode_prefix(prompt, settings.form if form is None else form,
                                   settings.genre if genre is None else genre, settings.target_words,
                                   settings.system, settings.history) + self.lead_ids(settings.lead)
+
+    def new_token_budget(self, width: int, settings: GenerationSettings) -> int:
+        """How many tokens may follow a prefix of ``width`` tokens: ``max_new_tokens`` cut to fit the context.
+
+        A cut is logged once.
+        """
+        budget = max(0, min(settings.max_new_tokens, self.config.context - width))
+        if budget < settings.max_new_tokens:
+            self._warn_once("max_new", "max_new_tokens %d cut to %d so that prompt + piece fit the context of %d",
+                            settings.max_new_tokens, budget, self.config.context)
+        return budget
+
+    def teacher_ids(self, prompt: str, text: str, settings: GenerationSettings) -> tuple[list[int], list[int]]:
+        """The request's prefix and the ids of ``text`` after it, as far as they fit the context (teacher forcing)."""
+        prefix = self.request_prefix(prompt, settings)
+        return prefix, encode_text(self.tokenizer, text)[: max(0, self.config.context - len(prefix))]

@@ -261,10 +261,7 @@ class LlamaCppWriter(PromptLayout):
         if settings.num_beams > 1:
             raise ValueError("beam search (num_beams > 1) runs on the torch runtime only; serve with runtime: torch "
                              "or set num_beams 1")
-        max_new = max(0, min(settings.max_new_tokens, self.config.context - len(prefix)))
-        if max_new < settings.max_new_tokens:
-            self._warn_once("max_new", "max_new_tokens %d cut to %d so that prompt + piece fit the context of %d",
-                            settings.max_new_tokens, max_new, self.config.context)
+        max_new = self.new_token_budget(len(prefix), settings)
         with self._lock:
             self._prime(prefix)
             chain = sampler_chain(settings, self.n_vocab, seed, max_new)
@@ -307,10 +304,7 @@ class LlamaCppWriter(PromptLayout):
         """The logits for each token of ``text`` after the request's prefix, and the ids (what fits the context)."""
         import torch
 
-        from models.tokenizer import encode_text
-
-        prefix = self.request_prefix(prompt, settings)
-        ids = encode_text(self.tokenizer, text)[: max(0, self.config.context - len(prefix))]
+        prefix, ids = self.teacher_ids(prompt, text, settings)
         return torch.from_numpy(self._logits_after(prefix, ids)), ids
 
     def score(self, prompts: Sequence[str], texts: Sequence[str], forms: Sequence[str] | None = None,

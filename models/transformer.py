@@ -49,7 +49,7 @@ from models.layout import IGNORE, PromptLayout, has_chat_template, read_saved
 from models.manifest import write_manifest
 from models.sampling import sample_next
 from models.text import stream_text
-from models.tokenizer import PAD, SEP, check_special_tokens, decode_ids, encode_text, form_token, genre_token
+from models.tokenizer import PAD, SEP, check_special_tokens, decode_ids, form_token, genre_token
 
 log = logging.getLogger(__name__)
 GGUF_FILE = "gguf/model.gguf"  # inside a saved model directory: what the llama.cpp runtime serves
@@ -107,8 +107,7 @@ class TransformerWriter(PromptLayout):
 
         Only what fits the context is read.
         """
-        prefix = self.request_prefix(prompt, settings)
-        ids = encode_text(self.tokenizer, text)[: max(0, self.config.context - len(prefix))]
+        prefix, ids = self.teacher_ids(prompt, text, settings)
         out = self.model(input_ids=torch.tensor([prefix + ids], device=self.model.device))
         return out.logits[0, len(prefix) - 1: len(prefix) - 1 + len(ids)].cpu(), ids
 
@@ -230,10 +229,7 @@ class TransformerWriter(PromptLayout):
         genres = genres or [settings.genre] * len(prompts)
         prefixes = [self.request_prefix(p, settings, f, g) for p, f, g in zip(prompts, forms, genres, strict=True)]
         width = max(len(p) for p in prefixes)
-        max_new = max(0, min(settings.max_new_tokens, self.config.context - width))
-        if max_new < settings.max_new_tokens:
-            self._warn_once("max_new", "max_new_tokens %d cut to %d so that prompt + piece fit the context of %d",
-                            settings.max_new_tokens, max_new, self.config.context)
+        max_new = self.new_token_budget(width, settings)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, ids in enumerate(prefixes):  # left padding: every row's next token is at the same column

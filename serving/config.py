@@ -42,6 +42,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 from core.paths import PROJECT_ROOT, REGISTERED_NAME
 from core.validation import STRICT, refusal
 from core.yaml_files import read_mapping
+from models.configs import RUNTIMES
 from models.params import SAMPLING_FIELDS, choice_fields
 
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "serving.yaml"
@@ -59,7 +60,7 @@ class ServingConfigError(ValueError):
 
 # The profile's value types: a YAML key left empty is "", and no count, size or time may be negative.
 Text = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]
-Runtime = Literal["llama.cpp", "torch"]  # models.families.RUNTIMES
+Runtime = Literal[RUNTIMES]  # "llama.cpp" or "torch"
 Count = Annotated[int, Field(ge=0)]
 Amount = Annotated[float, Field(ge=0)]
 
