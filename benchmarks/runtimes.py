@@ -26,6 +26,7 @@ import torch
 
 from benchmarks.common import memory_bandwidth
 from benchmarks.generate_speed import DEFAULT_SPEC, PIECES, PROMPTS, weight_bytes
+from models.configs import GGUF_EXPORTS
 from models.contract import GenerationSettings
 from models.transformer import TransformerConfig, TransformerWriter, build_transformer
 
@@ -113,11 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a saved Transformer model directory (default: the champion)")
     parser.add_argument("--spec", default=DEFAULT_SPEC, help="the base when there is no champion")
-    parser.add_argument("--quants", nargs="+", default=["keep", "q8_0"], help="GGUF exports to measure")
+    parser.add_argument("--quants", nargs="+", default=["keep", "q8_0"], choices=[q for q in GGUF_EXPORTS if q != "none"],
+                        help="GGUF exports to measure")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.model and not (Path(args.model) / "manifest.json").is_file():
+        parser.error(f"--model {args.model}: not a saved model directory (no manifest.json)")
     from models.llama_cpp import LlamaCppWriter
 
     torch.set_num_threads(args.threads)
