@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a saved Transformer model directory (default: the champion)")
     parser.add_argument("--spec", default=DEFAULT_SPEC, help="the base when there is no champion")
-    parser.add_argument("--quants", nargs="+", default=["keep", "q8_0"], choices=[q for q in GGUF_EXPORTS if q != "none"],
-                        help="GGUF exports to measure")
+    parser.add_argument("--quants", nargs="+", default=["keep", "q8_0"],
+                        choices=[q for q in GGUF_EXPORTS if q != "none"], help="GGUF exports to measure")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
