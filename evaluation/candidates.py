@@ -13,6 +13,8 @@ import pandas as pd
 
 from core.threads import configure_threads
 from corpus.split import split_fingerprint
+from evaluation.measure_check import cached_check, trusted
+from evaluation.quality import LM_MEASURES, MEASURES, Judge, paired_bootstrap, score_pieces, story_quality
 from evaluation.real_tests import REAL_COLUMNS, held_out_sets
 from evaluation.selection import SelectionRule, select
 from evaluation.suite import (
@@ -24,6 +26,7 @@ from evaluation.suite import (
 )
 from evaluation.writing import ReferenceModel, prompts_fingerprint
 from models.families import load_model, runtime_of
+from models.manifest import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,93 @@ def reference_model(suite: SuiteConfig) -> ReferenceModel | None:
     return ReferenceModel(suite.reference_model)
 
 
+def check_pieces(test: pd.DataFrame, suite: SuiteConfig) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The real pieces the measures are checked on: the test split's and each ``check_sources`` set's.
+
+    Pieces of 40–300 words are kept (shorter ones have too few sentences to perturb, longer ones outrun the
+    judge's window), at most ``4 × check_pairs`` per source (seeded). A source whose file is absent is
+    skipped.
+
+    Returns:
+        The pieces (``source, prompt, text``) and, per source spec, ``used`` or why it was not.
+    """
+    from corpus.loaders import load_sources
+
+    frames, said = [test.assign(source="project")], {}
+    for spec in suite.check_sources:
+        path = Path(spec.split(":", 1)[-1].split("?", 1)[0])
+        if not path.exists():
+            log.warning("measure check: source %s is absent (%s): skipped", spec, path)
+            said[spec] = f"absent ({path})"
+            continue
+        frames.append(load_sources([spec]).assign(source=path.stem))
+        said[spec] = "used"
+    kept = []
+    for frame in frames:
+        words = frame["text"].str.split().str.len()
+        fit = frame[(words >= 40) & (words <= 300)]
+        fit = fit if len(fit) >= 2 else frame
+        kept.append(fit.sample(n=min(len(fit), 4 * max(1, suite.check_pairs)), random_state=suite.seed))
+    return pd.concat(kept, ignore_index=True)[["source", "prompt", "text"]], said
+
+
+def measure_check(test: pd.DataFrame, judge: Judge | None, reference: ReferenceModel | None,
+                  suite: SuiteConfig) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Each story-quality measure's accuracy on known-order pairs (:func:`check_pieces`), cached on disk.
+
+    With ``check_pairs`` 0 nothing is checked and the frame is empty.
+
+    Returns:
+        The check (one row per measure and the composite) and what became of each ``check_sources`` spec.
+    """
+    if not suite.check_pairs:
+        return pd.DataFrame(columns=["measure", "perturbation", "pairs", "right", "accuracy", "trusted", "why"]), {}
+    pieces, sources = check_pieces(test, suite)
+    judge_id = json.dumps(reference.checkpoint.as_dict(), sort_keys=True, default=str) if reference else ""
+    check = cached_check(pieces, judge, judge_id, suite.check_pairs, suite.check_min_accuracy,
+                         suite.check_composite_pairs, suite.seed)
+    for _, row in check.iterrows():
+        log.info("measure %s: %s on %d pairs (%s): %s", row["measure"], "trusted" if row["trusted"] else
+                 "not trusted", row["pairs"], row["perturbation"], row["why"])
+    return check, sources
+
+
+def story_scores(judge: Judge | None, trust: list[str], prompts: pd.DataFrame, texts: list[str],
+                 seed: int) -> tuple[dict[str, float], list[float]]:
+    """A candidate's story-quality figures on the open prompts, and each piece's story quality.
+
+    Every trusted measure is scored, and the cheap text measures always (reported either way); the
+    likelihood measures that were not trusted are skipped (their cost buys nothing).
+
+    Returns:
+        ``story_quality`` (mean over pieces; NaN when nothing is trusted) and ``q_<measure>`` (mean raw
+        score per measure scored), and the per-piece story quality.
+    """
+    measures = [m for m in MEASURES if m in trust or m not in LM_MEASURES]
+    scores = score_pieces(list(prompts["prompt"]), texts, judge if trust else None, measures, seed)
+    per_piece = story_quality(scores, trust) if trust else [float("nan")] * len(texts)
+    finite = [q for q in per_piece if q == q]
+    out = {"story_quality": sum(finite) / len(finite) if finite else float("nan")}
+    for measure, values in scores.raw.items():
+        ok = [v for v in values if v == v]
+        out[f"q_{measure}"] = sum(ok) / len(ok) if ok else float("nan")
+    return out, per_piece
+
+
+def versus_base(open_frame: pd.DataFrame, candidates: list[str], seed: int) -> dict[str, dict[str, float]]:
+    """Each candidate's per-prompt story quality against the untuned base's, bootstrapped over prompts."""
+    if "base_quality" not in open_frame or open_frame["base_quality"].isna().all():
+        return {}
+    return {name: paired_bootstrap(list(open_frame[f"{name}_quality"]), list(open_frame["base_quality"]), seed=seed)
+            for name in candidates if name != "base" and f"{name}_quality" in open_frame}
+
+
+def untuned_without_base(directory: Path) -> bool:
+    """Whether a saved model is an untuned network with no pretrained base (a random one: not a candidate)."""
+    manifest = read_manifest(Path(directory))
+    return bool(manifest.get("untuned")) and not manifest.get("base_model")
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """What the evaluate step hands on.
@@ -69,8 +159,10 @@ class Evaluation:
         open_samples: ``id, form, genre, prompt`` + per candidate its text and ``<candidate>_matched``
             (the prompt words it used).
         real_metrics: One row per candidate and real test set (``REAL_COLUMNS``; empty without real tests).
-        selection: ``winner``, ``why``, ``rule``, ``suite``, ``reference_model``, sizes, fingerprints and,
-            per real test set, its size, fingerprint and held-out check (``real_tests``).
+        selection: ``winner``, ``why``, ``rule``, ``suite``, ``reference_model``, sizes, fingerprints,
+            per real test set its size, fingerprint and held-out check (``real_tests``), and ``quality``
+            (the trusted measures and each candidate against the untuned base, ``versus_base``).
+        measure_check: Each story-quality measure's accuracy on known-order pairs (``measure_check``).
     """
 
     metrics: pd.DataFrame
@@ -78,6 +170,7 @@ class Evaluation:
     open_samples: pd.DataFrame
     real_metrics: pd.DataFrame
     selection: dict[str, Any]
+    measure_check: pd.DataFrame
 
 
 def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite: SuiteConfig,
@@ -103,8 +196,14 @@ def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite:
     test = test_part(split)
     opened = open_prompts(suite)
     reference = reference_model(suite)
+    judge = Judge(reference) if reference is not None else None
+    check, check_sources = measure_check(test, judge, reference, suite)
+    trust = trusted(check) if not check.empty else []
     rows, columns, open_columns, real_rows = [], {}, {}, []
     for name, directory in model_dirs.items():
+        if untuned_without_base(Path(directory)):
+            log.info("%s: an untuned network with no pretrained base (random weights): not a candidate", name)
+            continue
         model = load_model(Path(directory))
         exported = bool((getattr(model, "metadata", None) or {}).get("gguf"))  # a Transformer with a GGUF export
         writer = load_model(Path(directory), suite.runtime, suite.torch_threads) if exported and \
@@ -112,8 +211,12 @@ def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite:
         row, samples, open_texts, matched = evaluate_candidate(name, model, Path(directory), test, suite, reference,
                                                                writer)
         row["runtime"] = runtime_of(writer)
-        log.info("%s: per-word ppl %.3f, ranking %.2f, open use %.2f, coverage %.2f, complete %.2f", name,
-                 row["ppl_word"], row["ranking_acc"], row["open_use"], row["open_coverage"], row["open_complete"])
+        quality, per_piece = story_scores(judge, trust, opened, open_texts, suite.seed)
+        row.update(quality)
+        open_columns[f"{name}_quality"] = per_piece
+        log.info("%s: per-word ppl %.3f, ranking %.2f, open use %.2f, coverage %.2f, complete %.2f, story quality "
+                 "%.3f", name, row["ppl_word"], row["ranking_acc"], row["open_use"], row["open_coverage"],
+                 row["open_complete"], row["story_quality"])
         for real_row in real_test_metrics(name, model, real, suite) if has_real else []:
             log.info("%s on %s: per-word ppl %.1f, ranking %.2f", name, real_row["test_set"], real_row["ppl_word"],
                      real_row["ranking_acc"])
@@ -136,8 +239,10 @@ def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite:
                  "sizes": {"test_pieces": len(test), "ppl_pieces": min(len(test), suite.ppl_pieces or len(test)),
                            "ranking_trials": min(len(test), suite.ranking_pieces), "open_prompts": len(opened),
                            "fluency_samples": min(len(opened), suite.fluency_samples or len(opened))},
-                 "real_tests": real_sets}
+                 "real_tests": real_sets,
+                 "quality": {"trusted": trust, "min_accuracy": suite.check_min_accuracy, "check_sources": check_sources,
+                             "versus_base": versus_base(open_frame, [str(r["candidate"]) for r in rows], suite.seed)}}
     if real_sets:
         selection["sizes"].update(real_pieces_per_set=suite.real_pieces, real_ranking_trials=suite.real_ranking_pieces)
     real_metrics = pd.DataFrame(real_rows, columns=list(REAL_COLUMNS))
-    return Evaluation(gated, samples_frame, open_frame, real_metrics, selection)
+    return Evaluation(gated, samples_frame, open_frame, real_metrics, selection, check)

@@ -111,13 +111,18 @@ def promote_candidates(model_dirs: dict[str, Path], metrics: pd.DataFrame, selec
                             "open": open_samples_of(champion_model, open_prompts(suite), suite)[0]}
 
     def rescore(version: str) -> dict[str, Any]:
-        from evaluation.candidates import reference_model, test_part
-        from evaluation.suite import evaluate_candidate
+        from evaluation.candidates import reference_model, story_scores, test_part
+        from evaluation.quality import Judge
+        from evaluation.suite import evaluate_candidate, open_prompts
 
         model = champion_model if champion_model is not None and version == str(champion.version) else \
             load_registered(name, version)
-        return evaluate_candidate(f"v{version}", model, Path("."), test_part(split), suite,
-                                  reference_model(suite))[0]
+        reference = reference_model(suite)
+        row, _, open_texts, _ = evaluate_candidate(f"v{version}", model, Path("."), test_part(split), suite, reference)
+        trust = list((selection.get("quality") or {}).get("trusted") or [])
+        quality, _ = story_scores(Judge(reference) if reference is not None else None, trust, open_prompts(suite),
+                                  open_texts, suite.seed)
+        return {**row, **quality}
 
     fingerprint = selection.get("evaluation_fingerprint", selection["test_fingerprint"])
     decision = decide(client, name, winner, selection["why"], winner_row, versions, fingerprint, rescore, rule,

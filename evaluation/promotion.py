@@ -138,7 +138,7 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
     """
     import pandas as pd
 
-    from evaluation.selection import GATES, QUALITY, apply_gates, score
+    from evaluation.selection import GATES, QUALITY, apply_gates, score, story_scored
 
     champion = current_champion(client, name)
     before = str(champion.version) if champion is not None else None
@@ -160,7 +160,8 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
 
         tags = dict(champion.tags or {})
         recorded = tagged_metrics(tags)
-        needed = {"ppl_word", "ranking_acc", "distinct2", "repetition", "open_repetition", *QUALITY}
+        needed = {"ppl_word", "ranking_acc", "distinct2", "repetition", "open_repetition", *QUALITY,
+                  *(["story_quality"] if story_scored(winner_row) else [])}
         if tags.get("evaluation_fingerprint") == evaluation_fingerprint and needed <= set(recorded):
             champ_row, how = recorded, "its recorded metrics under this evaluation"
         else:

@@ -13,9 +13,11 @@ BARS = (("ppl_word", "per-word perplexity (lower is better)"), ("ranking_acc", "
         ("distinct2", "distinct-2"), ("self_bleu4", "self-BLEU-4 (lower = more diverse)"),
         ("repetition", "repeated 4-grams"), ("bleu4", "BLEU-4 vs reference"), ("tokens_per_s", "tokens/s"),
         ("open_use", "open prompts: uses its prompt"), ("open_coverage", "open prompts: coverage"),
-        ("open_complete", "open prompts: complete ending"), ("score", "rule score (lower is better)"))
-SHOWN = ["rank", "candidate", "passed", "score", "ppl_word", "ranking_acc", "open_quality", "distinct1", "distinct2",
-         "self_bleu4", "repetition", "bleu4", "mean_words", "complete_share", "tokens_per_s", "parameters", "disk_mb"]
+        ("open_complete", "open prompts: complete ending"), ("story_quality", "story quality (0…1)"),
+        ("score", "rule score (lower is better)"))
+SHOWN = ["rank", "candidate", "passed", "score", "story_quality", "ppl_word", "ranking_acc", "open_quality",
+         "distinct1", "distinct2", "self_bleu4", "repetition", "bleu4", "mean_words", "complete_share", "tokens_per_s",
+         "parameters", "disk_mb"]
 OPEN_SHOWN = ["candidate", "open_use", "open_coverage", "open_form", "open_complete", "open_repetition",
               "open_distinct2", "open_words", "open_fluency_ppl", "open_quality", "open_seconds"]
 
@@ -75,6 +77,11 @@ def real_section(real_metrics: pd.DataFrame | None, selection: dict[str, Any]) -
             f"{table_html(real_table(real_metrics))}</div><ul class='muted'>{lines}</ul>")
 
 
+def _quality_note(row: Any, candidate: str) -> str:
+    value = row.get(f"{candidate}_quality")
+    return f" · story quality {float(value):.2f}" if isinstance(value, int | float) and value == value else ""
+
+
 def open_section(metrics: pd.DataFrame, open_samples: pd.DataFrame, selection: dict[str, Any],
                  champion_open: list[str] | None, champion_before: str | None) -> str:
     """The open-prompt table and, per prompt, every candidate's piece with its prompt's words marked."""
@@ -92,7 +99,7 @@ def open_section(metrics: pd.DataFrame, open_samples: pd.DataFrame, selection: d
     candidates = list(metrics["candidate"])
     blocks = []
     for i, row in open_samples.reset_index(drop=True).iterrows():
-        cells = [f"<div class='pair'><div class='muted'>{html.escape(c)} · uses "
+        cells = [f"<div class='pair'><div class='muted'>{html.escape(c)}{_quality_note(row, c)} · uses "
                  f"{html.escape(row.get(f'{c}_matched', '') or 'none of its words')}</div>"
                  f"<pre>{highlight(str(row[c]), str(row.get(f'{c}_matched', '')))}</pre></div>" for c in candidates]
         if champion_open and i < len(champion_open):
@@ -110,6 +117,33 @@ def open_section(metrics: pd.DataFrame, open_samples: pd.DataFrame, selection: d
             f"piece uses</div>{''.join(blocks)}")
 
 
+def quality_section(metrics: pd.DataFrame, check: pd.DataFrame | None, selection: dict[str, Any]) -> str:
+    """Each story-quality measure's check, the candidates' scores on them, and each against the untuned base."""
+    if check is None or check.empty:
+        return ("<h2>Story quality</h2><p>No measure was checked (the suite's <code>check_pairs</code> is 0 or it "
+                "names no reference model): the rule ranks by word-overlap quality.</p>")
+    view = check[[c for c in ("measure", "perturbation", "pairs", "accuracy", "trusted", "why") if c in check]].copy()
+    view["accuracy"] = view["accuracy"].round(3)
+    columns = ["candidate", "story_quality"] + [c for c in metrics.columns if c.startswith("q_")]
+    scores = metrics[[c for c in columns if c in metrics]].round(3)
+    quality = selection.get("quality") or {}
+    rows = [{"candidate": name, "mean difference": round(b["mean_diff"], 4), "95 % low": round(b["low"], 4),
+             "95 % high": round(b["high"], 4), "P(better than base)": round(b["p_better"], 3), "prompts": b["pairs"]}
+            for name, b in (quality.get("versus_base") or {}).items()]
+    versus = (f"<h3>Against the untuned base</h3><p>Per open prompt, the candidate's story quality minus the untuned "
+              f"base's on the same prompt and seed; 95 % interval from a paired bootstrap over prompts (2,000 "
+              f"resamples).</p>{table_html(pd.DataFrame(rows))}" if rows else
+              "<p class='muted'>No untuned base was scored in this run.</p>")
+    trusted = ", ".join(quality.get("trusted") or []) or "none"
+    return (f"<h2>Story quality</h2><p>Measures a reader would recognise (<code>evaluation/quality.py</code>), each "
+            f"first checked on pairs whose order is known: a real test piece against the same piece made worse in "
+            f"one way. A measure that orders fewer than {float(quality.get('min_accuracy', 0.8)):.0%} of its pairs "
+            f"right is reported, not scored. Trusted: {html.escape(trusted)}.</p>{table_html(view)}"
+            f"<h3>Candidates</h3><p class='muted'>q_*: mean raw score per measure (higher is better); story quality: "
+            f"the mean of the trusted measures on 0…1.</p><div style='overflow-x:auto'>{table_html(scores)}</div>"
+            f"{versus}")
+
+
 def metric_bars(metrics: pd.DataFrame) -> str:
     """One small bar chart per metric, candidates side by side, gate failures in grey."""
     import matplotlib
@@ -117,13 +151,14 @@ def metric_bars(metrics: pd.DataFrame) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    bars = [(c, t) for c, t in BARS if c in metrics and metrics[c].notna().any()]
     cols = 4
-    rows = -(-len(BARS) // cols)
+    rows = -(-len(bars) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows), squeeze=False)
     colours = ["#3f8efc" if ok else "#b0b7c3" for ok in metrics["passed"]]
-    for ax in axes.flat[len(BARS):]:
+    for ax in axes.flat[len(bars):]:
         ax.axis("off")
-    for ax, (column, title) in zip(axes.flat, BARS, strict=False):
+    for ax, (column, title) in zip(axes.flat, bars, strict=False):
         ax.bar(metrics["candidate"], metrics[column], color=colours)
         ax.set_title(title, fontsize=8)
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
@@ -142,7 +177,7 @@ def _gates(metrics: pd.DataFrame) -> pd.DataFrame:
 def build_report(metrics: pd.DataFrame, samples: pd.DataFrame, selection: dict[str, Any],
                  decision: dict[str, Any], champion_samples: list[str] | None = None,
                  open_samples: pd.DataFrame | None = None, champion_open: list[str] | None = None,
-                 real_metrics: pd.DataFrame | None = None) -> str:
+                 real_metrics: pd.DataFrame | None = None, measure_check: pd.DataFrame | None = None) -> str:
     """The evaluation report as a complete HTML document.
 
     Args:
@@ -154,6 +189,7 @@ def build_report(metrics: pd.DataFrame, samples: pd.DataFrame, selection: dict[s
         open_samples: The open-prompt samples (``id, form, genre, prompt`` + per candidate text and matches).
         champion_open: The previous champion's open-prompt samples, if there was one.
         real_metrics: One row per candidate and real test set (``evaluation.real_tests``), if any.
+        measure_check: Each story-quality measure's check on known-order pairs (``evaluation.measure_check``).
     """
     shown = metrics[[c for c in SHOWN if c in metrics.columns]].sort_values("rank", na_position="last").round(4)
     verdict = decision.get("reason", "")
@@ -183,6 +219,7 @@ champion after: {html.escape(str(decision.get("champion_after") or "none"))}</di
 <p>Selection: {html.escape(selection.get("why", ""))}</p>
 <h2>Metrics</h2><div style="overflow-x:auto">{table_html(shown)}</div>
 <h2>Gates</h2>{table_html(_gates(metrics))}
+{quality_section(metrics, measure_check, selection)}
 <h2>Charts</h2><div class="muted">grey bars: the candidate failed a gate</div>{metric_bars(metrics)}
 {real_section(real_metrics, selection)}
 {open_section(metrics, open_samples, selection, champion_open, decision.get("champion_before"))}

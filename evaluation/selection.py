@@ -11,16 +11,22 @@ Gates (each candidate passes or fails each one, and the report shows which):
 - ``complete``: share of open-prompt pieces that end on a complete sentence ≥ ``min_complete``;
 - ``finite``: no metric is NaN or infinite.
 
-Among the candidates that pass, the lowest **score** wins::
+Among the candidates that pass, the lowest **score** wins. When the evaluation scored the story-quality
+measures that passed their check (``story_quality``, :mod:`evaluation.quality`; what a reader sees on
+prompts no training source contains), it is the score::
+
+    score = ppl_weight × ln(per-word perplexity) − quality_weight × story quality        (story quality 0…1)
+
+With ``ppl_weight`` 0 (the default) in-domain perplexity only gates (through prompt ranking) and breaks
+no ties: fitting the built-in corpus's templates is not what a reader rewards, and the untuned base
+(scored as a candidate too) would lose on it by construction. Without a trusted measure the rule falls
+back to the word-overlap score::
 
     score = ln(per-word perplexity) − quality_weight × open quality
     open quality = mean(open_use, open_coverage, open_form, open_complete, 1 − open_repetition)   (0…1)
 
-The perplexity term is in-domain (the test split of the training data); the quality term is what a
-writer sees on prompts no training source contains. With ``quality_weight`` 10, ten points of open
-quality are worth a factor e ≈ 2.7 in perplexity. Candidates within ``tie_tolerance`` of the best
-score are a tie, decided by the higher open quality, then the fewer parameters: never by speed, which
-differs by noise between identical networks.
+Candidates within ``tie_tolerance`` of the best score are a tie, decided by the higher quality, then the
+fewer parameters: never by speed, which differs by noise between identical networks.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class SelectionRule:
     min_complete: float = 0.6
     quality_weight: float = 10.0
     tie_tolerance: float = 0.01
+    ppl_weight: float = 0.0
 
     def __post_init__(self) -> None:
         """Validates the thresholds; raises ValueError naming the field."""
@@ -65,6 +72,8 @@ class SelectionRule:
                              f"got {self.min_ranking_margin}")
         if not isinstance(self.quality_weight, int | float) or not 0 <= self.quality_weight <= 100:
             raise ValueError(f"SelectionRule.quality_weight must be in [0, 100], got {self.quality_weight!r}")
+        if not isinstance(self.ppl_weight, int | float) or not 0 <= self.ppl_weight <= 10:
+            raise ValueError(f"SelectionRule.ppl_weight must be in [0, 10], got {self.ppl_weight!r}")
 
     def describe(self, chance: float) -> str:
         """The rule in one paragraph, with its numbers."""
@@ -72,10 +81,13 @@ class SelectionRule:
                 f"{self.min_ranking_margin:.0%}); distinct-2 ≥ {self.min_distinct2:.2f}; repeated 4-grams ≤ "
                 f"{self.max_repetition:.0%}; open-prompt pieces that use a word of their prompt ≥ "
                 f"{self.min_prompt_use:.0%}; open-prompt pieces ending on a complete sentence ≥ "
-                f"{self.min_complete:.0%}; no NaN. Then the lowest score = ln(per-word perplexity) − "
+                f"{self.min_complete:.0%}; no NaN. Then the lowest score = {self.ppl_weight:g} × "
+                f"ln(per-word perplexity) − "
+                f"{self.quality_weight:g} × story quality (the mean of the story-quality measures that passed their "
+                f"check, on the open prompts) wins; without a trusted measure, score = ln(per-word perplexity) − "
                 f"{self.quality_weight:g} × open quality (the mean of prompt use, prompt coverage, form, complete "
-                f"endings and 1 − repetition on the open prompts) wins; scores within {self.tie_tolerance:g} of the "
-                f"best are a tie, won by the higher open quality, then the fewer parameters.")
+                f"endings and 1 − repetition on the open prompts). Scores within {self.tie_tolerance:g} of the "
+                f"best are a tie, won by the higher quality, then the fewer parameters.")
 
 
 def open_quality(row: Any) -> float:
@@ -84,13 +96,31 @@ def open_quality(row: Any) -> float:
     return sum(parts) / len(parts)
 
 
+def story_scored(row: Any) -> bool:
+    """Whether a metrics row carries a story quality (trusted measures were scored)."""
+    value = row.get("story_quality") if hasattr(row, "get") else None
+    return isinstance(value, int | float) and math.isfinite(float(value))
+
+
+def quality(row: Any) -> float:
+    """The quality the rule ranks by: the story quality when scored, else the open (word-overlap) quality."""
+    return float(row["story_quality"]) if story_scored(row) else open_quality(row)
+
+
 def score(row: Any, rule: SelectionRule) -> float:
-    """The rule's score of one metrics row (lower is better)."""
-    return math.log(max(float(row["ppl_word"]), 1e-9)) - rule.quality_weight * open_quality(row)
+    """The rule's score of one metrics row (lower is better; see the module docstring)."""
+    log_ppl = math.log(max(float(row["ppl_word"]), 1e-9))
+    if story_scored(row):
+        return rule.ppl_weight * log_ppl - rule.quality_weight * float(row["story_quality"])
+    return log_ppl - rule.quality_weight * open_quality(row)
 
 
 def apply_gates(metrics: pd.DataFrame, rule: SelectionRule, chance: float) -> pd.DataFrame:
-    """Adds one boolean column per gate (``gate_<name>``), ``passed``, ``open_quality`` and ``score``."""
+    """Adds one boolean column per gate (``gate_<name>``), ``passed``, ``open_quality``, ``quality`` and ``score``.
+
+    A frame where some rows carry a story quality and others do not cannot be ranked on one scale: those
+    rows' story quality is dropped (all fall back to the open quality) with a warning.
+    """
     out = metrics.copy()
     out["gate_ranking"] = out["ranking_acc"] >= chance + rule.min_ranking_margin
     out["gate_distinct2"] = out["distinct2"] >= rule.min_distinct2
@@ -101,6 +131,15 @@ def apply_gates(metrics: pd.DataFrame, rule: SelectionRule, chance: float) -> pd
         lambda row: all(isinstance(v, int | float) and math.isfinite(v) for v in row), axis=1)
     out["passed"] = out[[f"gate_{g}" for g in GATES]].all(axis=1)
     out["open_quality"] = out.apply(open_quality, axis=1)
+    if "story_quality" in out:
+        scored = out.apply(story_scored, axis=1)
+        if scored.any() and not scored.all():
+            import logging
+
+            logging.getLogger(__name__).warning("story quality scored for %s only: ranking all on open quality",
+                                                list(out.loc[scored, "candidate"]))
+            out["story_quality"] = float("nan")
+    out["quality"] = out.apply(quality, axis=1)
     out["score"] = out.apply(lambda r: score(r, rule), axis=1)
     return out
 
@@ -109,7 +148,7 @@ def _order(frame: pd.DataFrame, rule: SelectionRule) -> list[str]:
     """Candidates best first: by score, with ties (within ``tie_tolerance``) by open quality, then size."""
     best = float(frame["score"].min())
     tied = frame[frame["score"] <= best + rule.tie_tolerance]
-    first = tied.sort_values(["open_quality", "parameters", "candidate"], ascending=[False, True, True])
+    first = tied.sort_values(["quality", "parameters", "candidate"], ascending=[False, True, True])
     rest = frame.drop(index=first.index).sort_values(["score", "candidate"])
     return [*first["candidate"], *rest["candidate"]]
 
@@ -134,13 +173,14 @@ def select(metrics: pd.DataFrame, rule: SelectionRule, chance: float) -> tuple[p
         gated.loc[gated["candidate"] == name, "rank"] = rank
     winner = order[0]
     top = passing.set_index("candidate").loc[winner]
-    why = (f"{winner} passed every gate with the best score {top['score']:.3f} (per-word perplexity "
+    story = f"story quality {top['story_quality']:.3f}, " if story_scored(top) else ""
+    why = (f"{winner} passed every gate with the best score {top['score']:.3f} ({story}per-word perplexity "
            f"{top['ppl_word']:.3f}, open quality {top['open_quality']:.2f}: {top['open_use']:.0%} of open-prompt "
            f"pieces use their prompt, coverage {top['open_coverage']:.0%})")
     tied = passing[passing["score"] <= float(passing["score"].min()) + rule.tie_tolerance]
     if len(tied) > 1:
         why += (f"; {len(tied)} candidates were within {rule.tie_tolerance:g} of the best score and {winner} has "
-                f"the highest open quality")
+                f"the highest {'story' if story else 'open'} quality")
     if failures:
         why += f"; {failures}"
     return gated, winner, why

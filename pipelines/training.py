@@ -26,9 +26,11 @@ def training_pipeline(dataset: list[str], source_fingerprint: str = "", real_tes
     """Raw data to a promoted champion.
 
     ingest_data → clean_data → split_data → data_report (and load_real_tests); train_tokenizer →
-    train_seq2seq → train_gan and train_transformer → evaluate → promote → evaluation_report. The trainers
-    read the split and the shared tokenizer; the GAN fine-tunes the trained seq2seq adversarially (so GAN
-    vs MLE compares one network before and after). ``evaluate`` scores all three on the test split,
+    train_seq2seq → train_gan and train_transformer (which also saves its untuned base) → evaluate →
+    promote → evaluation_report. The trainers read the split and the shared tokenizer; the GAN fine-tunes
+    the trained seq2seq adversarially (so GAN vs MLE compares one network before and after). ``evaluate``
+    checks its story-quality measures on known-order pairs, then scores the three families and the
+    untuned base on the test split and the open prompts (a fine-tune has to beat its own base);
     ``promote`` registers them in the MLflow registry and moves ``@champion`` when the winner beats it.
     Real test sets, when named, are loaded by ``load_real_tests`` (cleaned like the training data, and
     stopped there if they share a piece with the training or validation split) and measured by ``evaluate``.
@@ -48,10 +50,13 @@ def training_pipeline(dataset: list[str], source_fingerprint: str = "", real_tes
     tokenizer = train_tokenizer(split=split)
     seq2seq_model, _, _ = train_seq2seq(split=split, tokenizer=tokenizer)
     gan_model, _, _, _ = train_gan(split=split, tokenizer=tokenizer, seq2seq_model=seq2seq_model)
-    transformer_model, _, _ = train_transformer(split=split, tokenizer=tokenizer)
-    models = {"seq2seq_model": seq2seq_model, "transformer_model": transformer_model, "gan_model": gan_model}
-    metrics, samples, open_samples, real_metrics, selection = evaluate(split=split, real_tests=real, **models)
+    transformer_model, base_model, _, _, _ = train_transformer(split=split, tokenizer=tokenizer)
+    models = {"seq2seq_model": seq2seq_model, "transformer_model": transformer_model, "gan_model": gan_model,
+              "base_model": base_model}
+    metrics, samples, open_samples, real_metrics, selection, measure_check = evaluate(split=split, real_tests=real,
+                                                                                      **models)
     promotion, champion_samples = promote(split=split, metrics=metrics, selection=selection, samples=samples,
                                           open_samples=open_samples, **models)
     evaluation_report(metrics=metrics, samples=samples, selection=selection, promotion=promotion,
-                      champion_samples=champion_samples, open_samples=open_samples, real_metrics=real_metrics)
+                      champion_samples=champion_samples, open_samples=open_samples, real_metrics=real_metrics,
+                      measure_check=measure_check)

@@ -20,6 +20,7 @@ def evaluation_report(
     champion_samples: dict[str, list[str]],
     open_samples: pd.DataFrame,
     real_metrics: pd.DataFrame | None = None,
+    measure_check: pd.DataFrame | None = None,
 ) -> Annotated[HTMLString, "evaluation_report"]:
     """Builds the one page that says which model won and why; also logs it to MLflow.
 
@@ -31,6 +32,7 @@ def evaluation_report(
         champion_samples: The previous champion's samples, ``test`` and ``open`` (empty when there was none).
         open_samples: Every candidate's open-prompt samples with the prompt words they use.
         real_metrics: Every candidate's figures on the real test sets (none when the profile names none).
+        measure_check: Each story-quality measure's check on known-order pairs.
 
     Returns:
         The report as HTML.
@@ -40,6 +42,6 @@ def evaluation_report(
     from evaluation.report import build_report
 
     page = build_report(metrics, samples, selection, promotion, champion_samples.get("test") or None, open_samples,
-                        champion_samples.get("open") or None, real_metrics)
+                        champion_samples.get("open") or None, real_metrics, measure_check)
     mlflow.log_text(page, "evaluation_report.html")
     return HTMLString(page)

@@ -23,6 +23,7 @@ def promote(
     seq2seq_model: Path,
     transformer_model: Path,
     gan_model: Path,
+    base_model: Path | None = None,
     registered_model: str = REGISTERED_NAME,
 ) -> tuple[Annotated[dict[str, Any], "promotion"], Annotated[dict[str, list[str]], "champion_samples"]]:
     """Registers new candidates (tagged; a model the registry holds is reused), compares the winner with the champion.
@@ -36,6 +37,7 @@ def promote(
         seq2seq_model: The attention seq2seq model directory.
         transformer_model: The Transformer model directory.
         gan_model: The GAN model directory.
+        base_model: The untuned base (a candidate when the evaluation scored it).
         registered_model: The MLflow registered model's name.
 
     Returns:
@@ -51,7 +53,9 @@ def promote(
         run_id = str(get_step_context().pipeline_run.id)
     except RuntimeError:  # called through .entrypoint() in tests
         run_id = "no-zenml-run"
-    candidates = {"seq2seq": seq2seq_model, "transformer": transformer_model, "gan": gan_model}
+    candidates = {"seq2seq": seq2seq_model, "transformer": transformer_model, "gan": gan_model,
+                  **({"base": base_model} if base_model is not None else {})}
+    candidates = {c: d for c, d in candidates.items() if c in set(metrics["candidate"])}  # those evaluated
     decision, champion_samples = promote_candidates(candidates, metrics, selection, split, run_id, registered_model,
                                                     samples, open_samples)
     mlflow.log_text(decision_json(decision), "promotion.json")

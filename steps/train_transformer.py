@@ -14,6 +14,7 @@ from infra.zenml_utils import log_step_metadata
 from models.configs import TransformerConfig
 from steps.tracking import tracked
 from training.config import TransformerTrainConfig
+from training.distill import DistillConfig
 
 
 @step(**tracked())
@@ -22,10 +23,13 @@ def train_transformer(
     tokenizer: Path,
     model: TransformerConfig | None = None,
     train_config: TransformerTrainConfig | None = None,
+    distill: DistillConfig | None = None,
 ) -> tuple[
     Annotated[Path, ArtifactConfig(name="transformer_model", artifact_type=ArtifactType.MODEL)],
+    Annotated[Path, ArtifactConfig(name="transformer_base", artifact_type=ArtifactType.MODEL)],
     Annotated[pd.DataFrame, "transformer_history"],
     Annotated[Image.Image, "transformer_curves"],
+    Annotated[pd.DataFrame, "distilled_pairs"],
 ]:
     """Trains with the Hugging Face ``Trainer`` (early stopping on validation), logs to the stack's MLflow run.
 
@@ -34,15 +38,20 @@ def train_transformer(
         tokenizer: The shared tokenizer directory (from scratch; a ``base_model`` brings its own).
         model: The model settings (base_model spec, adapter, lora_*, or n_layer/n_embd/... from scratch).
         train_config: The optimisation settings (epochs, batch_size, lr, time_budget_s, processes, ...).
+        distill: Best-of-K self-distillation (``k`` 0, the default: train on the corpus as it is; see
+            ``training.distill``).
 
     Returns:
-        The saved model directory, the per-epoch history and the training curves.
+        The saved model directory, the untuned base saved the same way (the adapter before any step: the
+        candidate a fine-tune has to beat), the per-epoch history, the training curves and, when distilling,
+        each prompt's best and worst sampled piece (a preference pair; empty otherwise).
     """
     import mlflow
 
     from models.tokenizer import load_tokenizer
     from models.transformer import build_transformer, parameter_count
-    from training.tracking import finish_training, log_training_params
+    from training.distill import PAIR_COLUMNS
+    from training.tracking import finish_training, log_training_params, save_untuned
     from training.transformer_ddp import train
 
     train_part, val_part = split[split["split"] == "train"], split[split["split"] == "validation"]
@@ -55,10 +64,38 @@ def train_transformer(
     mlflow.log_params({"parameters": total, "layout": "chat" if writer.chat else "control",
                        "trainable_parameters": writer.metadata.get("trainable_parameters", total),
                        **{f"base.{k}": v for k, v in base.items() if k != "path"}})
+    base_dir = save_untuned(writer, "transformer-base")
+    pairs = pd.DataFrame(columns=list(PAIR_COLUMNS))
+    settings = distill or DistillConfig()
+    if settings.k:
+        train_part, pairs = distilled_training(split, train_part, base_dir, settings, writer.config.base_model,
+                                               cfg.torch_threads)
     history = train(writer, train_part, val_part, cfg, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
     model_dir, curves, model_uri = finish_training(writer, history, "transformer")
     log_step_metadata({"best_val_ppl_word": writer.metadata["val_ppl_word"], "epochs": len(history),
                        "parameters": parameter_count(writer.model), "mlflow_model_uri": model_uri,
                        "base_model": base.get("spec", ""), "base_license": base.get("license", "")},
                       artifact_name="transformer_model")
-    return model_dir, history, curves
+    return model_dir, base_dir, history, curves, pairs
+
+
+def distilled_training(split: pd.DataFrame, train_part: pd.DataFrame, base_dir: Path, settings: DistillConfig,
+                       base_model: str, threads: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pieces to train on after best-of-K distillation, and its preference pairs; logs what it did.
+
+    Raises:
+        ValueError: If the model has no pretrained base (nothing to distil from).
+    """
+    import mlflow
+
+    from training.distill import distill, training_pieces
+
+    if not base_model:
+        raise ValueError("train_transformer.distill.k > 0 needs a pretrained base_model to sample from; this model "
+                         "trains from scratch (set distill.k: 0 or name a base_model)")
+    made = distill(base_dir, train_part, split[split["split"] == "test"], settings, settings.judge or base_model,
+                   threads)
+    mlflow.log_params({f"distill.{k}": v for k, v in made.stats.items() if k in ("prompts", "k", "measures")})
+    mlflow.log_metrics({f"distill.{k}": float(v) for k, v in made.stats.items()
+                        if isinstance(v, int | float) and k not in ("prompts", "k")})
+    return training_pieces(made, train_part, settings.keep_corpus, settings.seed), made.pairs

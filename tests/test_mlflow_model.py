@@ -78,11 +78,16 @@ def test_train_transformer_step_logs_one_run_and_a_loadable_pyfunc(mlflow_store,
     from steps import train_transformer
 
     tok_dir = save_tokenizer(tiny_tokenizer, tmp_path / "tok")
-    model_dir, history, curves = train_transformer.call_entrypoint(
+    model_dir, base_dir, history, curves, pairs = train_transformer.call_entrypoint(
         split=tiny_corpus, tokenizer=tok_dir,
         model={"n_layer": 1, "n_embd": 32, "n_head": 2, "context": 160, "max_prompt_tokens": 40},
         train_config={"epochs": 1, "batch_size": 16, "max_train_pieces": 64, "progress_bar": False})
     assert (model_dir / "model" / "model.safetensors").is_file() and len(history) == 1 and curves.size[0] > 100
+    from models.manifest import read_manifest
+
+    base, tuned = read_manifest(base_dir), read_manifest(model_dir)
+    assert base["untuned"] is True and "untuned" not in tuned and "val_ppl_word" not in base
+    assert pairs.empty and "chosen" in pairs.columns  # no distillation by default
     exp_id = mlflow.get_experiment_by_name("test").experiment_id
     runs = mlflow.search_runs([exp_id], output_format="list")
     assert len(runs) == 1, "the Trainer must not open MLflow runs of its own"

@@ -53,3 +53,26 @@ def finish_training(writer: Any, history: Any, prefix: str) -> tuple[Path, Any, 
     curves = training_curves(history, prefix)
     mlflow.log_image(curves, "training_curves.png")
     return model_dir, curves, log_pyfunc(model_dir).model_uri
+
+
+def save_untuned(writer: Any, prefix: str) -> Path:
+    """Saves a writer before any training: the untuned-base candidate (a LoRA adapter starts as the identity).
+
+    Its manifest says ``untuned: true``; the evaluation scores it beside the fine-tune, on the same prompts
+    and seeds, so a fine-tune has to beat its own base.
+
+    Args:
+        writer: A freshly built writer (``metadata`` dict, ``save(dir)``).
+        prefix: Name of the temporary model directory.
+
+    Returns:
+        The saved directory.
+    """
+    import tempfile
+
+    before = dict(writer.metadata)
+    writer.metadata = {**before, "untuned": True}
+    try:
+        return writer.save(Path(tempfile.mkdtemp(prefix=f"{prefix}-")))
+    finally:
+        writer.metadata = before
