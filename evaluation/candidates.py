@@ -16,7 +16,7 @@ from corpus.split import split_fingerprint
 from evaluation.measure_check import cached_check, trusted
 from evaluation.quality import LM_MEASURES, MEASURES, Judge, paired_bootstrap, score_pieces, story_quality
 from evaluation.real_tests import REAL_COLUMNS, held_out_sets
-from evaluation.selection import SelectionRule, select
+from evaluation.selection import GATES, SelectionRule, apply_gates, select
 from evaluation.suite import (
     SuiteConfig,
     evaluate_candidate,
@@ -143,6 +143,12 @@ def versus_base(open_frame: pd.DataFrame, candidates: list[str], seed: int) -> d
             for name in candidates if name != "base" and f"{name}_quality" in open_frame}
 
 
+def failed_gates(row: dict[str, Any], rule: SelectionRule, chance: float) -> list[str]:
+    """The gates one candidate's metrics row fails (the rule's, before any story quality is scored)."""
+    gated = apply_gates(pd.DataFrame([{"parameters": 0, **row}]), rule, chance).iloc[0]
+    return [g for g in GATES if not bool(gated[f"gate_{g}"])]
+
+
 def untuned_without_base(directory: Path) -> bool:
     """Whether a saved model is an untuned network with no pretrained base (a random one: not a candidate)."""
     manifest = read_manifest(Path(directory))
@@ -211,7 +217,12 @@ def evaluate_candidates(model_dirs: dict[str, Path], split: pd.DataFrame, suite:
         row, samples, open_texts, matched = evaluate_candidate(name, model, Path(directory), test, suite, reference,
                                                                writer)
         row["runtime"] = runtime_of(writer)
-        quality, per_piece = story_scores(judge, trust, opened, open_texts, suite.seed)
+        failed = failed_gates(row, rule, suite.chance)
+        if failed:  # it cannot win: the likelihood measures (most of the cost) would buy a figure nobody ranks by
+            log.info("%s fails the gate(s) %s: story quality not scored", name, ", ".join(failed))
+            quality, per_piece = story_scores(None, [], opened, open_texts, suite.seed)
+        else:
+            quality, per_piece = story_scores(judge, trust, opened, open_texts, suite.seed)
         row.update(quality)
         open_columns[f"{name}_quality"] = per_piece
         log.info("%s: per-word ppl %.3f, ranking %.2f, open use %.2f, coverage %.2f, complete %.2f, story quality "

@@ -156,13 +156,13 @@ class Judge:
         return encode_text(self.tokenizer, text)
 
     def _nll(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
-        from models.transformer import summed_nll
+        from models.transformer import selective_nll
 
         if not pairs:
             return []
         pad = self.tokenizer.pad_token_id
         pad = self.reference.start_id if pad is None else pad
-        return summed_nll(self.reference.model, pairs, int(pad), self.batch_size)
+        return selective_nll(self.reference.model, pairs, int(pad), self.batch_size)
 
     def _target_nll(self, contexts: Sequence[str], targets: Sequence[str]) -> tuple[list[float], list[int]]:
         """Summed NLL of each target after its context (only the target's tokens scored), and their counts."""

@@ -140,7 +140,8 @@ def quality_section(metrics: pd.DataFrame, check: pd.DataFrame | None, selection
             f"one way. A measure that orders fewer than {float(quality.get('min_accuracy', 0.8)):.0%} of its pairs "
             f"right is reported, not scored. Trusted: {html.escape(trusted)}.</p>{table_html(view)}"
             f"<h3>Candidates</h3><p class='muted'>q_*: mean raw score per measure (higher is better); story quality: "
-            f"the mean of the trusted measures on 0…1.</p><div style='overflow-x:auto'>{table_html(scores)}</div>"
+            f"the mean of the trusted measures on 0…1. A candidate that fails a gate cannot win, so its likelihood "
+            f"measures are not scored (blank).</p><div style='overflow-x:auto'>{table_html(scores)}</div>"
             f"{versus}")
 
 

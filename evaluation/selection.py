@@ -118,8 +118,9 @@ def score(row: Any, rule: SelectionRule) -> float:
 def apply_gates(metrics: pd.DataFrame, rule: SelectionRule, chance: float) -> pd.DataFrame:
     """Adds one boolean column per gate (``gate_<name>``), ``passed``, ``open_quality``, ``quality`` and ``score``.
 
-    A frame where some rows carry a story quality and others do not cannot be ranked on one scale: those
-    rows' story quality is dropped (all fall back to the open quality) with a warning.
+    Candidates that pass are ranked on one scale: when some of them carry a story quality and others do not,
+    it is dropped (all fall back to the open quality) with a warning. One that fails a gate may lack it (the
+    evaluation does not score the likelihood measures of a candidate that cannot win).
     """
     out = metrics.copy()
     out["gate_ranking"] = out["ranking_acc"] >= chance + rule.min_ranking_margin
@@ -131,9 +132,10 @@ def apply_gates(metrics: pd.DataFrame, rule: SelectionRule, chance: float) -> pd
         lambda row: all(isinstance(v, int | float) and math.isfinite(v) for v in row), axis=1)
     out["passed"] = out[[f"gate_{g}" for g in GATES]].all(axis=1)
     out["open_quality"] = out.apply(open_quality, axis=1)
-    if "story_quality" in out:
+    if "story_quality" in out:  # those that pass are ranked on one scale: all by story quality, or none
         scored = out.apply(story_scored, axis=1)
-        if scored.any() and not scored.all():
+        ranked = scored[out["passed"]]
+        if ranked.any() and not ranked.all():
             import logging
 
             logging.getLogger(__name__).warning("story quality scored for %s only: ranking all on open quality",

@@ -344,6 +344,37 @@ def summed_nll(model: Any, pairs: Sequence[tuple[list[int], list[int]]], pad_id:
     return out
 
 
+@torch.inference_mode()
+def selective_nll(model: Any, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int,
+                  batch_size: int = 16) -> list[float]:
+    """:func:`summed_nll` that runs the output layer only at the positions that are scored.
+
+    A judge that scores a short target after a long context (or one token at the end) spends most of a
+    forward pass on the vocabulary projection of positions nobody reads; this skips them. Models without a
+    separable body and output layer fall back to :func:`summed_nll`.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    body = getattr(model, "base_model", None)
+    if head is None or body is None or body is model:
+        return summed_nll(model, pairs, pad_id, batch_size)
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
+    out = [0.0] * len(pairs)
+    device = model.device
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        batch = collate_examples([pairs[i] for i in rows], pad_id)
+        hidden = body(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))[0]
+        target = batch["labels"][:, 1:].to(device)
+        scored = target != IGNORE
+        logits = head(hidden[:, :-1][scored]).float()
+        nll = F.cross_entropy(logits, target[scored], reduction="none")
+        which = torch.arange(len(rows), device=device).unsqueeze(1).expand_as(target)[scored]
+        sums = torch.zeros(len(rows), device=device).index_add_(0, which, nll)
+        for i, n in zip(rows, sums.cpu().tolist(), strict=True):
+            out[i] = float(n)
+    return out
+
+
 def parameter_count(model: torch.nn.Module) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -36,8 +36,9 @@ def test_pip_install_finds_every_package_and_they_import_from_the_install(tmp_pa
     assert {"core", "corpus", "models", "training", "serving", "steps", "evaluation"} <= set(PACKAGES)
     source = tmp_path / "source"  # a copy of what a clone holds, so the build writes nothing into the checkout
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "run.py"):
         shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "configs", source / "configs")
     for name in PACKAGES:
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "venv"
@@ -62,3 +63,21 @@ def test_pip_install_finds_every_package_and_they_import_from_the_install(tmp_pa
     installed = str(venv.resolve())
     assert all(where[name].startswith(installed) for name in PACKAGES), where
     assert where["open_prompts"] > 0 and where["examples"] == 4  # package data and the built-in serving defaults
+
+    # the console command: its version anywhere, the checkout's run.py inside one (found from a subfolder)
+    env = {"PATH": str(venv / "bin"), "HOME": str(tmp_path)}
+    command = str(venv / "bin" / "creative-writer")
+    version = subprocess.run([command, "--version"], cwd=elsewhere, capture_output=True, text=True, env=env, timeout=60)
+    assert version.returncode == 0 and version.stdout.split() == ["creative-writer", _version()]
+    outside = subprocess.run([command, "--show-config"], cwd=elsewhere, capture_output=True, text=True, env=env,
+                             timeout=60)
+    assert outside.returncode == 2 and "no checkout" in outside.stderr
+    inside = subprocess.run([command, "--help"], cwd=source / "configs", capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert inside.returncode == 0 and "--pipeline" in inside.stdout, inside.stderr[-2000:]
+
+
+def _version() -> str:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -260,3 +260,31 @@ def test_check_pieces_pool_the_test_split_with_named_real_sets_and_skip_absent_o
     assert said[f"jsonl:{real}"] == "used" and said[f"jsonl:{tmp_path / 'missing.jsonl'}"].startswith("absent")
     with pytest.raises(ValueError, match="check_sources"):
         SuiteConfig(check_sources="jsonl:x")
+
+
+def test_selective_nll_equals_the_full_pass_on_a_real_causal_lm(tmp_path, monkeypatch):
+    from evaluation.writing import ReferenceModel
+    from models.transformer import IGNORE, selective_nll, summed_nll
+
+    monkeypatch.setenv("CW_CHECKPOINT_CACHE", str(tmp_path / "cache"))
+    reference = ReferenceModel("tiny:llama-chat")
+    pairs = [([1, 5, 6, 7, 8], [IGNORE, IGNORE, 6, 7, 8]), ([1, 9, 4], [IGNORE, 9, 4]), ([1, 3, 3, 3, 3, 3, 2],
+                                                                                          [IGNORE] * 6 + [2])]
+    full = summed_nll(reference.model, pairs, 0, batch_size=2)
+    assert selective_nll(reference.model, pairs, 0, batch_size=2) == pytest.approx(full, rel=1e-4)
+
+
+def test_a_candidate_failing_a_gate_needs_no_story_quality_for_the_others_to_be_ranked_by_it():
+    frame = _metrics([{"candidate": "a", "ppl_word": 15.0, "story_quality": 0.5},
+                      {"candidate": "b", "ppl_word": 40.0, "story_quality": 0.6},
+                      {"candidate": "gan", "ppl_word": 1.6, "story_quality": float("nan"), "open_use": 0.2}])
+    gated, winner, _ = select(frame, SelectionRule(), chance=0.2)
+    assert winner == "b" and gated.set_index("candidate").loc["b", "quality"] == 0.6
+    assert not bool(gated.set_index("candidate").loc["gan", "passed"])
+
+
+def test_failed_gates_names_the_gates_one_row_fails():
+    from evaluation.candidates import failed_gates
+
+    row = _metrics([{"candidate": "x", "ppl_word": 2.0, "open_use": 0.1, "open_complete": 0.2}]).iloc[0].to_dict()
+    assert failed_gates(row, SelectionRule(), chance=0.2) == ["prompt_use", "complete"]
