@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     settings = DistillConfig(k=args.k, prompts=args.prompts, seed=suite.seed, runtime=suite.runtime,
                              check_pairs=suite.check_pairs, check_min_accuracy=suite.check_min_accuracy,
-                             check_composite_pairs=suite.check_composite_pairs)
+                             check_composite_pairs=suite.check_composite_pairs,
+                             check_sources=list(suite.check_sources))
     made = distill(base_dir, train_part, test_part, settings, model_cfg.base_model, suite.torch_threads)
     distilled = fresh()
     train(distilled, training_pieces(made, train_part, args.keep_corpus, suite.seed), val_part, train_cfg)

@@ -136,11 +136,15 @@ def story_scores(judge: Judge | None, trust: list[str], prompts: pd.DataFrame, t
 
 
 def versus_base(open_frame: pd.DataFrame, candidates: list[str], seed: int) -> dict[str, dict[str, float]]:
-    """Each candidate's per-prompt story quality against the untuned base's, bootstrapped over prompts."""
+    """Each candidate's per-prompt story quality against the untuned base's, bootstrapped over prompts.
+
+    Candidates without a story quality (they failed a gate) are left out.
+    """
     if "base_quality" not in open_frame or open_frame["base_quality"].isna().all():
         return {}
     return {name: paired_bootstrap(list(open_frame[f"{name}_quality"]), list(open_frame["base_quality"]), seed=seed)
-            for name in candidates if name != "base" and f"{name}_quality" in open_frame}
+            for name in candidates if name != "base" and f"{name}_quality" in open_frame
+            and open_frame[f"{name}_quality"].notna().any()}  # one that failed a gate has no story quality
 
 
 def failed_gates(row: dict[str, Any], rule: SelectionRule, chance: float) -> list[str]:

@@ -34,7 +34,12 @@ def stub_base(monkeypatch):
 
 
 def test_eligible_needs_a_full_sentence_the_form_and_a_word_of_the_prompt():
+    from training.distill import rejection
+
     prompt = "Write a fable about a lantern."
+    assert rejection(prompt, "fable", "The lantern glowed and the moth") == "unfinished"
+    assert rejection(prompt, "poem", "The lantern glowed all night.") == "form"
+    assert rejection(prompt, "fable", "A moth flew. It was night. Moral: wait.") == "off_prompt"
     assert eligible(prompt, "fable", "The lantern glowed all night. The moth learned to be patient. Moral: wait.")
     assert not eligible(prompt, "fable", "The lantern glowed all night and the moth")
     assert not eligible(prompt, "fable", "A moth flew. It was night. Moral: wait.")  # no word of the prompt
@@ -69,6 +74,7 @@ def test_distill_keeps_the_best_piece_per_prompt_and_the_pair_it_beat(tiny_corpu
         "distilled"}
     assert all(not t.startswith("Great!") for t in made.train["text"])  # the commentary piece never wins
     assert len(made.pairs) == 3 and all(p.startswith("Great!") for p in made.pairs["rejected"])
+    assert made.stats["dropped_by_reason"]["unfinished"] == 0
     assert made.stats["kept"] == 3 and made.stats["k"] == 2 and {"in_fiction", "fresh"} <= set(made.stats["measures"])
     mixed = training_pieces(made, train, keep_corpus=5, seed=0)
     assert len(mixed) == 8 and (mixed["source"] == "distilled").sum() == 3
@@ -84,6 +90,6 @@ def test_distill_says_so_when_no_sampled_piece_can_be_kept(tiny_corpus, monkeypa
     monkeypatch.setattr(models.families, "load_model", lambda *a, **k: Rambler())
     monkeypatch.setenv("CW_CHECKPOINT_CACHE", str(tmp_path / "cache"))
     cfg = DistillConfig(k=2, prompts=2, check_pairs=6, check_min_accuracy=0.6, check_composite_pairs=2)
-    with pytest.raises(ValueError, match="none of the 4 sampled pieces passed"):
+    with pytest.raises(ValueError, match=r"none of the 4 sampled pieces passed.*unfinished 4"):
         distill(tmp_path, tiny_corpus[tiny_corpus["split"] == "train"], tiny_corpus[tiny_corpus["split"] == "test"],
                 cfg, "tiny:llama-chat")

@@ -288,3 +288,13 @@ def test_failed_gates_names_the_gates_one_row_fails():
 
     row = _metrics([{"candidate": "x", "ppl_word": 2.0, "open_use": 0.1, "open_complete": 0.2}]).iloc[0].to_dict()
     assert failed_gates(row, SelectionRule(), chance=0.2) == ["prompt_use", "complete"]
+
+
+def test_versus_base_leaves_out_candidates_without_a_story_quality():
+    from evaluation.candidates import versus_base
+
+    frame = pd.DataFrame({"base_quality": [0.5, 0.6, 0.7], "transformer_quality": [0.6, 0.7, 0.8],
+                          "gan_quality": [float("nan")] * 3})
+    out = versus_base(frame, ["transformer", "gan", "base"], seed=0)
+    assert set(out) == {"transformer"} and out["transformer"]["mean_diff"] == pytest.approx(0.1)
+    assert versus_base(frame.drop(columns=["base_quality"]), ["transformer"], 0) == {}

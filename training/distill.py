@@ -35,9 +35,9 @@ class DistillConfig:
     """Best-of-K self-distillation (the profile's ``train_transformer`` ``distill`` parameters; ``k`` 0 = off).
 
     ``judge`` names the likelihood judge (default: the model's own base); the measures are checked on
-    ``check_pairs`` pairs each from the test split's pieces (the same check, and the same cache, as the
-    evaluation's with the same settings). ``keep_corpus`` corpus pieces are trained on beside the
-    distilled ones (0: only the distilled ones).
+    ``check_pairs`` pairs each from the test split's pieces and the ``check_sources`` real sets (the same
+    check, and the same cache, as the evaluation's with the same settings). ``keep_corpus`` corpus pieces
+    are trained on beside the distilled ones (0: only the distilled ones).
     """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name
@@ -53,7 +53,9 @@ class DistillConfig:
     check_pairs: int = SuiteConfig.check_pairs  # one home for the check's defaults: the evaluation's
     check_min_accuracy: float = SuiteConfig.check_min_accuracy
     check_composite_pairs: int = SuiteConfig.check_composite_pairs
+    check_sources: list[str] = field(default_factory=list)
     keep_corpus: int = 0
+    trim_to_sentence: bool = True
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
@@ -84,12 +86,23 @@ class Distilled:
     stats: dict[str, Any]
 
 
-def eligible(prompt: str, form: str, text: str) -> bool:
-    """Whether a sampled piece may be kept: a full last sentence, its form's shape, a word of its prompt."""
+def rejection(prompt: str, form: str, text: str) -> str | None:
+    """Why a sampled piece may not be kept (None: it may): ``empty``, ``unfinished``, ``form``, ``off_prompt``."""
     from evaluation.writing import adherence, ends_complete, form_ok
 
+    if not text.strip():
+        return "empty"
+    if not ends_complete(text):
+        return "unfinished"
+    if not form_ok(form, text):
+        return "form"
     share, used = adherence(prompt, text)
-    return bool(text.strip()) and ends_complete(text) and form_ok(form, text) and (bool(used) or share == 1.0)
+    return None if used or share == 1.0 else "off_prompt"
+
+
+def eligible(prompt: str, form: str, text: str) -> bool:
+    """Whether a sampled piece may be kept: a full last sentence, its form's shape, a word of its prompt."""
+    return rejection(prompt, form, text) is None
 
 
 def sample_prompts(train: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -133,7 +146,8 @@ def distill(base_dir: Path, train: pd.DataFrame, check_pieces: pd.DataFrame, cfg
     texts: list[list[str]] = []
     for k in range(cfg.k):
         settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, **cfg.sampling.model_dump(),
-                                      seed=cfg.seed + k, target_words=cfg.target_words)
+                                      seed=cfg.seed + k, target_words=cfg.target_words,
+                                      trim_to_sentence=cfg.trim_to_sentence)
         texts.append(writer.generate_requests(requests, settings))
         log.info("distillation: sample %d of %d for %d prompts written (%.0f s)", k + 1, cfg.k, len(requests),
                  time.perf_counter() - started)
@@ -142,7 +156,8 @@ def distill(base_dir: Path, train: pd.DataFrame, check_pieces: pd.DataFrame, cfg
     reference = ReferenceModel(judge_spec)
     judge = Judge(reference)
     suite = SuiteConfig(check_pairs=cfg.check_pairs, check_min_accuracy=cfg.check_min_accuracy,
-                        check_composite_pairs=cfg.check_composite_pairs, seed=cfg.seed)
+                        check_composite_pairs=cfg.check_composite_pairs, check_sources=list(cfg.check_sources),
+                        seed=cfg.seed)
     trust = trusted(checked(check_pieces, judge, reference, suite)[0])
     if not trust:
         raise ValueError("distillation: no story-quality measure passed its check on the test pieces, so there "
@@ -150,10 +165,14 @@ def distill(base_dir: Path, train: pd.DataFrame, check_pieces: pd.DataFrame, cfg
     flat_prompts = [p for _ in range(cfg.k) for p in prompts["prompt"]]
     flat_texts = [t for row in texts for t in row]
     quality = story_quality(score_pieces(flat_prompts, flat_texts, judge, trust, cfg.seed), trust)
-    rows, pairs, dropped = [], [], 0
+    rows, pairs, dropped, reasons = [], [], 0, dict.fromkeys(("empty", "unfinished", "form", "off_prompt"), 0)
     for i, row in prompts.iterrows():
         options = [(quality[k * len(prompts) + i], texts[k][i]) for k in range(cfg.k)]
-        kept = [(q, t) for q, t in options if q == q and eligible(row["prompt"], row["form"], t)]
+        why = [rejection(row["prompt"], row["form"], t) for _, t in options]
+        for reason in why:
+            if reason is not None:
+                reasons[reason] += 1
+        kept = [(q, t) for (q, t), no in zip(options, why, strict=True) if q == q and no is None]
         dropped += cfg.k - len(kept)
         if not kept:
             continue
@@ -165,10 +184,12 @@ def distill(base_dir: Path, train: pd.DataFrame, check_pieces: pd.DataFrame, cfg
             pairs.append({"prompt": row["prompt"], "form": row["form"], "genre": row["genre"], "chosen": best[1],
                           "rejected": worst[1], "chosen_quality": best[0], "rejected_quality": worst[0]})
     if not rows:
+        said = ", ".join(f"{reason} {n}" for reason, n in reasons.items() if n)
         raise ValueError(f"distillation: none of the {cfg.k * len(prompts)} sampled pieces passed the checks "
-                         "(full last sentence, form, a word of the prompt)")
+                         f"(full last sentence, form, a word of the prompt; dropped: {said})")
     kept_q = [r["chosen_quality"] for r in pairs]
     stats = {"prompts": len(prompts), "k": cfg.k, "kept": len(rows), "dropped_pieces": dropped,
+             "dropped_by_reason": reasons,
              "pairs": len(pairs), "measures": trust, "sampled_s": round(sampled_s, 1),
              "seconds": round(time.perf_counter() - started, 1),
              "mean_all_quality": _mean(quality), "mean_kept_quality": _mean(kept_q)}
