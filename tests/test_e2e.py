@@ -111,7 +111,7 @@ def test_first_run_completes_every_step_and_bootstraps_the_stack(project, first_
     assert logged["families"] == ["gan", "seq2seq", "transformer"]  # one model per training step (+ promote's)
     champion = json.loads(run(project, "-c", CHAMPION_SCRIPT).stdout.strip().splitlines()[-1])
     assert isinstance(champion["text"], str) and champion["family"] in {"seq2seq", "transformer", "gan"}
-    assert champion["versions"] == 3
+    assert champion["versions"] == 4  # the three families and the Transformer's untuned base
     assert "[promote]" in out and "first champion of 'creative-writer'" in out
 
 
@@ -122,9 +122,9 @@ def test_second_identical_run_is_cached_except_promotion_and_changes_no_stack(pr
     assert {last[s] for s in STEPS - ALWAYS_RUN} == {"cached"}
     assert {last[s] for s in ALWAYS_RUN} == {"completed"}
     assert "is already the champion" in out or "the champion stays" in out
-    # the same three models: nothing logged or registered again (content fingerprints match)
+    # the same four models: nothing logged or registered again (content fingerprints match)
     champion = json.loads(run(project, "-c", CHAMPION_SCRIPT).stdout.strip().splitlines()[-1])
-    assert champion["versions"] == 3
+    assert champion["versions"] == 4
 
 
 def test_a_checkpoint_that_cannot_resolve_stops_the_run_before_any_step(project, first_run):
