@@ -5,6 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+# imported before any test patches models.families.load_model: a module first imported inside a patched test
+# would keep the stand-in writer for the rest of the session (evaluation.candidates imports load_model by name)
+import evaluation.candidates  # noqa: F401
 from training.distill import DistillConfig, distill, eligible, sample_prompts, training_pieces
 
 
