@@ -35,7 +35,7 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -324,6 +324,22 @@ def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll.sum(dim=1)
 
 
+def _batched_nll(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, batch_size: int,
+                 row_nll: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> list[float]:
+    """Runs ``row_nll`` (a collated batch → summed NLL per row) over the pairs in batches of similar length.
+
+    Returns the NLLs in the pairs' order (sorting by length means less padding).
+    """
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
+    out = [0.0] * len(pairs)
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        for i, n in zip(rows, row_nll(collate_examples([pairs[i] for i in rows], pad_id)).cpu().tolist(),
+                        strict=True):
+            out[i] = float(n)
+    return out
+
+
 @torch.inference_mode()
 def summed_nll(model: Any, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int,
                batch_size: int = 16) -> list[float]:
@@ -331,17 +347,14 @@ def summed_nll(model: Any, pairs: Sequence[tuple[list[int], list[int]]], pad_id:
 
     Pairs run in batches of similar length (less padding); labels of ``-100`` are not scored.
     """
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
-    out = [0.0] * len(pairs)
     device = model.device
-    for start in range(0, len(order), batch_size):
-        rows = order[start: start + batch_size]
-        batch = collate_examples([pairs[i] for i in rows], pad_id)
+
+    def row_nll(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(input_ids=batch["input_ids"].to(device),
                        attention_mask=batch["attention_mask"].to(device)).logits
-        for i, n in zip(rows, sequence_nll(logits, batch["labels"].to(device)).cpu().tolist(), strict=True):
-            out[i] = float(n)
-    return out
+        return sequence_nll(logits, batch["labels"].to(device))
+
+    return _batched_nll(pairs, pad_id, batch_size, row_nll)
 
 
 @torch.inference_mode()
@@ -357,22 +370,17 @@ def selective_nll(model: Any, pairs: Sequence[tuple[list[int], list[int]]], pad_
     body = getattr(model, "base_model", None)
     if head is None or body is None or body is model:
         return summed_nll(model, pairs, pad_id, batch_size)
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
-    out = [0.0] * len(pairs)
     device = model.device
-    for start in range(0, len(order), batch_size):
-        rows = order[start: start + batch_size]
-        batch = collate_examples([pairs[i] for i in rows], pad_id)
+
+    def row_nll(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = body(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))[0]
         target = batch["labels"][:, 1:].to(device)
         scored = target != IGNORE
-        logits = head(hidden[:, :-1][scored]).float()
-        nll = F.cross_entropy(logits, target[scored], reduction="none")
-        which = torch.arange(len(rows), device=device).unsqueeze(1).expand_as(target)[scored]
-        sums = torch.zeros(len(rows), device=device).index_add_(0, which, nll)
-        for i, n in zip(rows, sums.cpu().tolist(), strict=True):
-            out[i] = float(n)
-    return out
+        nll = F.cross_entropy(head(hidden[:, :-1][scored]).float(), target[scored], reduction="none")
+        which = torch.arange(len(target), device=device).unsqueeze(1).expand_as(target)[scored]
+        return torch.zeros(len(target), device=device).index_add_(0, which, nll)
+
+    return _batched_nll(pairs, pad_id, batch_size, row_nll)
 
 
 def parameter_count(model: torch.nn.Module) -> int:
