@@ -1,10 +1,13 @@
-"""Data preparation shared by the model benchmarks: a profile's cleaning, split and tokenizer."""
+"""What the benchmarks share: the ``--smoke`` mode, a profile's cleaning, split and tokenizer, machine peaks."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -15,6 +18,33 @@ from corpus.cleaning import CleaningConfig, clean_corpus
 from corpus.loaders import load_sources
 from corpus.split import assign_splits
 from models.tokenizer import train_on_split
+
+SMOKE_PROFILE = "configs/smoke.yaml"
+SMOKE_HELP = ("a tiny run of the same code (the smoke profile, tiny sizes, --json into a temporary folder): it "
+              "checks that the command works; its figures mean nothing. The tests run every documented command so")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, **tiny: Any) -> argparse.Namespace:
+    """Parses ``argv`` with a ``--smoke`` flag added; under ``--smoke`` the options in ``tiny`` take those values.
+
+    The documented options are parsed as given first (a renamed option still fails), then ``tiny`` shrinks the
+    sizes so the whole command runs in seconds. ``--json`` is redirected into a temporary folder, so a smoke
+    run never overwrites the recorded figures in ``docs/``.
+
+    Raises:
+        AttributeError: ``tiny`` names an option the parser does not have (a mistake in the benchmark).
+    """
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    args = parser.parse_args(argv)
+    if not args.smoke:
+        return args
+    for name, value in tiny.items():
+        if not hasattr(args, name):
+            raise AttributeError(f"--smoke sets {name!r}, which {parser.prog} has no option for")
+        setattr(args, name, value)
+    if getattr(args, "json", None) is not None:
+        args.json = Path(tempfile.mkdtemp(prefix="cw-smoke-")) / Path(args.json).name
+    return args
 
 
 @dataclass

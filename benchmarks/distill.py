@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.common import SMOKE_PROFILE, parse_args
+
 
 def write_and_score(name: str, directory: Path, suite: Any, prompts: pd.DataFrame, judge: Any,
                     trust: list[str]) -> tuple[dict[str, Any], list[str], list[float]]:
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-corpus", type=int, default=0, help="corpus pieces trained on beside the distilled")
     parser.add_argument("--open-limit", type=int, default=0, help="open prompts written (0 = all 66)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, k=2, prompts=2, open_limit=2)
     if args.k < 2 or args.prompts < 1 or args.open_limit < 0:
         parser.error("--k must be ≥ 2, --prompts ≥ 1 and --open-limit ≥ 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -104,11 +106,17 @@ def main(argv: list[str] | None = None) -> int:
                              check_pairs=suite.check_pairs, check_min_accuracy=suite.check_min_accuracy,
                              check_composite_pairs=suite.check_composite_pairs,
                              check_sources=list(suite.check_sources))
-    made = distill(base_dir, train_part, test_part, settings, model_cfg.base_model, suite.torch_threads)
-    distilled = fresh()
-    train(distilled, training_pieces(made, train_part, args.keep_corpus, suite.seed), val_part, train_cfg)
-    distilled_dir = distilled.save(Path(base_dir).parent / f"{Path(base_dir).name}-distilled")
-    minutes["distilled"] = (time.perf_counter() - started) / 60
+    writers = {"base": base_dir, "lora": lora_dir}
+    try:
+        made = distill(base_dir, train_part, test_part, settings, model_cfg.base_model, suite.torch_threads)
+    except ValueError as error:  # nothing passed the checks: a finding of this run, reported with the rest
+        made, not_distilled = None, str(error)
+        print(f"no distilled LoRA: {not_distilled}", flush=True)
+    else:
+        distilled = fresh()
+        train(distilled, training_pieces(made, train_part, args.keep_corpus, suite.seed), val_part, train_cfg)
+        writers["distilled"] = distilled.save(Path(base_dir).parent / f"{Path(base_dir).name}-distilled")
+        minutes["distilled"] = (time.perf_counter() - started) / 60
 
     reference = reference_model(suite)
     judge = Judge(reference) if reference is not None else None
@@ -116,17 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     trust = trusted(check)
     prompts = open_prompts(suite)
     rows, texts, quality = [], {}, {}
-    for name, directory in (("base", base_dir), ("lora", lora_dir), ("distilled", distilled_dir)):
+    for name, directory in writers.items():
         row, texts[name], quality[name] = write_and_score(name, Path(directory), suite, prompts, judge, trust)
         rows.append({**row, "minutes_to_make": round(minutes[name], 2)})
     table = pd.DataFrame(rows)
-    versus = {name: paired_bootstrap(quality[name], quality["base"], seed=suite.seed) for name in ("lora", "distilled")}
+    versus = {name: paired_bootstrap(quality[name], quality["base"], seed=suite.seed)
+              for name in writers if name != "base"}
     pd.set_option("display.width", 220)
     print(table.to_string(index=False))
     for name, b in versus.items():
         print(f"{name} − base: story quality {b['mean_diff']:+.4f} (95 % {b['low']:+.4f} … {b['high']:+.4f}), "
               f"better in {b['p_better']:.1%} of resamples, {b['pairs']} prompts")
-    print(f"distillation: {json.dumps(made.stats)}; trusted measures: {', '.join(trust) or 'none'}")
+    stats = made.stats if made is not None else {"not_distilled": not_distilled}
+    print(f"distillation: {json.dumps(stats)}; trusted measures: {', '.join(trust) or 'none'}")
     for i in range(min(2, len(prompts))):
         print(f"\n### {prompts['prompt'].iloc[i]}")
         for name in texts:
@@ -135,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "profile": args.profile, "k": args.k, "prompts": args.prompts, "keep_corpus": args.keep_corpus,
             "open_prompts": len(prompts), "trusted": trust, "table": table.to_dict("records"),
-            "versus_base": versus, "distillation": made.stats,
+            "versus_base": versus, "distillation": stats,
             "samples": [{"prompt": prompts["prompt"].iloc[i], **{n: texts[n][i] for n in texts}}
                         for i in range(min(6, len(prompts)))]}, indent=2, default=str))
     return 0

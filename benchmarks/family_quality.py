@@ -30,7 +30,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.common import Prepared, prepare, scratch_settings
+from benchmarks.common import SMOKE_PROFILE, Prepared, parse_args, prepare, scratch_settings
 from benchmarks.seq2seq_quality import relevance
 from models.contract import GenerationSettings, WriterModel
 from training.seq2seq import unigram_per_word_ppl
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=240.0, help="training seconds per family")
     parser.add_argument("--samples", type=int, default=30, help="validation prompts for relevance")
     parser.add_argument("--max-val", type=int, default=300, help="validation pieces scored")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, dataset=None, budget_s=1.0, samples=2, max_val=8)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = prepare(args.profile, args.dataset)
     tr, va = data.part("train"), data.part("validation").head(args.max_val)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import memory_bandwidth
+from benchmarks.common import memory_bandwidth, parse_args
 from models.contract import GenerationSettings
 from models.transformer import TransformerConfig, TransformerWriter, build_transformer
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-int8", action="store_true", help="measure fp32 only")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, spec="tiny:llama-chat", runs=1, tokens=4, threads=[1])
     rows: list[dict[str, Any]] = []
     for quantized in ([False] if args.no_int8 else [False, True]):
         writer = variant(args.spec, quantized)

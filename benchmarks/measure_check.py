@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.common import SMOKE_PROFILE, parse_args
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DEFAULT_SOURCES = (
     f"writingprompts:{SHARED / 'writingprompts'}",
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--composite-pairs", type=int, default=5, help="pairs per measure and source for the composite")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, dataset=["builtin?n=60&seed=2"], pairs=1, composite_pairs=1)
     if args.pairs < 1 or args.composite_pairs < 0:
         parser.error("--pairs must be ≥ 1 and --composite-pairs ≥ 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

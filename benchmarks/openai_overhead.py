@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.common import parse_args
 from benchmarks.serve_load import PROMPTS
 from infra.local_server import Server
 from infra.stack import tracking_uri
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri(),
                         help="the MLflow registry holding models:/creative-writer@champion")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, rounds=1, max_new_tokens=[4])
     home = tempfile.mkdtemp(prefix="cw-openai-bench-")
     server = Server({"MLFLOW_TRACKING_URI": args.tracking_uri, "CW_API_TOKEN": "", "BENTOML_HOME": home},
                     Path(home) / "server.log")

@@ -18,6 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.common import parse_args
+
 METRICS = ("open_use", "open_coverage", "open_form", "open_complete", "open_repetition", "open_distinct2",
            "open_words")
 
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2, help="seeds per setting (metrics averaged)")
     parser.add_argument("--max-new-tokens", type=int, default=120)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, prompts=2, seeds=1, max_new_tokens=8)
 
     from core.threads import configure_threads
     from evaluation.writing import load_open_prompts, open_prompt_metrics

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import memory_bandwidth
+from benchmarks.common import memory_bandwidth, parse_args
 from benchmarks.generate_speed import DEFAULT_SPEC, PIECES, PROMPTS, weight_bytes
 from models.configs import GGUF_EXPORTS
 from models.contract import GenerationSettings
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, runs=1, tokens=4)
     if args.model and not (Path(args.model) / "manifest.json").is_file():
         parser.error(f"--model {args.model}: not a saved model directory (no manifest.json)")
     from models.llama_cpp import LlamaCppWriter

@@ -18,7 +18,7 @@ import logging
 import re
 import time
 
-from benchmarks.common import prepare
+from benchmarks.common import SMOKE_PROFILE, parse_args, prepare
 from models.contract import GenerationSettings
 from models.seq2seq import build_writer
 from training.config import TrainConfig
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the profile's epochs")
     parser.add_argument("--max-train-pieces", type=int, help="override the profile's max_train_pieces")
     parser.add_argument("--samples", type=int, default=40, help="validation prompts for relevance")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, dataset=None, epochs=1, max_train_pieces=16, samples=2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     data = prepare(args.profile, args.dataset)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.common import parse_args
 from infra.local_server import Server
 from infra.stack import tracking_uri
 
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="soak: how long")
     parser.add_argument("--warmup", type=float, default=30.0, help="soak: seconds of the same load before measuring")
     parser.add_argument("--rss-bound-mib", type=float, default=64.0, help="soak: allowed memory growth")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, levels=[1], requests=2, runs=1, max_new_tokens=4, stream_repeats=1,
+                      clients=2, seconds=2.0, warmup=1.0)
     if args.soak:
         return run_soak(args)
 

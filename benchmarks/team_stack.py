@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import parse_args
 from core.paths import PROJECT_ROOT
 from infra.processes import free_port
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="cached reruns per stack (alternating)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, runs=1)
 
     base = Path(tempfile.mkdtemp(prefix="cw-team-bench-", dir="/tmp"))
     base.chmod(0o755)  # PostgreSQL runs as its own user and must reach its folder

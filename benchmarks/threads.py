@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import parse_args
 from core.paths import PROJECT_ROOT
 
 
@@ -63,13 +64,13 @@ def worker(seconds: float, start_at: float) -> dict:
             "tokens_per_s": steps * batch * tgt_len / took, "step_s": took / max(steps, 1)}
 
 
-def scenario(processes: int, one_thread: bool, seconds: float) -> list[dict]:
-    """Runs ``processes`` workers at once; returns each one's result."""
+def scenario(processes: int, one_thread: bool, seconds: float, settle: float = 10.0) -> list[dict]:
+    """Runs ``processes`` workers at once, started together ``settle`` seconds from now; returns their results."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("CW_TORCH_THREADS", None)
     if one_thread:
         env["CW_TORCH_THREADS"] = "1"
-    start_at = time.time() + 10  # after every worker has imported torch and built its model
+    start_at = time.time() + settle  # after every worker has imported torch and built its model
     children = [subprocess.Popen([sys.executable, "-m", "benchmarks.threads", "--worker", "--seconds", str(seconds),
                                   "--start-at", str(start_at)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
                                  text=True) for _ in range(processes)]
@@ -88,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="training time per process and run")
     parser.add_argument("--runs", type=int, default=3, help="repeats per scenario (medians reported)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="seconds the workers get to import torch before they start together")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, seconds=1.0, runs=1, settle=3.0)
     if args.worker:
         print(json.dumps(worker(args.seconds, args.start_at)))
         return 0
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[list[dict]]] = {name: [] for name in plan}
     for run in range(args.runs):
         for name, (processes, one_thread) in plan.items():
-            runs[name].append(scenario(processes, one_thread, args.seconds))
+            runs[name].append(scenario(processes, one_thread, args.seconds, args.settle))
             print(f"run {run + 1}/{args.runs} {name}: "
                   + ", ".join(f"{r['tokens_per_s']:.0f}" for r in runs[name][-1]) + " tokens/s", flush=True)
     summary = {}

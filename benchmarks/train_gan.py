@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from benchmarks.common import prepare
+from benchmarks.common import SMOKE_PROFILE, parse_args, prepare
 from models.gan import Discriminator, DiscriminatorConfig, GanConfig
 from models.seq2seq import build_writer
 from training.gan import _Batches, discriminator_step, generator_step
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="updates per timed run")
     parser.add_argument("--rollouts", type=int, nargs="+", default=[2, 4])
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, dataset=["builtin?n=200&seed=13"], runs=1, steps=1,
+                      rollouts=[2])
     data = prepare(args.profile, args.dataset or ["builtin?n=600"])
     params = data.steps["train_gan"]["parameters"]
     base = GanConfig(**params["gan"])

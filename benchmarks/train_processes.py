@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.common import Prepared, prepare
+from benchmarks.common import SMOKE_PROFILE, Prepared, parse_args, prepare
 
 
 def one_run(prepared: Prepared, model: dict, train: dict, processes: int, threads: int,
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of the single process")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, runs=1, pieces=4)
     if os.environ.get("CW_TORCH_THREADS"):
         parser.error("unset CW_TORCH_THREADS: it would override the thread counts compared here")
     prepared = prepare(args.profile)

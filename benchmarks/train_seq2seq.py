@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from benchmarks.common import matmul_peak, prepare
+from benchmarks.common import SMOKE_PROFILE, matmul_peak, parse_args, prepare
 from models.contract import GenerationSettings
 from models.seq2seq import build_writer
 from training.seq2seq import collate, encode_frame, make_batches
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batches", type=int, default=5, help="optimizer steps per timed run")
     parser.add_argument("--skip-bf16", action="store_true", help="only fp32 (bf16 is very slow without native support)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, dataset=None, runs=1, batches=1)
     data = prepare(args.profile, args.dataset or ["builtin?n=1500"])
     steps, split, tok, tr = data.steps, data.split, data.tokenizer, data.part("train")
     model_cfg = steps["train_seq2seq"]["parameters"]["model"]

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import matmul_peak, memory_bandwidth, prepare, scratch_settings
+from benchmarks.common import SMOKE_PROFILE, matmul_peak, memory_bandwidth, parse_args, prepare, scratch_settings
 from models.contract import GenerationSettings
 from models.transformer import TransformerConfig, build_transformer, collate_examples, parameter_count
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batches", type=int, default=4, help="optimizer steps per timed run")
     parser.add_argument("--skip-bf16", action="store_true", help="only fp32")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, dataset=None, runs=1, batches=1, sizes="profile,2x32x2")
     data = prepare(args.profile, args.dataset or ["builtin?n=1500"])
     params = data.steps["train_transformer"]["parameters"]
     batch_size = params["train_config"]["batch_size"]
