@@ -12,6 +12,7 @@ environment holds what differs per deployment (read and validated by pydantic-se
 ``CW_RUNTIME``            ``llama.cpp`` / ``torch``: what runs the Transformer family (``model.runtime``)
 ``CW_HOST``, ``CW_PORT``  where ``python -m serving`` binds
 ``CW_API_TOKEN``          the bearer token (the variable's name is ``server.token_env``)
+``CW_DATABASE_URL``       the story database (``workspace.database_url``; default SQLite in ``.state/``)
 ``CW_DEPLOYMENT_ID``      set by the deployment for its server; ``GET /model`` reports it
 ``CW_DEPLOYMENT_ROOT``    set by the deployment: the checkout whose deployment this process is
 ========================  ===============================================================
@@ -44,6 +45,7 @@ from core.validation import STRICT, refusal
 from core.yaml_files import read_mapping
 from models.configs import RUNTIMES
 from models.params import SAMPLING_FIELDS, choice_fields
+from workspace.config import WorkspaceSettings
 
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "serving.yaml"
 DEPLOYMENT_ID_ENV = "CW_DEPLOYMENT_ID"  # which deployment started this server (its processes inherit it)
@@ -179,6 +181,7 @@ class ServingConfig:
     batching: Batching = field(default_factory=Batching)
     defaults: Defaults = field(default_factory=Defaults)
     ui: UiSettings = field(default_factory=UiSettings)
+    workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
 
     @property
     def token(self) -> str:

@@ -3,8 +3,10 @@
 - With a token configured, every path except the health and metrics probes needs
   ``Authorization: Bearer <token>``; a browser opens the UI once as ``/ui/?token=<token>``, which sets an
   HTTP-only cookie and redirects to the clean address. Wrong or missing token: 401 with a JSON message.
-- A body over ``max_body_bytes`` gets 413 before the application sees it (by ``Content-Length``, or by
-  counting when the body is chunked).
+- With writer accounts (:mod:`workspace`), a writer's own token passes the guard too (``writer_token``
+  says whether a token is one); the story routes then know who is writing.
+- A body over ``max_body_bytes`` (``/stories``: ``story_body_bytes``, a manuscript is longer than a prompt)
+  gets 413 before the application sees it (by ``Content-Length``, or by counting when the body is chunked).
 - :class:`UiGuardMiddleware`: the mounted Gradio app answers malformed requests to its internal routes
   with 500s (a fuzzer found a dozen: undecodable query strings, unknown API names, a zero icon size). The
   guard serves only the routes the writing UI's page uses, 404 for Gradio's other routes (its REST API,
@@ -28,6 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
 JSON_ONLY = ("/generate", "/stream", "/v1/completions", "/v1/chat/completions")  # JSON bodies only
+STORIES_PREFIX = "/stories"
 OPENAI_PREFIX = "/v1/"  # refusals on these paths use OpenAI's error object (its clients read it)
 OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 413: "request_too_large", 415: "unsupported_media_type"}
 COOKIE = "cw_token"
@@ -53,17 +56,25 @@ class GuardMiddleware:
         app: The wrapped ASGI app.
         token: The bearer token ('' leaves the API open).
         max_body_bytes: Largest accepted request body.
+        story_body_bytes: Largest accepted body on the ``/stories`` routes (default: ``max_body_bytes``).
+        writer_token: Whether a bearer token is a writer account's (those pass the guard too).
     """
 
-    def __init__(self, app: Any, token: str = "", max_body_bytes: int = 65536) -> None:
+    def __init__(self, app: Any, token: str = "", max_body_bytes: int = 65536, story_body_bytes: int = 0,
+                 writer_token: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.story_body_bytes = story_body_bytes or max_body_bytes
+        self.writer_token = writer_token
 
     def _authorised(self, scope: Scope) -> bool:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         given = headers.get("authorization", "")
-        if given.lower().startswith("bearer ") and hmac.compare_digest(given[7:].strip(), self.token):
+        bearer = given[7:].strip() if given.lower().startswith("bearer ") else ""
+        if bearer and hmac.compare_digest(bearer, self.token):
+            return True
+        if bearer and self.writer_token is not None and self.writer_token(bearer):
             return True
         cookie = SimpleCookie(headers.get("cookie", ""))
         return COOKIE in cookie and hmac.compare_digest(cookie[COOKIE].value, self.token)
@@ -94,8 +105,9 @@ class GuardMiddleware:
             return
         headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await self._too_large(send, path)
+        cap = self.story_body_bytes if path.startswith(STORIES_PREFIX) else self.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > cap:
+            await self._too_large(send, path, cap)
             return
         kind = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
         if scope.get("method") == "POST" and path in JSON_ONLY and kind != b"application/json":
@@ -103,20 +115,21 @@ class GuardMiddleware:
                                              f"{kind.decode('latin-1')!r}"}, path=path)
             return
         if scope.get("method") in {"POST", "PUT", "PATCH"} and length is None:
-            receive = await self._buffered(receive, send, path)
+            receive = await self._buffered(receive, send, path, cap)
             if receive is None:
                 return
         await self.app(scope, receive, send)
 
-    async def _too_large(self, send: Send, path: str) -> None:
-        await _json(send, 413, {"error": f"request body larger than {self.max_body_bytes} bytes; "
-                                         "shorten the prompt (see limits in GET /model)"}, path=path)
+    async def _too_large(self, send: Send, path: str, cap: int) -> None:
+        what = "the story" if path.startswith(STORIES_PREFIX) else "the prompt"
+        await _json(send, 413, {"error": f"request body larger than {cap} bytes; shorten {what} (see limits in "
+                                         "GET /model)"}, path=path)
 
-    async def _buffered(self, receive: Receive, send: Send, path: str) -> Receive | None:
+    async def _buffered(self, receive: Receive, send: Send, path: str, cap: int) -> Receive | None:
         """Reads a body of unknown length up to the cap; None (after a 413) when it is larger."""
-        body, replay = await _read_body(receive, self.max_body_bytes)
+        body, replay = await _read_body(receive, cap)
         if body is None:
-            await self._too_large(send, path)
+            await self._too_large(send, path, cap)
             return None
         return replay
 

@@ -143,13 +143,19 @@ def api_document(document: dict[str, Any], include_ui: bool = False, model_id: s
     v1_paths, v1_schemas = openapi_parts(model_id, limits)
     out["paths"] = {**{p: item for p, item in out["paths"].items() if not p.startswith("/v1/")}, **v1_paths}
     schemas.update(copy.deepcopy(v1_schemas))
+    from serving.stories_api import openapi_parts as story_parts
+
+    story_paths, story_schemas = story_parts()  # documented from the store's own models, as /v1's
+    out["paths"] = {**{p: item for p, item in out["paths"].items() if not p.startswith("/stories")}, **story_paths}
+    schemas.update(copy.deepcopy(story_schemas))
     keep = _referenced(out["paths"], schemas)  # the UI's request bodies go with its routes
     out["components"]["schemas"] = {name: schema for name, schema in schemas.items() if name in keep}
     if not include_ui:
         out.setdefault("info", {})["description"] = (
             "The creative-writer API: POST /generate (drafts with provenance and timings), POST /stream (one draft "
             "as plain-text chunks), GET /model (what is served), and the OpenAI-compatible /v1/models, "
-            "/v1/completions and /v1/chat/completions. The writing UI is at /ui/ (its internal routes "
+            "/v1/completions and /v1/chat/completions, and the writer's stories under /stories (every save a "
+            "version; a stale edit is refused with 409). The writing UI is at /ui/ (its internal routes "
             "are left out of this document; /docs.json?ui=1 includes them).")
     return to_openapi30(out)
 

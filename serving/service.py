@@ -9,11 +9,13 @@ chunks), ``GET /model`` (what is served and its evaluation metrics), ``/ui`` (th
 ``/livez``, ``/readyz`` (503 with the reason until a model is loaded), ``/metrics`` (Prometheus, with
 ``creative_writer_requests_total`` and ``creative_writer_tokens_total``) and ``/docs`` (OpenAPI); and the
 OpenAI-compatible ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/completions``
-(:mod:`serving.openai_compat`).
+(:mod:`serving.openai_compat`); and the writer's stories, kept with every version in the workspace
+database: ``/stories`` (:mod:`serving.stories_api`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import AsyncGenerator
@@ -31,7 +33,10 @@ from serving.openai_compat import OpenAICompat, add_routes
 from serving.openapi import ApiDocsMiddleware
 from serving.planner import RequestError, RequestPlanner
 from serving.schemas import GenerateResponse
+from serving.stories_api import add_story_routes
 from serving.ui import build_ui, prepare_for_mount
+from workspace.db import database_url
+from workspace.store import StoreError, StoryStore
 
 log = logging.getLogger("creative_writer.service")
 
@@ -77,6 +82,23 @@ def _current_engine() -> Engine:
 
 
 add_routes(info_app, OpenAICompat(_current_engine, count))  # /v1: the same engine, batching and guard
+
+
+@functools.cache
+def story_store() -> StoryStore:
+    """The workspace's story store, opened (and migrated) on first use; a failed open is retried next time."""
+    return StoryStore(database_url(CONFIG.workspace.database_url), CONFIG.workspace)
+
+
+def is_writer_token(token: str) -> bool:
+    """Whether ``token`` is a writer account's (False when the database cannot say)."""
+    try:
+        return story_store().writer_for_token(token) is not None
+    except StoreError:
+        return False
+
+
+add_story_routes(info_app, story_store)
 
 UI = prepare_for_mount(build_ui(_current_engine, CONFIG))  # mounted at /ui; its guard checks events against it
 
@@ -152,5 +174,6 @@ class CreativeWriter:
 
 CreativeWriter.add_asgi_middleware(ApiDocsMiddleware, model_id=CONFIG.model.registered_name, limits=CONFIG.limits)
 CreativeWriter.add_asgi_middleware(UiGuardMiddleware, blocks=UI)
-CreativeWriter.add_asgi_middleware(GuardMiddleware, token=CONFIG.token, max_body_bytes=CONFIG.limits.max_body_bytes)
+CreativeWriter.add_asgi_middleware(GuardMiddleware, token=CONFIG.token, max_body_bytes=CONFIG.limits.max_body_bytes,
+                                   story_body_bytes=CONFIG.workspace.max_body_bytes, writer_token=is_writer_token)
 

@@ -80,8 +80,8 @@ def served(tmp_path_factory, tiny_tokenizer):
 
     folder = tmp_path_factory.mktemp("served")
     uri = register_tiny_champion(folder, tiny_tokenizer)
-    server = Server({"MLFLOW_TRACKING_URI": uri, "BENTOML_HOME": str(folder / "bentoml"), "CW_API_TOKEN": ""},
-                    folder / "server.log")
+    server = Server({"MLFLOW_TRACKING_URI": uri, "BENTOML_HOME": str(folder / "bentoml"), "CW_API_TOKEN": "",
+                     "CW_DATABASE_URL": f"sqlite:///{folder}/workspace.db"}, folder / "server.log")
     try:
         server.wait(ready=True)
         yield server
@@ -96,7 +96,8 @@ def guarded_empty(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("guarded")
     server = Server({"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "BENTOML_HOME": str(folder / "bentoml"),
-                     "CW_API_TOKEN": "s3cret"}, folder / "server.log")
+                     "CW_API_TOKEN": "s3cret", "CW_DATABASE_URL": f"sqlite:///{folder}/workspace.db"},
+                    folder / "server.log")
     try:
         server.wait(ready=False)
         yield server

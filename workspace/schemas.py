@@ -1,0 +1,83 @@
+"""What a story is, as the API reads and writes it (pydantic; unknown fields are refused by name)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workspace.config import WorkspaceSettings
+
+FORBID = ConfigDict(extra="forbid", strict=True)
+
+
+class LoreEntry(BaseModel):
+    """A lorebook (world info) entry: its text goes into the instruction when a key is in the recent text."""
+
+    model_config = FORBID
+
+    keys: list[str] = Field(default_factory=list, max_length=20)
+    content: str = ""
+    pinned: bool = False  # always included, keys or not
+
+
+class Turn(BaseModel):
+    """One model turn: what was written, with what, and what the writer did with it.
+
+    ``alternatives`` are the drafts a Regenerate made (``kept`` is the one in the text); ``feedback`` is
+    ``up``/``down``/'' and ``edited`` whether the writer changed the turn's text afterwards.
+    """
+
+    model_config = FORBID
+
+    text: str = ""
+    seed: int | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    alternatives: list[str] = Field(default_factory=list, max_length=16)
+    kept: int = 0
+    feedback: str = Field("", pattern="^(up|down|)$")
+    edited: bool = False
+
+
+class StoryFields(BaseModel):
+    """The fields a writer saves; in a PUT, a field left out keeps its current value."""
+
+    model_config = FORBID
+
+    title: str = "Untitled"
+    text: str = ""
+    memory: str = ""
+    authors_note: str = ""
+    note_depth: int = Field(3, ge=0, le=100)  # how many paragraphs from the end the author's note goes
+    lorebook: list[LoreEntry] = Field(default_factory=list)
+    turns: list[Turn] = Field(default_factory=list)
+
+
+class StoryEdit(StoryFields):
+    """A PUT: the version the edit was made on (a stale one is refused with 409), and the fields."""
+
+    version: int = Field(ge=1)
+
+
+class Restore(BaseModel):
+    """Restoring an old version: the current version the writer saw (a stale one is refused with 409)."""
+
+    model_config = FORBID
+
+    version: int = Field(ge=1)
+
+
+def size_problem(fields: StoryFields, limits: WorkspaceSettings) -> tuple[str, str] | None:
+    """``(field, message)`` for the first field over its cap in ``limits``, or None."""
+    caps = [("title", len(fields.title), limits.max_title_chars), ("text", len(fields.text), limits.max_text_chars),
+            ("memory", len(fields.memory), limits.max_note_chars),
+            ("authors_note", len(fields.authors_note), limits.max_note_chars),
+            ("lorebook", len(fields.lorebook), limits.max_lorebook_entries),
+            ("turns", len(fields.turns), limits.max_turns)]
+    caps += [(f"lorebook.{i}.content", len(e.content), limits.max_entry_chars) for i, e in enumerate(fields.lorebook)]
+    for name, size, cap in caps:
+        if size > cap:
+            unit = "entries" if name in ("lorebook", "turns") else "characters"
+            return name, f"{name} has {size} {unit}; at most {cap} are accepted"
+    return None
