@@ -24,13 +24,15 @@ FAMILIES: dict[str, str] = {
 FAST: dict[str, str] = {"transformer": "models.llama_cpp:LlamaCppWriter"}  # the families llama.cpp runs
 
 
-def load_model(directory: Path, runtime: str = "torch", threads: int = 0) -> WriterModel:
+def load_model(directory: Path, runtime: str = "torch", threads: int = 0, context: int = 0) -> WriterModel:
     """Loads any family's saved model directory (dispatching on the manifest's ``family``).
 
     Args:
         directory: A saved model directory.
         runtime: ``torch``, or ``llama.cpp`` for the families and exports it runs (others load on torch).
         threads: llama.cpp threads (0: the thread policy's default, see :mod:`core.threads`).
+        context: The llama.cpp runtime's context in tokens (0: the one the model was trained with); a longer
+            one lets a Continue read more of a manuscript, up to what the base was trained for.
 
     Raises:
         ValueError: For an unknown family or runtime.
@@ -47,7 +49,8 @@ def load_model(directory: Path, runtime: str = "torch", threads: int = 0) -> Wri
     if runtime == "llama.cpp" and family in FAST:
         if manifest.get("gguf"):
             module, _, name = FAST[family].partition(":")
-            return getattr(importlib.import_module(module), name).load(Path(directory), threads=threads)
+            return getattr(importlib.import_module(module), name).load(Path(directory), threads=threads,
+                                                                       context=context)
         log.info("%s has no GGUF export: the torch runtime serves it", directory)
     module, _, name = FAMILIES[family].partition(":")
     return getattr(importlib.import_module(module), name).load(Path(directory))

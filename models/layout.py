@@ -66,6 +66,9 @@ def turn_end_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
+FRAME_TOKENS = 64  # the chat template's and the instruction's own tokens around a prompt (SmolLM2: ~40)
+
+
 class PromptLayout(WriterModel):
     """The prompt layout of a Transformer-family writer (tokenizer + config); a runtime adds the network.
 
@@ -205,8 +208,13 @@ class PromptLayout(WriterModel):
         return ids[-self.lead_window():]
 
     def lead_window(self) -> int:
-        """Tokens of a given beginning (``GenerationSettings.lead``) the model reads: a third of its context."""
-        return self.config.context // 3
+        """Tokens of a given beginning (``GenerationSettings.lead``) the model reads.
+
+        The context less the prompt's window, :data:`FRAME_TOKENS` for the instruction's frame, and a quarter
+        of the context kept for the new text: 2,144 of a 3,072-token serving context (a Continue reads that
+        much of a manuscript's end), 320 of a 640-token training context.
+        """
+        return max(1, self.config.context - self.config.max_prompt_tokens - FRAME_TOKENS - self.config.context // 4)
 
     def _text(self, ids: list[int], settings: GenerationSettings) -> str:
         text = decode_ids(self.tokenizer, ids)

@@ -24,6 +24,7 @@ Beam search is the torch runtime's only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -199,15 +200,25 @@ class LlamaCppWriter(PromptLayout):
         return {str(record.get("path", self.gguf_path.name)): str(record.get("sha256", ""))}
 
     @classmethod
-    def load(cls, directory: Path, threads: int = 0) -> LlamaCppWriter:
+    def load(cls, directory: Path, threads: int = 0, context: int = 0) -> LlamaCppWriter:
         """The saved model's GGUF export on llama.cpp, after checking it against the manifest.
+
+        Args:
+            directory: The saved model directory.
+            threads: llama.cpp threads (0: the thread policy's default).
+            context: The context in tokens (0: the trained one); at most what the base was trained for.
 
         Raises:
             RuntimeLoadError: If the model has no GGUF export, or the file is missing, truncated, changed or
-                of another architecture (the message names the file).
+                of another architecture, or ``context`` is longer than the base's (the message names it).
         """
         directory = Path(directory)
         config, tokenizer, manifest = read_saved(directory)
+        if context and context != config.context:
+            try:
+                config = dataclasses.replace(config, context=int(context))
+            except ValueError as exc:
+                raise RuntimeLoadError(f"context {context}: {exc}") from None
         record = manifest.get("gguf")
         if not record:
             raise RuntimeLoadError(f"{directory} has no GGUF export (saved before the llama.cpp runtime, or not a "
@@ -217,6 +228,10 @@ class LlamaCppWriter(PromptLayout):
         private = _private_copy(path)
         writer = cls(private, tokenizer, config, metadata=manifest, threads=threads)
         weakref.finalize(writer, shutil.rmtree, private.parent, True)
+        trained = int(writer.llm.metadata.get("llama.context_length") or 0)
+        if context and trained and context > trained:
+            raise RuntimeLoadError(f"context {context} is longer than the model's base was trained for ({trained} "
+                                   f"tokens, {path.name}): lower model.context")
         return writer
 
     def save(self, directory: Path) -> Path:

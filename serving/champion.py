@@ -149,7 +149,7 @@ def load(source: ModelSource, threads: int = 0) -> LoadedModel:
     """
     start = time.perf_counter()
     if source.bento_model:
-        model, provenance = _load_bento(source.bento_model, source.runtime, threads)
+        model, provenance = _load_bento(source.bento_model, source.runtime, threads, source.context)
     else:
         import tempfile
 
@@ -158,7 +158,7 @@ def load(source: ModelSource, threads: int = 0) -> LoadedModel:
         provenance = resolve_registry(source)
         with tempfile.TemporaryDirectory(prefix="cw-serving-") as folder:
             local = mlflow.artifacts.download_artifacts(artifact_uri=provenance.source, dst_path=folder)
-            model = load_model(saved_model_dir(Path(local)), source.runtime, threads)
+            model = load_model(saved_model_dir(Path(local)), source.runtime, threads, source.context)
     provenance = Provenance(**{**provenance.as_dict(), "runtime": runtime_of(model), "served_file": " ".join(
         f"{name} sha256:{digest[:12]}" for name, digest in getattr(model, "served_files", {}).items())})
     if not provenance.family:
@@ -173,7 +173,7 @@ def load(source: ModelSource, threads: int = 0) -> LoadedModel:
     return loaded
 
 
-def _load_bento(tag: str, runtime: str = "torch", threads: int = 0) -> tuple[Any, Provenance]:
+def _load_bento(tag: str, runtime: str = "torch", threads: int = 0, context: int = 0) -> tuple[Any, Provenance]:
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -185,7 +185,7 @@ def _load_bento(tag: str, runtime: str = "torch", threads: int = 0) -> tuple[Any
     data = dict(stored.info.metadata.get("provenance") or {})
     provenance = Provenance(**{**{k: "" for k in ("family", "registered_name", "version", "alias", "mlflow_run_id",
                                                    "training_run_id")}, **data, "source": str(stored.tag)})
-    model = load_model(saved_model_dir(Path(stored.path_of("mlflow_model"))), runtime, threads)
+    model = load_model(saved_model_dir(Path(stored.path_of("mlflow_model"))), runtime, threads, context)
     return model, provenance
 
 

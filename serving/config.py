@@ -80,6 +80,10 @@ class ModelSource:
         runtime: ``llama.cpp`` (the default) serves a Transformer-family model from its GGUF export;
             ``torch`` serves it with PyTorch. The seq2seq and GAN families, and a model saved without a GGUF
             export, always run on torch (see :func:`models.families.load_model`).
+        context: The llama.cpp runtime's context in tokens (0: the one the model was trained with). A Continue
+            reads the manuscript's end up to about two thirds of it (2,144 tokens of 3,072), and llama.cpp
+            keeps the prefix a Continue shares with the one before, so it is not read again. At most what the
+            base was trained for (SmolLM2: 8,192); memory grows with it (the KV cache).
     """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name
@@ -90,6 +94,7 @@ class ModelSource:
     bento_model: Text = ""
     retry_s: Amount = 30.0
     runtime: Runtime = "llama.cpp"
+    context: Count = 3072
 
     def describe(self) -> str:
         """Where the model comes from, in words."""

@@ -6,6 +6,9 @@ local storage), so that everything here is tested without a browser:
 - :func:`build_context` turns memory, the manuscript and the author's note into the prompt the model is
   given, within the model's prompt window: the memory first, then as much of the manuscript's end as
   fits, with the author's note placed before its last paragraph.
+- :func:`active_lore` picks the lorebook entries a turn needs: the pinned ones and those whose key is in
+  the recent text; :func:`parse_lorebook` / :func:`lorebook_text` read and write the UI's one-entry-a-line
+  form (``Wren, fox: Wren is a fox who keeps secrets.``; a leading ``*`` pins an entry).
 - :func:`apply_turn`, :func:`undo` and :func:`redo` keep the model's turns undoable; an undo removes the
   turn's text even after the writer edited what came before it.
 - :func:`save_story` and :func:`story_choices` keep the list of saved stories; :func:`export_story`
@@ -28,6 +31,47 @@ from typing import Any
 
 MAX_STORIES = 50  # kept in the browser; the oldest are dropped beyond this
 NOTE_FORMAT = "[Author's note: {}]"
+LORE_FORMAT = "[{}]"  # an active lorebook entry in the instruction
+RECENT_CHARS = 2000  # how far back a lorebook key is looked for
+
+
+def parse_lorebook(text: str) -> list[dict[str, Any]]:
+    """Lorebook entries from the UI's lines ``keys: text`` (``*`` first pins one; a line without keys is pinned).
+
+    Raises:
+        ValueError: For a line with keys but no text, naming the line.
+    """
+    entries = []
+    for number, line in enumerate((text or "").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        pinned = line.startswith("*")
+        line = line.lstrip("*").strip()
+        keys, sep, content = line.partition(":")
+        if not sep:
+            keys, content, pinned = "", line, True
+        if not content.strip():
+            raise ValueError(f"lorebook line {number}: write the entry's text after the colon ({line!r})")
+        entries.append({"keys": [k.strip() for k in keys.split(",") if k.strip()], "content": content.strip(),
+                        "pinned": pinned})
+    return entries
+
+
+def lorebook_text(entries: Sequence[dict[str, Any]]) -> str:
+    """The UI's lines for lorebook entries (the inverse of :func:`parse_lorebook`)."""
+    lines = []
+    for e in entries or []:
+        keys = ", ".join(e.get("keys") or [])
+        lines.append(("* " if e.get("pinned") and keys else "") + (f"{keys}: " if keys else "") + e["content"])
+    return "\n".join(lines)
+
+
+def active_lore(entries: Sequence[dict[str, Any]], recent: str) -> list[dict[str, Any]]:
+    """The entries a turn includes: pinned ones, and those with a key (whole word, any case) in ``recent``."""
+    recent = recent[-RECENT_CHARS:]
+    return [e for e in entries or [] if e.get("pinned") or any(
+        re.search(rf"(?<!\w){re.escape(k)}(?!\w)", recent, re.IGNORECASE) for k in e.get("keys") or [] if k)]
 
 
 @dataclass(frozen=True)
@@ -62,13 +106,19 @@ class Context:
                 f"manuscript{left}")
 
 
-def _place_note(text: str, note: str) -> str:
-    """``text`` with the note before its last paragraph (or its last sentence when it has one paragraph)."""
+def _place_note(text: str, note: str, depth: int = 1) -> str:
+    """``text`` with the note ``depth`` paragraphs from its end (1: before the last paragraph; 0: after it).
+
+    With fewer paragraphs than ``depth`` the note goes first; in a single paragraph, before its last sentence.
+    """
     if not note:
         return text
     marker = NOTE_FORMAT.format(note)
-    cut = text.rfind("\n\n")
-    if cut <= 0:
+    if depth <= 0:
+        return f"{text.rstrip()}\n{marker}" if text else marker
+    breaks = [m.start() for m in re.finditer(r"\n\n", text)]
+    cut = breaks[-depth] if len(breaks) >= depth else (0 if breaks else -1)
+    if cut < 0:
         ends = [m.end() for m in re.finditer(r"[.!?][\"')\]]*\s+", text)]
         cut = ends[-1] if ends and ends[-1] < len(text) else 0
     if cut <= 0:
@@ -77,7 +127,7 @@ def _place_note(text: str, note: str) -> str:
 
 
 def build_context(memory: str, manuscript: str, note: str, budget: int, count: Callable[[str], int],
-                  max_chars: int) -> Context:
+                  max_chars: int, note_depth: int = 1) -> Context:
     """The prompt for a model turn: memory, then the end of the manuscript that fits, the note near the end.
 
     Args:
@@ -87,13 +137,14 @@ def build_context(memory: str, manuscript: str, note: str, budget: int, count: C
         budget: The model's prompt window, in tokens.
         count: Counts tokens under the model's tokenizer.
         max_chars: The server's prompt limit in characters.
+        note_depth: How many paragraphs from the end the note goes (see :func:`_place_note`).
     """
     memory, note, manuscript = memory.strip(), note.strip(), manuscript.strip()
     memory_tokens = count(memory) if memory else 0
     note_tokens = count(NOTE_FORMAT.format(note)) if note else 0
 
     def assemble(tail: str) -> str:
-        return "\n\n".join(part for part in (memory, _place_note(tail, note)) if part)
+        return "\n\n".join(part for part in (memory, _place_note(tail, note, note_depth)) if part)
 
     # the longest end of the manuscript (cut at a word start) that fits both limits: binary search on words
     starts = [0] + [m.end() for m in re.finditer(r"\s+", manuscript)]

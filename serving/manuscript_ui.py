@@ -1,13 +1,15 @@
 """The UI's Manuscript tab: one editable text that the model fills and extends.
 
-With memory, an author's note, undo/redo of model turns, a context budget, stories saved in the browser
-and a token-probability view.
+With memory, an author's note, undo/redo of model turns, a context budget, stories saved on the server
+(every save a version; :mod:`serving.story_sync`) with the browser's copy as an offline cache, and a
+token-probability view.
 
 What a turn sends and how it is kept is :class:`serving.session.ManuscriptSession`'s (plain Python,
 tested without a browser); this module only builds the components and wires their events to it. The
 stories are kept in the browser's local storage (``gr.BrowserState``; Gradio encrypts the value with a
 key, fixed here so that stories survive a server restart: it keeps nothing secret, the stories never
-leave the browser except to be written on).
+leave the browser except to be written on). The server's copy is the one a writer finds from another
+browser; the browser's copy keeps a story while the story database is down.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import gradio as gr
 from models.contract import GenerationSettings
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError
-from serving.manuscript import chances_html, export_story, new_story, save_story, story_choices
+from serving.manuscript import chances_html, export_story, lorebook_text, new_story, save_story, story_choices
 from serving.planner import Chat
 from serving.session import ManuscriptSession, Reader, TurnKind
+from serving.story_sync import SERVER_PREFIX, StorySync
 from serving.ui_helpers import Controls, provenance_line, shown_errors
 
 STORAGE_KEY = "creative-writer-stories"
@@ -43,17 +46,19 @@ class ManuscriptTab:
         get_engine: Returns the engine of the service the UI is mounted on.
         config: The serving profile.
         controls: The shared prompt, form, genre, sampling, seed and "reuse seed" controls.
+        sync: Keeps the stories on the server too (None: in the browser only).
     """
 
-    def __init__(self, get_engine: Callable[[], Engine], config: ServingConfig, controls: Controls) -> None:
-        self.get_engine, self.limits, self.controls = get_engine, config.limits, controls
+    def __init__(self, get_engine: Callable[[], Engine], config: ServingConfig, controls: Controls,
+                 sync: StorySync | None = None) -> None:
+        self.get_engine, self.limits, self.controls, self.sync = get_engine, config.limits, controls, sync
         self.prompt = controls.fields["prompt"]
         gr.Markdown(INTRO)
         self.story = gr.State(new_story())
         self.stories = gr.BrowserState({}, storage_key=STORAGE_KEY, secret=STORAGE_SECRET)
         with gr.Row():
             self.title = gr.Textbox(label="Title", elem_id="story-title", scale=2)
-            self.saved = gr.Dropdown(choices=[], label="Saved stories (in this browser)", elem_id="stories", scale=2)
+            self.saved = gr.Dropdown(choices=[], label="Saved stories", elem_id="stories", scale=2)
             self.open_story = gr.Button("Open", elem_id="open-story", scale=0)
             self.fresh_story = gr.Button("New story", elem_id="new-story", scale=0)
         with gr.Row():
@@ -64,6 +69,11 @@ class ManuscriptTab:
                 self.memory = gr.Textbox(label="Memory (always placed before the prompt)", lines=4, elem_id="memory")
                 self.note = gr.Textbox(label="Author's note (a short steering line near the end)", lines=2,
                                        elem_id="authors-note")
+                self.depth = gr.Slider(0, 10, value=1, step=1, elem_id="note-depth",
+                                       label="Note depth: paragraphs from the end (a model given the manuscript)")
+                self.lore = gr.Textbox(label="Lorebook: one entry a line, 'keys: text' (in when a key is in the "
+                                       "recent text; * pins one)", lines=3, elem_id="lorebook",
+                                       placeholder="Wren, fox: Wren is a fox who keeps secrets.")
                 self.budget = gr.Markdown(elem_id="budget")
         with gr.Row():
             self.write = gr.Button("Generate", variant="primary", elem_id="ms-generate")
@@ -82,7 +92,8 @@ class ManuscriptTab:
         """The session on the current story with the writer's edits in the boxes."""
         session = ManuscriptSession.for_limits(given[self.story], self.limits)
         return session.edit(text=given.get(self.text), memory=given.get(self.memory), note=given.get(self.note),
-                            title=given.get(self.title))
+                            title=given.get(self.title), lorebook=given.get(self.lore),
+                            note_depth=given.get(self.depth))
 
     def reader(self, engine: Engine) -> Reader:
         """The served model's windows."""
@@ -106,11 +117,27 @@ class ManuscriptTab:
         found = self.get_engine().loaded.model.token_chances(prompt, written, GenerationSettings.from_dict(settings))
         return gr.update(value=chances_html(found), visible=True)
 
-    def kept(self, given: dict[Any, Any], session: ManuscriptSession) -> dict[Any, Any]:
-        """The outputs that save ``session``'s story and list it as the chosen saved story."""
-        stories = save_story(given[self.stories], session.story)
-        return {self.story: session.story, self.stories: stories,
-                self.saved: gr.update(choices=story_choices(stories), value=session.story["id"])}
+    def kept(self, given: dict[Any, Any], session: ManuscriptSession, origin: str = "autosave") -> dict[Any, Any]:
+        """The outputs that save ``session``'s story (on the server and in the browser) and choose it."""
+        story = session.story
+        if self.sync is not None:
+            saved = self.sync.save(story, origin)
+            story = saved.story
+            if saved.warning:
+                gr.Warning(saved.warning)
+        stories = save_story(given[self.stories], story)
+        chosen = SERVER_PREFIX + story["server_id"] if story.get("server_id") and not story.get("unsynced") \
+            else story["id"]
+        return {self.story: story, self.stories: stories,
+                self.saved: gr.update(choices=self.choices(stories), value=chosen)}
+
+    def choices(self, stories: dict[str, Any] | None) -> list[tuple[str, str]]:
+        """The saved stories for the dropdown: the server's and the browser's."""
+        return self.sync.choices(stories) if self.sync is not None else story_choices(stories or {})
+
+    def list_saved(self, stories: dict[str, Any] | None) -> Any:
+        """The saved stories for the dropdown (on page load and when the tab is opened)."""
+        return gr.update(choices=self.choices(stories))
 
     def take_turn(self, kind: TurnKind, given: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
         """Writes one model turn into the manuscript, streaming it in; then saves the story."""
@@ -126,7 +153,7 @@ class ManuscriptTab:
         prov = engine.loaded.provenance.as_dict()
         dumped = settings.model_dump()
         session.finish_turn(turn, written, dumped, prov, provenance_line(prov, dumped))
-        yield {self.text: session.text, **self.kept(given, session), self.provenance: session.last_provenance,
+        yield {self.text: session.text, **self.kept(given, session, "turn"), self.provenance: session.last_provenance,
                self.budget: session.budget_line(reader, turn.story_prompt),
                self.probs: self.chances(session, given[self.show])}
 
@@ -147,8 +174,12 @@ class ManuscriptTab:
         return self.take_back(given, forward=True)
 
     def show_budget(self, given: dict[Any, Any]) -> str:
-        """The budget line for what is in the boxes now."""
-        return self.budget_line(self.session(given), given[self.prompt])
+        """The budget line for what is in the boxes now (or what is wrong with the lorebook)."""
+        try:
+            session = self.session(given)
+        except ValueError as exc:
+            return f"⚠ {exc}"
+        return self.budget_line(session, given[self.prompt])
 
     def show_chances(self, given: dict[Any, Any]) -> Any:
         """The token-probability view, shown or hidden as the checkbox says."""
@@ -169,20 +200,25 @@ class ManuscriptTab:
 
     def reopen(self, given: dict[Any, Any]) -> dict[Any, Any]:
         """Opens the saved story chosen in the dropdown."""
-        chosen = (given[self.stories] or {}).get(given[self.saved] or "")
+        value = given[self.saved] or ""
+        if value.startswith(SERVER_PREFIX) and self.sync is not None:
+            chosen: dict[str, Any] | None = self.sync.open(value.removeprefix(SERVER_PREFIX))
+        else:
+            chosen = (given[self.stories] or {}).get(value)
         if not chosen:
             raise gr.Error("choose a saved story first", print_exception=False)
         session = ManuscriptSession.for_limits(chosen, self.limits)
         return {self.story: session.story, self.text: session.text, self.memory: session.memory,
                 self.note: session.note, self.title: session.story.get("title", ""),
+                self.lore: lorebook_text(session.lorebook), self.depth: session.note_depth,
                 self.budget: self.budget_line(session, session.prompt), self.provenance: session.last_provenance,
                 self.probs: self.chances(session, given[self.show]),
                 self.prompt: gr.update(value=session.prompt) if session.prompt else gr.update()}
 
     def start_new(self) -> dict[Any, Any]:
         """An empty story in the boxes."""
-        return {self.story: new_story(), self.text: "", self.memory: "", self.note: "", self.title: "",
-                self.budget: "", self.provenance: "", self.probs: gr.update(visible=False)}
+        return {self.story: new_story(), self.text: "", self.memory: "", self.note: "", self.title: "", self.lore: "",
+                self.depth: 1, self.budget: "", self.provenance: "", self.probs: gr.update(visible=False)}
 
     def exported(self, given: dict[Any, Any]) -> str | None:
         """The story as a file to download (None while it is empty)."""
@@ -194,30 +230,28 @@ class ManuscriptTab:
     def wire(self) -> None:
         """Connects the components' events to the handlers."""
         turn_in = {*self.controls.inputs, self.text, self.memory, self.note, self.title, self.story, self.stories,
-                   self.show}
+                   self.show, self.lore, self.depth}
         turn_out = [self.text, self.story, self.stories, self.saved, self.provenance, self.budget, self.probs]
         self.write.click(shown_errors(self.generate_turn), turn_in, turn_out, concurrency_limit=4)
         self.cont.click(shown_errors(self.continue_turn), turn_in, turn_out, concurrency_limit=4)
-        back_in = {self.text, self.memory, self.note, self.title, self.story, self.stories, self.show, self.prompt}
+        back_in = {self.text, self.memory, self.note, self.title, self.story, self.stories, self.show, self.prompt,
+                   self.lore, self.depth}
         back_out = [self.text, self.story, self.stories, self.saved, self.budget, self.probs]
         self.back.click(shown_errors(self.undo), back_in, back_out)
         self.forth.click(shown_errors(self.redo), back_in, back_out)
-        budget_in = {self.text, self.memory, self.note, self.story, self.prompt}
-        for box in (self.text, self.memory, self.note, self.prompt):
+        budget_in = {self.text, self.memory, self.note, self.story, self.prompt, self.lore, self.depth}
+        for box in (self.text, self.memory, self.note, self.prompt, self.lore, self.depth):
             box.change(self.show_budget, budget_in, self.budget, trigger_mode="always_last", show_progress="hidden")
-        edits_in = {self.text, self.memory, self.note, self.title, self.story, self.stories}
-        for box in (self.text, self.memory, self.note, self.title):
-            box.blur(self.keep_edits, edits_in, [self.story, self.stories, self.saved])
+        edits_in = {self.text, self.memory, self.note, self.title, self.story, self.stories, self.lore, self.depth}
+        for box in (self.text, self.memory, self.note, self.title, self.lore):
+            box.blur(shown_errors(self.keep_edits), edits_in, [self.story, self.stories, self.saved])
         self.open_story.click(shown_errors(self.reopen), {self.saved, self.stories, self.show},
-                              [self.story, self.text, self.memory, self.note, self.title, self.budget,
-                               self.provenance, self.probs, self.prompt])
+                              [self.story, self.text, self.memory, self.note, self.title, self.lore, self.depth,
+                               self.budget, self.provenance, self.probs, self.prompt])
         self.fresh_story.click(self.start_new, None, [self.story, self.text, self.memory, self.note, self.title,
-                                                      self.budget, self.provenance, self.probs])
+                                                      self.lore, self.depth, self.budget, self.provenance,
+                                                      self.probs])
         self.show.change(shown_errors(self.show_chances), {self.story, self.show}, self.probs)
         for trigger in (self.story, self.fmt):
             trigger.change(self.exported, {self.story, self.fmt}, self.download)
 
-
-def list_saved(kept: dict[str, Any] | None) -> Any:
-    """The saved stories for the dropdown (on page load)."""
-    return gr.update(choices=story_choices(kept or {}))

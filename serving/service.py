@@ -34,6 +34,7 @@ from serving.openapi import ApiDocsMiddleware
 from serving.planner import RequestError, RequestPlanner
 from serving.schemas import GenerateResponse
 from serving.stories_api import add_story_routes
+from serving.story_sync import StorySync
 from serving.ui import build_ui, prepare_for_mount
 from workspace.db import database_url
 from workspace.store import StoreError, StoryStore
@@ -99,8 +100,9 @@ def is_writer_token(token: str) -> bool:
 
 
 add_story_routes(info_app, story_store)
+# mounted at /ui; its guard checks events against it; the Manuscript tab keeps its stories in the same store
+UI = prepare_for_mount(build_ui(_current_engine, CONFIG, StorySync(story_store)))
 
-UI = prepare_for_mount(build_ui(_current_engine, CONFIG))  # mounted at /ui; its guard checks events against it
 
 
 @bentoml.service(name="creative_writer", http={"host": CONFIG.server.host, "port": CONFIG.server.port},

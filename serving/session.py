@@ -15,7 +15,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from serving.manuscript import NOTE_FORMAT, Context, apply_turn, build_context, joined, new_story, redo, undo
+from serving.manuscript import (
+    LORE_FORMAT,
+    NOTE_FORMAT,
+    Context,
+    active_lore,
+    apply_turn,
+    build_context,
+    joined,
+    new_story,
+    parse_lorebook,
+    redo,
+    undo,
+)
 from serving.schemas import prompt_safe
 
 TurnKind = Literal["generate", "continue"]
@@ -128,16 +140,43 @@ class ManuscriptSession:
         return self.story.get("prompt", "")
 
     @property
+    def lorebook(self) -> list[dict[str, Any]]:
+        """The lorebook's entries (``keys``, ``content``, ``pinned``)."""
+        return list(self.story.get("lorebook") or [])
+
+    @property
+    def note_depth(self) -> int:
+        """How many paragraphs from the manuscript's end the author's note goes (for a model given the text)."""
+        return int(self.story.get("note_depth", 1))
+
+    def memory_with_lore(self, recent: str) -> tuple[str, int]:
+        """The memory with the lorebook entries ``recent`` calls for after it; and how many were included."""
+        active = active_lore(self.lorebook, recent)
+        lore = "\n".join(LORE_FORMAT.format(e["content"]) for e in active)
+        return "\n".join(part for part in (self.memory.strip(), lore) if part), len(active)
+
+    @property
     def last_provenance(self) -> str:
         """The provenance line of the last model turn ('' before any)."""
         turns = self.story.get("turns") or []
         return turns[-1].get("provenance_line", "") if turns else ""
 
     def edit(self, *, text: str | None = None, memory: str | None = None, note: str | None = None,
-             title: str | None = None) -> ManuscriptSession:
-        """Takes the writer's edits (None leaves a part as it is); returns the session."""
+             title: str | None = None, lorebook: str | None = None, note_depth: int | None = None
+             ) -> ManuscriptSession:
+        """Takes the writer's edits (None leaves a part as it is); returns the session.
+
+        ``lorebook`` is the UI's one-entry-a-line text (:func:`serving.manuscript.parse_lorebook`).
+
+        Raises:
+            ValueError: For a lorebook line that is not an entry (naming the line).
+        """
         changes = {"text": text, "memory": memory, "note": note, "title": title}
         self.story = {**self.story, **{k: v or "" for k, v in changes.items() if v is not None}}
+        if lorebook is not None:
+            self.story["lorebook"] = parse_lorebook(lorebook)
+        if note_depth is not None:
+            self.story["note_depth"] = max(0, int(note_depth))
         return self
 
     def worth_saving(self) -> bool:
@@ -148,9 +187,13 @@ class ManuscriptSession:
         return prompt_safe(text, self.reject_emoji)
 
     def context(self, reader: Reader, body: str, note: str = "") -> Context:
-        """Memory, ``body`` and ``note`` within the model's window (without characters a prompt may not hold)."""
-        return build_context(self._safe(self.memory), self._safe(body), self._safe(note), reader.window,
-                             reader.count, self.max_prompt_chars)
+        """Memory (with the lorebook entries the text calls for), ``body`` and ``note`` within the model's window.
+
+        Characters a prompt may not hold are left out.
+        """
+        memory, _ = self.memory_with_lore(f"{self.prompt}\n{body}\n{self.text}")
+        return build_context(self._safe(memory), self._safe(body), self._safe(note), reader.window,
+                             reader.count, self.max_prompt_chars, self.note_depth)
 
     def instruction(self, reader: Reader, prompt: str) -> Context:
         """The instruction of a model that writes on: memory, the prompt, then the author's note (last)."""
@@ -160,17 +203,25 @@ class ManuscriptSession:
             body += "\n\n" + NOTE_FORMAT.format(note)
         return self.context(reader, body)
 
+    def lore_line(self, prompt: str) -> str:
+        """`` · lorebook: N of M entries`` for the budget line ('' without a lorebook)."""
+        if not self.lorebook:
+            return ""
+        _, active = self.memory_with_lore(f"{prompt}\n{self.text}")
+        return f" · lorebook: {active} of {len(self.lorebook)} entries in the memory part"
+
     def budget_line(self, reader: Reader, prompt: str) -> str:
         """What the next Continue gives the model, against its windows (one line for the writer)."""
         if not reader.writes_on:
-            return self.context(reader, self.text, self.note).describe()
+            return self.context(reader, self.text, self.note).describe() + self.lore_line(prompt)
         instruction = self.instruction(reader, prompt)
         tokens, covered = reader.lead_span(self._safe(self.text))
         beyond = max(0, len(self.text.strip()) - covered)
         rest = f"; the first {beyond:,} characters are beyond its window" if beyond else ""
         return (f"Instruction: **{instruction.tokens} of {instruction.budget} tokens** (memory "
                 f"{instruction.memory_tokens} · the prompt and the author's note) · Manuscript: Continue writes on "
-                f"from its last **{tokens} of {reader.lead_window} tokens** ({covered:,} characters){rest}")
+                f"from its last **{tokens} of {reader.lead_window} tokens** ({covered:,} characters){rest}"
+                + self.lore_line(prompt))
 
     def start_turn(self, kind: TurnKind, prompt: str, reader: Reader) -> Turn:
         """The turn for ``kind`` with the prompt above the tabs ('' keeps the story's own).

@@ -25,8 +25,9 @@ from models.params import SAMPLING_FIELDS, SamplingParams, bounds, step
 from models.presets import preset_values
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError
-from serving.manuscript_ui import ManuscriptTab, list_saved
+from serving.manuscript_ui import ManuscriptTab
 from serving.schemas import PRESET_DESCRIPTIONS
+from serving.story_sync import StorySync
 from serving.ui_helpers import CONTROLS, Controls, provenance_line, request_for, shown_errors
 
 FORMATS = ("txt", "md", "json")
@@ -207,8 +208,11 @@ class DraftsTab:
         self.fmt.change(export, [self.state, self.fmt], self.download)
 
 
-def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Blocks:
-    """The writing UI; ``get_engine()`` returns the engine of the service it is mounted on."""
+def build_ui(get_engine: Callable[[], Engine], config: ServingConfig, sync: StorySync | None = None) -> gr.Blocks:
+    """The writing UI; ``get_engine()`` returns the engine of the service it is mounted on.
+
+    ``sync`` keeps the Manuscript tab's stories on the server (None: in the browser only).
+    """
     with gr.Blocks(title="Creative writer", analytics_enabled=False) as blocks:
         gr.Markdown("# Creative writer\nWrite a prompt, pick a form, and let the champion model draft it. "
                     "Drafts stream in side by side; **Continue** writes on, **Regenerate** tries new seeds.")
@@ -221,7 +225,7 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
             with gr.Tab("Drafts", elem_id="tab-drafts"):
                 drafts = DraftsTab(get_engine, config, controls)
             with gr.Tab("Manuscript", elem_id="tab-manuscript") as manuscript_page:
-                manuscript = ManuscriptTab(get_engine, config, controls)
+                manuscript = ManuscriptTab(get_engine, config, controls, sync)
 
         def known_controls() -> tuple[Any, Any, str]:
             """The served model's forms and genres, and what is served (on page load)."""
@@ -235,8 +239,9 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig) -> gr.Bloc
                     provenance_line(engine.loaded.provenance.as_dict()).replace("Written by", "Serving"))
 
         blocks.load(known_controls, None, [controls.fields["form"], controls.fields["genre"], drafts.provenance])
-        blocks.load(list_saved, [manuscript.stories], [manuscript.saved])
-        manuscript_page.select(list_saved, [manuscript.stories], [manuscript.saved])  # the browser's stories are read
+        blocks.load(manuscript.list_saved, [manuscript.stories], [manuscript.saved])
+        # the stories are read again when the tab is opened (another tab or device may have saved)
+        manuscript_page.select(manuscript.list_saved, [manuscript.stories], [manuscript.saved])
     return blocks
 
 

@@ -53,9 +53,12 @@ def test_api_document_leaves_out_the_ui_and_documents_the_real_error_bodies():
     raw = bento_like_document()
     doc = api_document(raw)
     v1 = {"/v1/models", "/v1/completions", "/v1/chat/completions"}
-    assert set(doc["paths"]) == {"/generate", "/model"} | v1 and raw["paths"]["/ui/"]  # the input is not changed
+    stories = {p for p in doc["paths"] if p.startswith("/stories")}
+    assert len(stories) == 8  # documented from the store's own models (tests/test_workspace.py drives them)
+    assert set(doc["paths"]) == {"/generate", "/model"} | v1 | stories and raw["paths"]["/ui/"]  # input unchanged
     v1_schemas = {"OpenAIError", "CompletionRequest", "ChatRequest", "Message", "TextPart"}
-    assert set(doc["components"]["schemas"]) == set(ERROR_SCHEMAS) | v1_schemas  # UI bodies and the stale 400 go
+    story_schemas = {"StoryFields", "StoryEdit", "Restore", "StoryExport", "StoryConflict", "LoreEntry", "Turn"}
+    assert set(doc["components"]["schemas"]) == set(ERROR_SCHEMAS) | v1_schemas | story_schemas  # UI bodies go
     chat = doc["components"]["schemas"]["ChatRequest"]["properties"]
     assert chat["model"]["enum"] == ["creative-writer"] and chat["presence_penalty"]["enum"] == [0]
     responses = doc["paths"]["/generate"]["post"]["responses"]
@@ -173,8 +176,12 @@ def test_the_served_document_is_openapi_30_and_the_api_survives_fuzzing(served):
     pytest.importorskip("schemathesis", reason="schemathesis is a dev dependency (requirements-dev.txt)")
     doc = httpx.get(served.url + "/docs.json", timeout=10).json()
     assert doc["openapi"].startswith("3.0") and not any(p.startswith("/ui") for p in doc["paths"])
+    stories = {"/stories", "/stories/import", "/stories/{story_id}", "/stories/{story_id}/undelete",
+               "/stories/{story_id}/versions", "/stories/{story_id}/versions/{number}",
+               "/stories/{story_id}/versions/{number}/restore", "/stories/{story_id}/export"}
     assert set(doc["paths"]) == {"/generate", "/stream", "/model", "/healthz", "/livez", "/readyz", "/metrics",
-                                 "/v1/models", "/v1/completions", "/v1/chat/completions"}
+                                 "/v1/models", "/v1/completions", "/v1/chat/completions", *stories}
+    assert doc["paths"]["/stories/{story_id}"]["put"]["responses"]["409"]
     assert doc["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert '"exclusiveMinimum": 0' not in json.dumps(doc)
     # every check but "schema-valid requests are accepted": a prompt's Unicode rules (no control characters,

@@ -211,3 +211,40 @@ def test_a_session_leaves_out_what_a_prompt_may_not_hold():
     assert "🌾" not in prompt and "🙂" not in prompt and "stood still." in prompt
     assert "🌾" in ManuscriptSession(reject_emoji=False).edit(text="A 🌾 mill.").start_turn(
         "continue", "", piece).context.prompt
+
+
+def test_the_lorebook_puts_in_the_entries_the_recent_text_calls_for():
+    from serving.manuscript import active_lore, lorebook_text, parse_lorebook
+
+    entries = parse_lorebook("Wren, fox: Wren is a fox who keeps secrets.\n* Mill: The mill burned in winter.\n"
+                             "The valley is cold.\nOtter: Otter owes Wren a favour.")
+    assert [e["pinned"] for e in entries] == [False, True, True, False]
+    assert parse_lorebook(lorebook_text(entries)) == entries
+    active = active_lore(entries, "At dawn the FOX crossed the river.")
+    assert [e["content"] for e in active] == ["Wren is a fox who keeps secrets.", "The mill burned in winter.",
+                                              "The valley is cold."]
+    assert "Otter owes" not in " ".join(e["content"] for e in active_lore(entries, "the otters swam"))  # whole words
+    with pytest.raises(ValueError, match="line 1"):
+        parse_lorebook("Wren:")
+
+
+def test_lore_joins_the_memory_part_and_the_budget_line_counts_it():
+    from serving.session import ManuscriptSession, Reader
+
+    session = ManuscriptSession(new_story()).edit(text="Wren ran to the river.", memory="A fable.",
+                                                 lorebook="Wren: Wren is a fox.\nOtter: Otter is sly.")
+    reader = Reader(count=words, window=60)
+    context = session.context(reader, session.text)
+    assert context.prompt.startswith("A fable.\n[Wren is a fox.]") and "Otter is sly" not in context.prompt
+    assert "lorebook: 1 of 2 entries" in session.budget_line(reader, "")
+
+
+def test_the_authors_note_goes_as_deep_as_asked():
+    from serving.manuscript import NOTE_FORMAT, build_context
+
+    text = "One.\n\nTwo.\n\nThree."
+    marker = NOTE_FORMAT.format("be brief")
+    at = {depth: build_context("", text, "be brief", 100, words, 10_000, depth).prompt for depth in (0, 1, 2, 5)}
+    assert at[0].endswith(marker) and at[1].index(marker) < at[1].index("Three.")
+    assert at[1].index("Two.") < at[1].index(marker) and at[2].index(marker) < at[2].index("Two.")
+    assert at[5].startswith(marker)

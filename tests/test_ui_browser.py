@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = [pytest.mark.serving, pytest.mark.browser]
@@ -149,3 +150,23 @@ def test_the_manuscript_is_edited_continued_undone_saved_and_reopened(served, pa
     assert page.locator("#story-title").locator("input, textarea").first.input_value() == "The Silver Key"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-manuscript.png"), full_page=True)
+
+    # a fresh browser profile (nothing in its local storage) finds the story on the server
+    fresh = page.context.browser.new_context(viewport={"width": 1280, "height": 1100})
+    try:
+        other = fresh.new_page()
+        other.goto(served.url + "/ui/", wait_until="load")
+        assert other.evaluate("() => localStorage.length") == 0
+        other.locator("#prompt textarea").wait_for(timeout=30_000)
+        other.get_by_role("tab", name="Manuscript").click()
+        other.locator("#stories input").click()
+        other.get_by_role("option", name="The Silver Key", exact=False).first.click()
+        other.locator("#open-story").click()
+        text = other.locator("#manuscript textarea")
+        other.wait_for_function("([el, want]) => el.value === want", arg=[text.element_handle(), continued],
+                                timeout=30_000)
+        assert other.locator("#memory textarea").input_value() == "Wren is a fox who keeps secrets."
+    finally:
+        fresh.close()
+    versions = httpx.get(served.url + "/stories", timeout=10).json()["stories"]
+    assert any(s["title"] == "The Silver Key" and s["version"] >= 3 for s in versions)  # turns and edits saved

@@ -286,3 +286,62 @@ def test_every_acknowledged_save_survives_kill_9(tmp_path):
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+# --- the Manuscript tab's stories on the server (serving/story_sync.py) ---------------------------------------
+def ui_story(text: str = "Once", **extra) -> dict:
+    from serving.manuscript import apply_turn, new_story
+
+    story = {**new_story("A fox"), "text": text, "memory": "a red fox", "note": "keep it short", **extra}
+    return apply_turn(story, text, text + " The end.", {"kind": "continue", "seed": 3, "settings": {"top_k": 5},
+                                                        "provenance": {"family": "transformer", "version": "6"},
+                                                        "prompt": "continue"})
+
+
+def test_the_ui_story_round_trips_through_the_store_with_its_turns(store):
+    from serving.story_sync import SERVER_ID, SERVER_VERSION, StorySync
+
+    sync = StorySync(lambda: store)
+    saved = sync.save(ui_story())
+    assert not saved.warning and saved.story[SERVER_VERSION] == 1
+    record = store.get(store.local_writer(), saved.story[SERVER_ID])
+    assert (record["authors_note"], record["memory"], record["text"]) == ("keep it short", "a red fox", "Once The end.")
+    assert record["turns"][0]["provenance"]["version"] == "6" and record["turns"][0]["before"] == "Once"
+    again = sync.save({**saved.story, "text": "Once. Edited."})
+    assert again.story[SERVER_VERSION] == 2 and again.story[SERVER_ID] == saved.story[SERVER_ID]
+    opened = sync.open(saved.story[SERVER_ID])
+    assert (opened["text"], opened["note"], opened["turns"][0]["seed"]) == ("Once. Edited.", "keep it short", 3)
+
+
+def test_a_ui_save_on_a_stale_version_keeps_both_texts(store):
+    from serving.story_sync import SERVER_ID, StorySync
+
+    sync = StorySync(lambda: store)
+    first = sync.save(ui_story()).story
+    other_tab = sync.save({**first, "text": "the other tab's text"}).story  # version 2
+    stale = sync.save({**first, "text": "this tab's text"})  # still says version 1
+    assert stale.warning and "conflicting copy" in stale.story["title"]
+    me = store.local_writer()
+    assert store.get(me, other_tab[SERVER_ID])["text"] == "the other tab's text"
+    assert store.get(me, stale.story[SERVER_ID])["text"] == "this tab's text"
+
+
+def test_with_the_database_down_the_ui_keeps_the_story_and_sends_it_later(store):
+    from serving.story_sync import SERVER_ID, SERVER_PREFIX, UNSYNCED, StorySync
+
+    down = {"now": True}
+
+    def maybe_store() -> StoryStore:
+        if down["now"]:
+            raise Unavailable("the story database is unavailable: connection refused")
+        return store
+
+    sync = StorySync(maybe_store)
+    kept = sync.save(ui_story())
+    assert kept.story[UNSYNCED] and kept.warning and kept.story["text"] == "Once The end."
+    assert sync.listed() == [] and sync.choices({kept.story["id"]: kept.story})[0][1] == kept.story["id"]
+    down["now"] = False
+    sent = sync.save(kept.story)
+    assert not sent.warning and not sent.story.get(UNSYNCED) and sent.story[SERVER_ID]
+    listed = sync.choices({sent.story["id"]: sent.story})  # once on the server, listed once, from there
+    assert [value for _, value in listed] == [SERVER_PREFIX + sent.story[SERVER_ID]]

@@ -31,6 +31,8 @@ class Turn(BaseModel):
     model_config = FORBID
 
     text: str = ""
+    kind: str = Field("", max_length=20)  # generate / continue
+    prompt: str = ""  # what the model was given
     seed: int | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
@@ -38,6 +40,14 @@ class Turn(BaseModel):
     kept: int = 0
     feedback: str = Field("", pattern="^(up|down|)$")
     edited: bool = False
+    before: str = ""  # the manuscript before and after the turn (what undo and redo restore)
+    after: str = ""
+    added: str | None = None  # what the turn appended, when it did
+    at: float = 0.0  # when (seconds since the epoch)
+    written: str = ""  # the model's own words (the token-probability view reads them again)
+    wrote_on: bool = False  # whether it continued the manuscript's text
+    story_prompt: str = ""
+    provenance_line: str = ""
 
 
 class StoryFields(BaseModel):
@@ -47,11 +57,13 @@ class StoryFields(BaseModel):
 
     title: str = "Untitled"
     text: str = ""
+    prompt: str = ""
     memory: str = ""
     authors_note: str = ""
-    note_depth: int = Field(3, ge=0, le=100)  # how many paragraphs from the end the author's note goes
+    note_depth: int = Field(1, ge=0, le=100)  # how many paragraphs from the end the author's note goes
     lorebook: list[LoreEntry] = Field(default_factory=list)
     turns: list[Turn] = Field(default_factory=list)
+    redo: list[Turn] = Field(default_factory=list)  # the turns undone (redo puts them back)
 
 
 class StoryEdit(StoryFields):
@@ -74,10 +86,10 @@ def size_problem(fields: StoryFields, limits: WorkspaceSettings) -> tuple[str, s
             ("memory", len(fields.memory), limits.max_note_chars),
             ("authors_note", len(fields.authors_note), limits.max_note_chars),
             ("lorebook", len(fields.lorebook), limits.max_lorebook_entries),
-            ("turns", len(fields.turns), limits.max_turns)]
+            ("turns", len(fields.turns), limits.max_turns), ("redo", len(fields.redo), limits.max_turns)]
     caps += [(f"lorebook.{i}.content", len(e.content), limits.max_entry_chars) for i, e in enumerate(fields.lorebook)]
     for name, size, cap in caps:
         if size > cap:
-            unit = "entries" if name in ("lorebook", "turns") else "characters"
+            unit = "entries" if name in ("lorebook", "turns", "redo") else "characters"
             return name, f"{name} has {size} {unit}; at most {cap} are accepted"
     return None

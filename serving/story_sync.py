@@ -1,0 +1,124 @@
+"""The Manuscript tab's stories kept on the server: the UI's story ↔ the store's fields, and safe saves.
+
+The tab keeps its story as a plain dict (:func:`serving.manuscript.new_story`) and a copy in the browser's
+local storage. :class:`StorySync` saves it to the workspace's :class:`~workspace.store.StoryStore` too; the
+server's copy is the one a writer finds from another browser or machine. A save never loses text:
+
+- the first save creates the story on the server (its id and version go into the UI's story);
+- a save made on an old version (another tab or device saved since) keeps both: the other save stays the
+  story, this text is saved as a new story titled "… (conflicting copy)", and the writer is told;
+- with the database down, the story stays in the browser (marked unsynced), the writer is told, and the
+  next save sends it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from workspace.schemas import StoryFields, Turn
+from workspace.store import Conflict, StoreError, StoryStore, Unavailable, Writer
+
+SERVER_ID, SERVER_VERSION, UNSYNCED = "server_id", "server_version", "unsynced"
+SERVER_PREFIX = "server:"  # a dropdown value naming a story on the server
+
+
+def fields_of(story: dict[str, Any]) -> StoryFields:
+    """The store's fields for the UI's story (the note is the author's note; turns keep their provenance)."""
+    turn_keys = set(Turn.model_fields)
+
+    def turns(name: str) -> list[dict[str, Any]]:
+        return [{k: v for k, v in t.items() if k in turn_keys} for t in story.get(name) or [] if isinstance(t, dict)]
+
+    return StoryFields.model_validate({
+        "title": story.get("title") or "", "text": story.get("text") or "", "prompt": story.get("prompt") or "",
+        "memory": story.get("memory") or "", "authors_note": story.get("note") or "", "turns": turns("turns"),
+        "redo": turns("redo"), "lorebook": story.get("lorebook") or [], "note_depth": int(story.get("note_depth", 1))})
+
+
+def ui_story_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The UI's story for a stored one (with the server's id and version, so the next save updates it)."""
+    return {"id": record["id"][:12], "title": record["title"], "text": record["text"], "prompt": record["prompt"],
+            "memory": record["memory"], "note": record["authors_note"], "turns": record["turns"],
+            "redo": record["redo"], "lorebook": record["lorebook"], "note_depth": record["note_depth"],
+            "updated": time.time(), SERVER_ID: record["id"], SERVER_VERSION: record["version"]}
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a save did: the UI's story as it is now, and a sentence for the writer when something was off."""
+
+    story: dict[str, Any]
+    warning: str = ""
+
+
+class StorySync:
+    """Saves and opens the UI's stories on the server for one writer at a time.
+
+    Args:
+        store: Gives the store (it may raise :class:`~workspace.store.Unavailable` while the database is down).
+    """
+
+    def __init__(self, store: Callable[[], StoryStore]) -> None:
+        self.store = store
+
+    def writer(self) -> Writer:
+        """The UI's writer: the shared local writer (accounts use the API with their own token)."""
+        return self.store().local_writer()
+
+    def save(self, story: dict[str, Any], origin: str = "autosave") -> Saved:
+        """Saves ``story`` on the server (see the module docstring); never raises for the database's state."""
+        try:
+            fields = fields_of(story)
+        except ValidationError as exc:
+            return Saved({**story, UNSYNCED: True}, f"not saved on the server: {exc.errors()[0]['msg']}")
+        try:
+            store, writer = self.store(), self.writer()
+            if story.get(SERVER_ID):
+                try:
+                    record = store.update(writer, story[SERVER_ID], int(story.get(SERVER_VERSION) or 0),
+                                          fields.model_dump(), origin)
+                except Conflict as exc:
+                    copy = fields.model_copy(update={"title": f"{fields.title or 'Untitled'} (conflicting copy)"})
+                    record = store.create(writer, copy, origin="conflicting copy")
+                    return Saved(ui_story_of(record),
+                                 f"this story was saved elsewhere meanwhile (now version {exc.extra['current_version']}"
+                                 f"); your text is kept as a new story: {copy.title!r}")
+            else:
+                record = store.create(writer, fields, origin)
+        except Unavailable as exc:
+            return Saved({**story, UNSYNCED: True}, f"{exc}: the story is kept in this browser until it is back")
+        except StoreError as exc:
+            return Saved({**story, UNSYNCED: True}, f"not saved on the server: {exc}")
+        return Saved({**ui_story_of(record), "id": story.get("id") or record["id"][:12]})
+
+    def listed(self) -> list[dict[str, Any]]:
+        """The writer's stories on the server (``[]`` while the database is down)."""
+        try:
+            return self.store().list(self.writer())
+        except StoreError:
+            return []
+
+    def choices(self, browser: dict[str, Any] | None) -> list[tuple[str, str]]:
+        """The dropdown's ``(label, value)``: the server's stories, then the browser's stories not on it."""
+        from serving.manuscript import story_choices
+
+        listed = self.listed()
+        on_server = {s["id"] for s in listed}
+        local = {k: v for k, v in (browser or {}).items()
+                 if isinstance(v, dict) and (v.get(UNSYNCED) or v.get(SERVER_ID) not in on_server)}
+        return ([(f"{s['title'] or '(untitled)'} · v{s['version']} · {s['updated_at'][:16].replace('T', ' ')} UTC",
+                  SERVER_PREFIX + s["id"]) for s in listed]
+                + [(f"{label} · this browser only", value) for label, value in story_choices(local)])
+
+    def open(self, server_id: str) -> dict[str, Any]:
+        """The UI's story for a stored one.
+
+        Raises:
+            StoreError: If it cannot be read (not found, or the database is down).
+        """
+        return ui_story_of(self.store().get(self.writer(), server_id))
