@@ -1,6 +1,8 @@
-"""What the sampling presets do to the champion's writing, on the open prompts.
+"""What the sampling presets, DRY and XTC do to the champion's writing, on the open prompts.
 
-For the serving profile's default settings and each preset (``models/presets.py``), the champion writes
+For the serving profile's default settings, each preset (``models/presets.py``), and the default settings
+with DRY (multiplier 0.8, base 1.75, allowed length 2) or XTC (threshold 0.1, probability 0.5) on
+(``--only`` picks some), the champion writes
 one piece per open prompt (the first ``--prompts`` of ``evaluation/data/open_prompts.jsonl``, in one
 batch, asking about 80 words) for each of ``--seeds`` seeds, and the evaluation's open-prompt metrics
 are averaged over the seeds: how many pieces use their prompt, prompt coverage, form, complete ending,
@@ -8,6 +10,7 @@ repeated 4-grams, distinct bigrams across pieces, and length.
 
     python -m benchmarks.presets                  # the project's models:/creative-writer@champion
     python -m benchmarks.presets --prompts 12 --seeds 1
+    python -m benchmarks.presets --prompts 66 --only "profile default" "default + DRY" "default + XTC"
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2, help="seeds per setting (metrics averaged)")
     parser.add_argument("--max-new-tokens", type=int, default=120)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--only", nargs="+", help="the settings to run, by name (default: all)")
     args = parse_args(parser, argv, prompts=2, seeds=1, max_new_tokens=8)
 
     from core.threads import configure_threads
@@ -46,8 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     defaults = load_serving_config().defaults.model_dump()
     print(f"{loaded.provenance.short()}; {len(prompts)} open prompts × {args.seeds} seeds, "
           f"{args.max_new_tokens} new tokens, about 80 words asked")
-    settings_by_name = {"profile default": {k: defaults[k] for k in SAMPLING_FIELDS},
-                        **{name: {"preset": name} for name in PRESETS}}
+    default = {k: defaults[k] for k in SAMPLING_FIELDS}
+    settings_by_name = {"profile default": default, **{name: {"preset": name} for name in PRESETS},
+                        "default + DRY": {**default, "dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2},
+                        "default + XTC": {**default, "xtc_threshold": 0.1, "xtc_probability": 0.5}}
+    unknown = set(args.only or ()) - set(settings_by_name)
+    if unknown:
+        parser.error(f"--only: no setting named {', '.join(sorted(unknown))}; known: {', '.join(settings_by_name)}")
+    settings_by_name = {k: v for k, v in settings_by_name.items() if not args.only or k in args.only}
     results: dict[str, dict[str, float]] = {}
     requests = list(zip(prompts["prompt"], prompts["form"], prompts["genre"], strict=True))
     for name, values in settings_by_name.items():

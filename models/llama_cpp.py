@@ -58,23 +58,32 @@ def llama_seed(seed: int) -> int:
     return folded if folded != NO_SEED else NO_SEED - 1
 
 
-def sampler_chain(settings: SamplingParams, n_vocab: int, seed: int | None, history: int) -> Any:
+def sampler_chain(settings: SamplingParams, n_vocab: int, seed: int | None, history: int, vocab: Any = None) -> Any:
     """llama.cpp's sampler chain for ``settings``, in the order of :func:`models.sampling.sample_next`.
 
     Args:
         settings: The validated sampling settings.
         n_vocab: The model's vocabulary size.
-        seed: The draw's seed; None leaves the draw out (the filters alone, for tests).
-        history: How many written tokens the repetition penalty looks back over (all of them).
+        seed: The draw's seed; None leaves the draw (and XTC, which draws too) out: the filters alone, for tests.
+        history: How many written tokens the repetition penalty and DRY look back over (all of them).
+        vocab: The model's vocabulary (``llama_model.vocab``); DRY needs it.
 
     Returns:
         A ``llama_cpp._internals.LlamaSampler``.
+
+    Raises:
+        ValueError: If DRY is asked for without a vocabulary.
     """
     from llama_cpp._internals import LlamaSampler
 
     chain = LlamaSampler()
     if settings.repetition_penalty != 1.0:
         chain.add_penalties(n_vocab, max(1, history), float(settings.repetition_penalty), 0.0, 0.0)
+    if settings.dry_multiplier > 0:
+        if vocab is None:
+            raise ValueError("DRY needs the model's vocabulary")
+        chain.add_dry(_VocabOf(vocab), float(settings.dry_multiplier), float(settings.dry_base),
+                      int(settings.dry_allowed_length), max(1, history), [])  # no sequence breakers: as torch
     chain.add_temp(float(settings.temperature))
     if settings.min_p > 0:
         chain.add_min_p(float(settings.min_p), 1)
@@ -83,8 +92,21 @@ def sampler_chain(settings: SamplingParams, n_vocab: int, seed: int | None, hist
     if settings.top_p < 1.0:
         chain.add_top_p(float(settings.top_p), 1)
     if seed is not None:
+        if settings.xtc_probability > 0:  # its own random stream, apart from the draw's
+            chain.add_xtc(float(settings.xtc_probability), float(settings.xtc_threshold), 1,
+                          llama_seed(seed) ^ XTC_SEED_SALT)
         chain.add_dist(llama_seed(seed))
     return chain
+
+
+XTC_SEED_SALT = 0x5EED_C0DE
+
+
+class _VocabOf:
+    """What ``LlamaSampler.add_dry`` reads of a model: its ``vocab`` pointer."""
+
+    def __init__(self, vocab: Any) -> None:
+        self.vocab = vocab
 
 
 def chain_keeps(settings: SamplingParams, logits: np.ndarray, previous: Sequence[int] = ()) -> list[int]:
@@ -93,13 +115,23 @@ def chain_keeps(settings: SamplingParams, logits: np.ndarray, previous: Sequence
     ``previous`` are the tokens written so far (the repetition penalty's history). What
     :func:`models.sampling.filter_logits` keeps on the same logits is the same set (tested).
     """
+    chained = chain_logits(settings, logits, previous)
+    return sorted(int(i) for i in np.nonzero(np.isfinite(chained))[0])
+
+
+def chain_logits(settings: SamplingParams, logits: np.ndarray, previous: Sequence[int] = (),
+                 vocab: Any = None) -> np.ndarray:
+    """One row of logits after llama.cpp's chain without the draw (removed tokens -inf), by token id.
+
+    ``vocab`` is the model's vocabulary (DRY needs it); the tests compare this with the torch sampler's.
+    """
     import ctypes
 
     import llama_cpp
     from llama_cpp._internals import LlamaTokenDataArray
 
     logits = np.ascontiguousarray(logits, dtype=np.float32)
-    chain = sampler_chain(settings, len(logits), None, max(1, len(previous)))
+    chain = sampler_chain(settings, len(logits), None, max(1, len(previous)), vocab)
     try:
         for token in previous:
             chain.accept(int(token))
@@ -108,7 +140,9 @@ def chain_keeps(settings: SamplingParams, logits: np.ndarray, previous: Sequence
         llama_cpp.llama_sampler_apply(chain.sampler, ctypes.byref(candidates.candidates))
         size = int(candidates.candidates.size)
         kept = candidates.candidates_data[:size]
-        return sorted(int(i) for i, v in zip(kept.id, kept.logit, strict=True) if np.isfinite(v))
+        out = np.full(len(logits), -np.inf, dtype=np.float32)
+        out[np.asarray(kept.id, dtype=np.int64)] = kept.logit
+        return out
     finally:
         chain.close()
 
@@ -279,7 +313,7 @@ class LlamaCppWriter(PromptLayout):
         max_new = self.new_token_budget(len(prefix), settings)
         with self._lock:
             self._prime(prefix)
-            chain = sampler_chain(settings, self.n_vocab, seed, max_new)
+            chain = sampler_chain(settings, self.n_vocab, seed, max_new, self.llm._model.vocab)
             try:
                 for _ in range(max_new):
                     token = int(chain.sample(self.llm._ctx, -1))

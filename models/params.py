@@ -46,6 +46,21 @@ class SamplingParams(BaseModel):
                                      "adapts to the model's confidence where top-p does not.")
     repetition_penalty: float = Field(1.1, ge=1, le=5.0, title="Repetition penalty", json_schema_extra={"x-step": 0.05},
                                       description="Penalty on tokens already written (1 = none), as in CTRL.")
+    dry_multiplier: float = Field(
+        0.0, ge=0, le=5.0, title="DRY multiplier (0 = off)", json_schema_extra={"x-step": 0.1},
+        description="DRY (\"don't repeat yourself\"): a token that would continue a sequence already written is "
+                    "penalised by multiplier × base^(length − allowed length); 0.8 is a common choice, 0 is off.")
+    dry_base: float = Field(1.75, gt=1, le=4.0, title="DRY base", json_schema_extra={"x-step": 0.05},
+                            description="How fast the DRY penalty grows with the repeated sequence's length.")
+    dry_allowed_length: int = Field(2, ge=1, le=20, title="DRY allowed length", json_schema_extra={"x-step": 1},
+                                    description="Repeats up to this many tokens are not penalised by DRY.")
+    xtc_threshold: float = Field(0.1, ge=0, le=0.5, title="XTC threshold", json_schema_extra={"x-step": 0.01},
+                                 description="XTC (exclude top choices): tokens at least this likely, all but the "
+                                             "least likely of them, are removed when XTC fires.")
+    xtc_probability: float = Field(0.0, ge=0, le=1.0, title="XTC probability (0 = off)",
+                                   json_schema_extra={"x-step": 0.05},
+                                   description="How often XTC fires per token (0 = off); more surprising word "
+                                               "choices at the cost of some coherence.")
     stop: tuple[StopString, ...] = Field((), max_length=MAX_STOPS, strict=False, title="Stop at",
                                          description=f"Up to {MAX_STOPS} strings; the text ends before the first "
                                                      "one written (it is not included).")
@@ -64,7 +79,8 @@ class SamplingParams(BaseModel):
         return type(self).model_validate({**self.model_dump(), **changes})
 
 
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")  # what a preset sets
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",  # what a preset sets, and
+                   "dry_multiplier", "dry_base", "dry_allowed_length", "xtc_threshold", "xtc_probability")  # more
 
 
 def default(name: str) -> Any:

@@ -5,6 +5,7 @@ Each function takes the validated :class:`models.params.SamplingParams` (or the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,69 @@ def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor | None
     picked = torch.gather(logits, 1, previous)
     picked = torch.where(picked > 0, picked / penalty, picked * penalty)
     return logits.scatter(1, previous, picked)
+
+
+DRY_MAX_LOG = 88.7228391  # ln(FLT_MAX): llama.cpp caps DRY's exponent so the penalty stays finite
+
+
+def repeat_lengths(seq: Sequence[int]) -> list[int]:
+    """For each position ``i``: how many tokens ending at ``i`` equal the tokens ending at the sequence's end.
+
+    The Z-algorithm on the reversed sequence (linear time), as llama.cpp's DRY sampler computes it.
+    """
+    rev, n = list(reversed(seq)), len(seq)
+    z, left, right = [0] * n, 0, 0
+    for k in range(1, n):
+        if k <= right:
+            z[k] = min(right - k + 1, z[k - left])
+        while k + z[k] < n and rev[z[k]] == rev[k + z[k]]:
+            z[k] += 1
+        if k + z[k] - 1 > right:
+            left, right = k, k + z[k] - 1
+    return [z[n - 1 - i] for i in range(n - 1)]  # position i ↔ shift n - 1 - i
+
+
+def apply_dry(logits: torch.Tensor, previous: torch.Tensor | None, multiplier: float, base: float,
+              allowed_length: int) -> torch.Tensor:
+    """DRY: penalises each token that would continue a sequence already in ``previous`` (``(B, T)`` ids).
+
+    A token that followed an earlier occurrence of the last ``n ≥ allowed_length`` tokens loses
+    ``multiplier × base^(n − allowed_length)`` from its logit (the longest such ``n`` per token), as in
+    llama.cpp's DRY sampler without sequence breakers (the llama.cpp runtime passes none, so both agree).
+    """
+    if previous is None or multiplier == 0 or previous.size(-1) <= allowed_length:
+        return logits
+    max_exponent = int(DRY_MAX_LOG / math.log(base)) if base > 1.000001 else 0
+    out = logits.clone()
+    for row, seq in enumerate(previous.tolist()):
+        longest: dict[int, int] = {}
+        for i, n in enumerate(repeat_lengths(seq)):
+            if n >= allowed_length and longest.get(seq[i + 1], -1) < n:
+                longest[seq[i + 1]] = n
+        for token, n in longest.items():
+            exponent = n - allowed_length
+            if max_exponent > 0:
+                exponent = min(exponent, max_exponent)
+            out[row, token] -= multiplier * base**exponent
+    return out
+
+
+def exclude_top_choices(logits: torch.Tensor, threshold: float, fires: Sequence[bool]) -> torch.Tensor:
+    """XTC: in each row where it ``fires``, removes every token at least ``threshold`` likely but the least likely.
+
+    Nothing is removed when fewer than two tokens reach the threshold (as in llama.cpp's XTC sampler).
+    """
+    if not any(fires):
+        return logits
+    probs = torch.softmax(logits, dim=-1)
+    out = logits.clone()
+    for row, fire in enumerate(fires):
+        above = torch.nonzero(probs[row] >= threshold).flatten()
+        if not fire or above.numel() < 2:
+            continue
+        keep = above[torch.argmin(probs[row, above])]
+        out[row, above[above != keep]] = float("-inf")
+    return out
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float, min_p: float = 0.0) -> torch.Tensor:
@@ -46,7 +110,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float, min_p: float =
 def sample_next(logits: torch.Tensor, settings: SamplingParams,
                 generator: torch.Generator | Sequence[torch.Generator],
                 previous: torch.Tensor | None = None) -> torch.Tensor:
-    """The shared sampler: repetition penalty, temperature, top-k, min-p, top-p, then one draw per row.
+    """The shared sampler: repetition penalty, DRY, temperature, min-p, top-k, top-p, XTC, then one draw per row.
 
     Each row draws from its own generator (inverse-CDF sampling with one uniform number per row), so a
     row's text does not depend on the other rows of the batch, and the filtering runs batched.
@@ -64,7 +128,11 @@ def sample_next(logits: torch.Tensor, settings: SamplingParams,
     if len(gens) != logits.size(0):
         raise ValueError(f"sample_next needs one generator per row: {len(gens)} for {logits.size(0)} rows")
     logits = apply_repetition_penalty(logits.float(), previous, settings.repetition_penalty)
+    logits = apply_dry(logits, previous, settings.dry_multiplier, settings.dry_base, settings.dry_allowed_length)
     logits = filter_logits(logits / settings.temperature, settings.top_k, settings.top_p, settings.min_p)
+    if settings.xtc_probability > 0:  # its own draw per row, only when on (seeds write what they wrote before)
+        fires = [torch.rand((), generator=g).item() <= settings.xtc_probability for g in gens]
+        logits = exclude_top_choices(logits, settings.xtc_threshold, fires)
     cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)  # (B, V)
     u = torch.stack([torch.rand((), generator=g) for g in gens]).unsqueeze(1) * cdf[:, -1:]  # (B, 1)
     return (cdf < u).sum(dim=-1).clamp(max=logits.size(-1) - 1)

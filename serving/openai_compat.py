@@ -11,7 +11,9 @@ token, which clients send as their API key). How the fields map:
 - ``max_tokens`` (chat also ``max_completion_tokens``), ``temperature``, ``top_p``, ``n``, ``seed`` and
   ``stop`` mean what they mean in ``/generate`` (``n`` drafts use seeds ``seed, seed + 1, …``). Temperature
   0 is greedy decoding (top-k 1).
-- Extra body fields: ``form``, ``genre``, ``preset``, ``top_k``, ``min_p`` and ``repetition_penalty``.
+- Extra body fields: ``form``, ``genre``, ``preset``, ``top_k``, ``min_p``, ``repetition_penalty`` and the
+  DRY and XTC settings (``dry_multiplier``, ``dry_base``, ``dry_allowed_length``, ``xtc_threshold``,
+  ``xtc_probability``).
 - ``logprobs`` (completions: an integer, the alternatives per token; chat: ``logprobs: true`` with
   ``top_logprobs``), non-streamed only: each token's log-probability under the request's sampling settings
   (temperature, penalty and filters, so a token the filters cut gets OpenAI's floor of -9999) and the top
@@ -58,7 +60,9 @@ FLOOR_LOGPROB = -9999.0  # a token the sampler could not have drawn (OpenAI's ow
 # the GenerateRequest field each OpenAI field becomes (and back, for error messages)
 TO_GENERATE = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "n": "num_drafts"}
 FROM_GENERATE = {"max_new_tokens": "max_tokens", "num_drafts": "n"}
-PASSED_ON = ("temperature", "top_p", "seed", "form", "genre", "preset", "top_k", "min_p", "repetition_penalty")
+EXTRA_SAMPLING = ("top_k", "min_p", "repetition_penalty", "dry_multiplier", "dry_base", "dry_allowed_length",
+                  "xtc_threshold", "xtc_probability")  # SamplingParams fields OpenAI has no name for
+PASSED_ON = ("temperature", "top_p", "seed", "form", "genre", "preset", *EXTRA_SAMPLING)
 Count = Callable[[str, str, int], None]  # (endpoint, outcome, tokens) -> None
 
 
@@ -118,7 +122,7 @@ class _OpenAIFields(BaseModel):
 
 _Extras = create_model(
     "_Extras", __base__=_OpenAIFields, __module__=__name__, __doc__=_OpenAIFields.__doc__,
-    **choice_fields(("temperature", "top_p", "seed", "top_k", "min_p", "repetition_penalty"),
+    **choice_fields(("temperature", "top_p", "seed", *EXTRA_SAMPLING),
                     temperature={"ge": 0, "description": "0 is greedy; otherwise as in /generate."}))
 
 

@@ -122,8 +122,8 @@ def use_preset(name: str) -> list[Any]:
     """The preset's values into the sliders, in ``SAMPLING_FIELDS``' order (the writer may still move them)."""
     if not name:
         return [gr.update() for _ in SAMPLING_FIELDS]
-    values = preset_values(name)
-    return [gr.update(value=values[k]) for k in SAMPLING_FIELDS]
+    values = preset_values(name)  # a preset sets the five classic knobs; DRY and XTC stay as they are
+    return [gr.update(value=values[k]) if k in values else gr.update() for k in SAMPLING_FIELDS]
 
 
 class DraftsTab:

@@ -24,7 +24,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TIERS = {"serve_load": "serving", "openai_overhead": "serving", "team_stack": "team",
          "train_processes": "multiprocess"}
 SKETCH = re.compile(r"^\[|…|\.\.\.|^[A-Z]{3,}$|\.NAME$")  # a usage sketch: [--flag], …, FILE, benchmarks.NAME
-NEEDS_CHAMPION = {"presets", "runtimes", "serve_load", "openai_overhead"}
+NEEDS_CHAMPION = {"presets", "runtimes", "serve_load", "openai_overhead", "long_manuscript"}
 
 
 def shown_commands(prefix: str) -> list[tuple[str, list[str]]]:

@@ -237,3 +237,40 @@ def test_a_longer_serving_context_reads_more_of_a_manuscript_up_to_the_bases_lim
     assert longer.generate(["Go on."], settings)[0] is not None  # the long prefix fits the context
     with pytest.raises(RuntimeLoadError, match="2048"):
         LlamaCppWriter.load(saved, threads=1, context=2048)
+
+
+@pytest.mark.parametrize(("multiplier", "base", "allowed"), [(0.8, 1.75, 2), (2.0, 1.5, 1), (0.5, 3.0, 4)])
+def test_dry_penalises_what_llama_cpps_dry_penalises_by_the_same_amount(runtimes, multiplier, base, allowed):
+    from models.llama_cpp import chain_logits
+    from models.sampling import apply_dry
+
+    rng = np.random.default_rng(3)
+    n_vocab = runtimes[1].n_vocab
+    logits = (rng.standard_normal(n_vocab) * 2).astype(np.float32)
+    previous = [5, 9, 7, 5, 9, 7, 11, 5, 9, 7, 5, 9]  # "5 9 7" written three times, "5 9" again at the end
+    settings = GenerationSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0,
+                                  dry_multiplier=multiplier, dry_base=base, dry_allowed_length=allowed)
+    ours = apply_dry(torch.from_numpy(logits)[None], torch.tensor([previous]), multiplier, base, allowed)[0].numpy()
+    theirs = chain_logits(settings, logits, previous, runtimes[1].llm._model.vocab)
+    assert np.allclose(ours, theirs, atol=1e-4)
+    assert ours[7] < logits[7] and ours[11] == logits[11]  # "7" continues the repeat; "11" followed "5 9 7" once
+
+
+def test_xtc_removes_the_top_choices_but_the_least_likely_of_them():
+    from models.sampling import exclude_top_choices
+
+    logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1]]))
+    out = exclude_top_choices(logits, 0.15, [True, False])
+    assert torch.isinf(out[0, :2]).all() and torch.isfinite(out[0, 2:]).all()  # 0.2 is the least of those ≥ 0.15
+    assert torch.equal(out[1], logits[1])  # it did not fire in that row
+    assert torch.equal(exclude_top_choices(logits, 0.35, [True, True]), logits)  # one token ≥ 0.35: nothing to do
+
+
+def test_xtc_changes_the_text_on_both_runtimes_dry_runs_on_both_and_off_they_change_nothing(runtimes):
+    plain = GenerationSettings(max_new_tokens=24, seed=4, temperature=1.0, repetition_penalty=1.0)
+    for writer in runtimes:
+        base = writer.generate([PROMPTS[0]], plain)[0]
+        assert writer.generate([PROMPTS[0]], plain.replace(dry_multiplier=0.0, xtc_probability=0.0))[0] == base
+        assert writer.generate([PROMPTS[0]], plain.replace(xtc_probability=1.0, xtc_threshold=0.01))[0] != base
+        dry = writer.generate([PROMPTS[0]], plain.replace(dry_multiplier=5.0, dry_allowed_length=1, dry_base=4.0))
+        assert isinstance(dry[0], str)  # the llama.cpp chain gets the model's vocabulary (DRY needs it)
