@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -35,7 +36,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, **tiny: 
         AttributeError: ``tiny`` names an option the parser does not have (a mistake in the benchmark).
     """
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    parser.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)  # the tests: options only
     args = parser.parse_args(argv)
+    if args.parse_only:
+        print(json.dumps(vars(args), default=str))
+        raise SystemExit(0)
     if not args.smoke:
         return args
     for name, value in tiny.items():

@@ -23,6 +23,7 @@ against ``--rss-bound-mib`` of growth.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -48,9 +49,24 @@ PROMPTS = [
 ]
 
 
-def body(i: int, max_new_tokens: int) -> dict:
-    """Request ``i``: prompts in turn, a fixed seed per request (the same load for both servers)."""
+@functools.cache
+def served_controls(url: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The forms and genres the server's model knows (``GET /model``), asked once per server."""
+    controls = httpx.get(url + "/model", timeout=10).json().get("controls") or {}
+    return frozenset(controls.get("form") or ()), frozenset(controls.get("genre") or ())
+
+
+def body(i: int, max_new_tokens: int, url: str = "") -> dict:
+    """Request ``i``: prompts in turn, a fixed seed per request (the same load for both servers).
+
+    With ``url``, a form or genre the served model does not know is left to its default, so any champion
+    can be measured (a tiny test model knows fewer genres than the trained one).
+    """
     prompt, form, genre = PROMPTS[i % len(PROMPTS)]
+    if url:
+        forms, genres = served_controls(url)
+        form = form if not forms or form in forms else "story"
+        genre = genre if genre in genres else ""
     return {"prompt": prompt, "form": form, "genre": genre, "max_new_tokens": max_new_tokens, "seed": 1000 + i}
 
 
@@ -82,7 +98,7 @@ def load(url: str, concurrency: int, requests: int, max_new_tokens: int) -> dict
                     return
                 start = time.perf_counter()
                 try:
-                    response = http.post(url + "/generate", json=body(i, max_new_tokens))
+                    response = http.post(url + "/generate", json=body(i, max_new_tokens, url))
                     ok = response.status_code == 200
                 except httpx.HTTPError as exc:
                     ok, response = False, exc
@@ -113,7 +129,7 @@ def first_chunk(url: str, repeats: int, max_new_tokens: int) -> float:
     with httpx.Client(timeout=120) as http:
         for i in range(repeats):
             start = time.perf_counter()
-            with http.stream("POST", url + "/stream", json=body(i, max_new_tokens)) as response:
+            with http.stream("POST", url + "/stream", json=body(i, max_new_tokens, url)) as response:
                 for chunk in response.iter_text():  # read to the end so the server is idle again
                     if chunk and len(times) == i:
                         times.append(time.perf_counter() - start)
@@ -154,10 +170,10 @@ def soak(url: str, clients: int, seconds: float, max_new_tokens: int) -> dict:
         kind = ("generate", "generate", "stream", "generate", "bad", "generate", "stream", "generate", "generate",
                 "bad")[i % 10]
         if kind == "generate":
-            response = http.post(url + "/generate", json=body(i, max_new_tokens))
+            response = http.post(url + "/generate", json=body(i, max_new_tokens, url))
             return kind, response.status_code == 200 and bool(response.json()["drafts"][0]["text"]), response.text
         if kind == "stream":
-            with http.stream("POST", url + "/stream", json=body(i, max_new_tokens)) as response:
+            with http.stream("POST", url + "/stream", json=body(i, max_new_tokens, url)) as response:
                 text = "".join(response.iter_text())
             return kind, response.status_code == 200 and bool(text), text
         content, kind_header = BAD[(i // 10) % len(BAD)]

@@ -147,8 +147,11 @@ def chain_logits(settings: SamplingParams, logits: np.ndarray, previous: Sequenc
         chain.close()
 
 
-def check_gguf(path: Path, sha256: str = "", size: int = -1) -> None:
+def check_gguf(path: Path, sha256: str = "", size: int = -1) -> int:
     """Checks a GGUF file before llama.cpp opens it: present, complete, unchanged and of the Llama architecture.
+
+    Returns:
+        The context length the model was trained for (``llama.context_length``; 0 when the file does not say).
 
     Raises:
         RuntimeLoadError: Naming the file and what is wrong.
@@ -176,6 +179,8 @@ def check_gguf(path: Path, sha256: str = "", size: int = -1) -> None:
 
         if file_sha256(path) != sha256:
             raise RuntimeLoadError(f"GGUF file {path} does not match the SHA-256 its manifest records")
+    trained = reader.fields.get("llama.context_length")
+    return int(trained.contents()) if trained is not None else 0
 
 
 def _private_copy(path: Path) -> Path:
@@ -240,32 +245,32 @@ class LlamaCppWriter(PromptLayout):
         Args:
             directory: The saved model directory.
             threads: llama.cpp threads (0: the thread policy's default).
-            context: The context in tokens (0: the trained one); at most what the base was trained for.
+            context: The context in tokens (0: the one the model was trained with); a longer one than the base
+                was trained for is cut to that (with a warning).
 
         Raises:
             RuntimeLoadError: If the model has no GGUF export, or the file is missing, truncated, changed or
-                of another architecture, or ``context`` is longer than the base's (the message names it).
+                of another architecture (the message names the file).
         """
         directory = Path(directory)
         config, tokenizer, manifest = read_saved(directory)
-        if context and context != config.context:
-            try:
-                config = dataclasses.replace(config, context=int(context))
-            except ValueError as exc:
-                raise RuntimeLoadError(f"context {context}: {exc}") from None
         record = manifest.get("gguf")
         if not record:
             raise RuntimeLoadError(f"{directory} has no GGUF export (saved before the llama.cpp runtime, or not a "
                                    "Llama-architecture model): serve it with runtime: torch")
         path = directory / record["path"]
-        check_gguf(path, record.get("sha256", ""), int(record.get("bytes", -1)))
+        trained = check_gguf(path, record.get("sha256", ""), int(record.get("bytes", -1)))
+        if context and trained and context > trained:
+            log.warning("context %d is longer than %s's base was trained for: using %d", context, path.name, trained)
+            context = trained
+        if context and context != config.context:
+            try:
+                config = dataclasses.replace(config, context=int(context))
+            except ValueError as exc:
+                raise RuntimeLoadError(f"context {context}: {exc}") from None
         private = _private_copy(path)
         writer = cls(private, tokenizer, config, metadata=manifest, threads=threads)
         weakref.finalize(writer, shutil.rmtree, private.parent, True)
-        trained = int(writer.llm.metadata.get("llama.context_length") or 0)
-        if context and trained and context > trained:
-            raise RuntimeLoadError(f"context {context} is longer than the model's base was trained for ({trained} "
-                                   f"tokens, {path.name}): lower model.context")
         return writer
 
     def save(self, directory: Path) -> Path:
