@@ -24,7 +24,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # benchmarks that start servers, the team stack or several training processes run in those tiers
 TIERS = {"serve_load": "serving", "openai_overhead": "serving", "team_stack": "team",
          "train_processes": "multiprocess"}
-SKETCH = re.compile(r"^\[|…|\.\.\.|^[A-Z]{3,}$|\.NAME$")  # a usage sketch: [--flag], …, FILE, benchmarks.NAME
+SKETCH = re.compile(r"^\[|…|\.\.\.|^[A-Z]{3,}$|\.NAME$|\.\*$")  # a sketch: [--flag], …, FILE, benchmarks.NAME, .*
 NEEDS_CHAMPION = {"presets", "runtimes", "serve_load", "openai_overhead", "long_manuscript"}
 
 
