@@ -30,7 +30,7 @@ def one_run(prepared: Prepared, model: dict, train: dict, processes: int, thread
 
     from models.transformer import TransformerConfig, build_transformer
     from training.config import TransformerTrainConfig
-    from training.transformer_ddp import train
+    from training.transformer_ddp import train as train_writer  # `train` is this function's settings
 
     train_part, val_part = prepared.part("train"), prepared.part("validation")
     torch.set_num_threads(threads)
@@ -40,7 +40,7 @@ def one_run(prepared: Prepared, model: dict, train: dict, processes: int, thread
                                     "time_budget_s": 0, "progress_bar": False, "processes": processes,
                                     "torch_threads": 1 if processes > 1 else threads})
     started = time.perf_counter()
-    history = train(writer, train_part, val_part, cfg)
+    history = train_writer(writer, train_part, val_part, cfg)
     return {"tokens_per_s": float(history["tokens_per_s"].iloc[0]), "wall_s": time.perf_counter() - started}
 
 

@@ -103,6 +103,11 @@ class GuardMiddleware:
                                              "/ui/?token=<token> once)"},
                         [(b"www-authenticate", b"Bearer")], path)
             return
+        if path.startswith(STORIES_PREFIX) and any(ord(c) < 32 for c in path):
+            # no route pattern matches a line break, and the server's own 404 would be plain text
+            await _json(send, 404, {"error": "no such story: a story id has no control characters",
+                                    "detail": [{"loc": ["id"], "msg": "no such story"}]}, path=path)
+            return
         headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length")
         cap = self.story_body_bytes if path.startswith(STORIES_PREFIX) else self.max_body_bytes

@@ -25,7 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from workspace.schemas import Restore, StoryEdit, StoryFields
@@ -77,14 +79,23 @@ def _refusal(exc: StoreError) -> JSONResponse:
     return response
 
 
-async def _body(request: Request, model: type[Any]) -> Any:
-    """The JSON body as ``model``; :class:`Invalid` naming the first wrong field."""
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request's body as a JSON object; :class:`Invalid` for no body, not JSON or not an object."""
+    raw = await request.body()
+    if not raw.strip():
+        raise Invalid("send the story as a JSON object (the body is empty)", "body")
     try:
-        data = json.loads(await request.body() or b"{}")
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Invalid(f"the body is not JSON: {exc}", "body") from None
     if not isinstance(data, dict):
         raise Invalid("the body must be a JSON object", "body")
+    return data
+
+
+async def _body(request: Request, model: type[Any]) -> Any:
+    """The JSON body as ``model``; :class:`Invalid` naming the first wrong field."""
+    data = await _json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -233,14 +244,14 @@ def add_story_routes(app: FastAPI, store: Callable[[], StoryStore]) -> None:
     @handled
     async def import_story(request: Request) -> Response:
         """A new story from a JSON export (its ``story`` object)."""
-        try:
-            data = json.loads(await request.body() or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise Invalid(f"the body is not JSON: {exc}", "body") from None
-        if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT or not isinstance(data.get("story"),
-                                                                                                  dict):
+        data = await _json_object(request)
+        if data.get("format") != EXPORT_FORMAT or not isinstance(data.get("story"), dict):
             raise Invalid(f"not a story export: expected {{'format': '{EXPORT_FORMAT}', 'story': {{...}}}}",
                           "format")
+        unknown = set(data) - {"format", "story", "exported_from"}
+        if unknown or not isinstance(data.get("exported_from", {}), dict):
+            field = sorted(unknown)[0] if unknown else "exported_from"
+            raise Invalid(f"{field}: an export has format, story and exported_from (an object)", field)
         try:
             fields = StoryFields.model_validate(data["story"])
         except ValidationError as exc:
@@ -249,21 +260,28 @@ def add_story_routes(app: FastAPI, store: Callable[[], StoryStore]) -> None:
             raise Invalid(f"{where}: {first['msg']}", where) from None
         return JSONResponse(store().create(writer(request), fields, origin="import"), status_code=201)
 
-    router.add_api_route("", list_stories, methods=["GET"])
-    router.add_api_route("", create, methods=["POST"], status_code=201)
-    router.add_api_route("/import", import_story, methods=["POST"], status_code=201)
-    router.add_api_route("/{story_id}", read, methods=["GET"])
-    router.add_api_route("/{story_id}", edit, methods=["PUT"])
-    router.add_api_route("/{story_id}", delete, methods=["DELETE"], status_code=204)
+    # one route per path, whatever its methods: a method a path does not take gets 405 with all it does take
+    async def collection(request: Request) -> Response:
+        return await (list_stories if request.method == "GET" else create)(request)
+
+    async def item(request: Request, story_id: str) -> Response:
+        handler = {"GET": read, "PUT": edit, "DELETE": delete}[request.method]
+        return await handler(request, story_id=story_id)
+
+    router.add_api_route("", collection, methods=["GET", "POST"])
+    router.add_api_route("/import", import_story, methods=["POST"])
+    router.add_api_route("/{story_id}", item, methods=["GET", "PUT", "DELETE"])
     router.add_api_route("/{story_id}/undelete", undelete, methods=["POST"])
     router.add_api_route("/{story_id}/versions", versions, methods=["GET"])
     router.add_api_route("/{story_id}/versions/{number}", version, methods=["GET"])
     router.add_api_route("/{story_id}/versions/{number}/restore", restore, methods=["POST"])
     router.add_api_route("/{story_id}/export", export, methods=["GET"])
-
-    async def unknown(request: Request, rest: str) -> Response:
-        """Any other path under /stories: a 404 in the API's own error body."""
-        return _error(404, "path", f"no story route {request.url.path!r} (see /docs.json)")
-
-    router.add_api_route("/{rest:path}", unknown, methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
     app.include_router(router)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        """A 404 under /stories in the API's error body (a path no route pattern matches: a line break in it)."""
+        if request.url.path.startswith("/stories") and getattr(exc, "status_code", 0) == 404:
+            return _error(404, "path", "no such story route (see /docs.json)")
+        return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+
+    app.add_exception_handler(StarletteHTTPException, not_found)

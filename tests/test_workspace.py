@@ -345,3 +345,39 @@ def test_with_the_database_down_the_ui_keeps_the_story_and_sends_it_later(store)
     assert not sent.warning and not sent.story.get(UNSYNCED) and sent.story[SERVER_ID]
     listed = sync.choices({sent.story["id"]: sent.story})  # once on the server, listed once, from there
     assert [value for _, value in listed] == [SERVER_PREFIX + sent.story[SERVER_ID]]
+
+
+@pytest.mark.team
+def test_the_store_runs_on_postgresql_beside_mlflows_tables():
+    """The same store on the team stack's PostgreSQL (in MLflow's own database: the version tables differ)."""
+    import tempfile
+
+    from infra.team import TeamError, TeamLayout, down, pg_bin, start_postgres
+    from infra.team import psql as run_sql
+
+    try:
+        pg_bin("initdb")
+    except TeamError as exc:
+        pytest.skip(f"PostgreSQL is not installed ({exc}); .ci/run installs it")
+    base = Path(tempfile.mkdtemp(prefix="cw-stories-pg-", dir="/tmp"))  # reachable by the postgres user
+    base.chmod(0o755)
+    layout = TeamLayout(base / "team", _free_port(), _free_port(), _free_port())
+    try:
+        url = start_postgres(layout).replace("postgresql://", "postgresql+psycopg2://")
+        run_sql(layout, "CREATE TABLE IF NOT EXISTS alembic_version (version_num varchar(32))", database="mlflow")
+        store = StoryStore(url)
+        me = store.local_writer()
+        story = store.create(me, StoryFields(title="On Postgres", text="One."))
+        assert store.update(me, story["id"], 1, {"text": "One. Two."})["version"] == 2
+        with pytest.raises(Conflict):
+            store.update(me, story["id"], 1, {"text": "stale"})
+        ann = store.writer_for_token(store.add_writer("ann"))
+        with pytest.raises(NotFound):
+            store.get(ann, story["id"])
+        assert StoryStore(url).get(me, story["id"])["text"] == "One. Two."  # migrations run again: no change
+        tables = run_sql(layout, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables "
+                                 "WHERE schemaname = 'public'", database="mlflow")
+        assert {"stories", "story_versions", "writers", "workspace_alembic_version", "alembic_version"} <= set(
+            tables.strip().split(","))
+    finally:
+        down(layout)
