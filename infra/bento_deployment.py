@@ -36,7 +36,8 @@ from zenml.integrations.bentoml.services.bentoml_local_deployment import (
 from core.paths import REGISTERED_NAME
 from infra.processes import ProcessInfo, listeners, marked, port_in_use, terminate, wait_port_free
 from infra.stack import PROJECT_ROOT
-from serving.config import DEPLOYMENT_ID_ENV, DEPLOYMENT_ROOT_ENV, PROCESS_ENV
+from serving.config import DEPLOYMENT_ID_ENV, DEPLOYMENT_ROOT_ENV, PROCESS_ENV, load_serving_config
+from workspace.db import DATABASE_ENV, database_url
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ def deploy(model_deployer: Any, bento_tag: str, model_uri: str, host: str, port:
     try:
         markers = {DEPLOYMENT_ID_ENV: str(record.id), DEPLOYMENT_ROOT_ENV: owner()}
         process_env = {k: os.environ.get(k, v) for k, v in PROCESS_ENV.items()}  # the environment wins
+        # the stories live in this checkout's database, not in the Bento's folder (replaced by a redeploy)
+        process_env[DATABASE_ENV] = database_url(load_serving_config().workspace.database_url)
         with _environment({**process_env, **markers}):
             service.start(timeout=0)
         wait_until_ready(service, f"{url}/readyz", timeout)
@@ -207,8 +210,6 @@ def verify_serving(url: str, deployment_id: str, version: str, model_tag: str = 
         DeploymentError: Saying who answered instead, or what it serves instead.
     """
     import httpx
-
-    from serving.config import load_serving_config
 
     token = load_serving_config().token  # the variable the serving profile names (CW_API_TOKEN by default)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
