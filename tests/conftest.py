@@ -103,3 +103,18 @@ def guarded_empty(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+def postgres_folder(prefix: str) -> Path:
+    """A fresh folder the postgres user can reach (for a cluster under it), or a skip when PostgreSQL is absent."""
+    import tempfile
+
+    from infra.team import TeamError, pg_bin
+
+    try:
+        pg_bin("initdb")
+    except TeamError as exc:
+        pytest.skip(f"PostgreSQL is not installed ({exc}); .ci/run installs it")
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # reachable by the postgres user
+    base.chmod(0o755)
+    return base

@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -48,14 +47,9 @@ def team(root: Path, ports: tuple[int, int, int], action: str, cwd: Path = PROJE
 
 @pytest.fixture
 def layout():
-    from infra.team import TeamError, pg_bin
+    from tests.conftest import postgres_folder
 
-    try:
-        pg_bin("initdb")
-    except TeamError as exc:
-        pytest.skip(f"PostgreSQL is not installed ({exc}); .ci/run installs it")
-    base = Path(tempfile.mkdtemp(prefix="cw-team-", dir="/tmp"))  # reachable by the postgres user
-    base.chmod(0o755)
+    base = postgres_folder("cw-team-")
     root, ports = base / "team", (free_port(), free_port(), free_port())
     yield root, ports
     team(root, ports, "down")  # whatever the test left running

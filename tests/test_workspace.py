@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from infra.processes import free_port
 from serving.middleware import GuardMiddleware
 from serving.stories_api import EXPORT_FORMAT, add_story_routes
 from workspace.config import WorkspaceSettings
@@ -220,12 +220,6 @@ SERVER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(url: str, port: int) -> subprocess.Popen:
     server = subprocess.Popen([sys.executable, "-c", SERVER, url, str(port)], cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
@@ -244,7 +238,7 @@ def _start(url: str, port: int) -> subprocess.Popen:
 @pytest.mark.serving
 def test_every_acknowledged_save_survives_kill_9(tmp_path):
     """50 edits and 10 model turns from a scripted client; the server is killed (SIGKILL) at random moments."""
-    url, port, rng = f"sqlite:///{tmp_path}/stories.db", _free_port(), random.Random(7)
+    url, port, rng = f"sqlite:///{tmp_path}/stories.db", free_port(), random.Random(7)
     server = _start(url, port)
     base = f"http://127.0.0.1:{port}"
     acknowledged: dict[int, str] = {}
@@ -350,18 +344,12 @@ def test_with_the_database_down_the_ui_keeps_the_story_and_sends_it_later(store)
 @pytest.mark.team
 def test_the_store_runs_on_postgresql_beside_mlflows_tables():
     """The same store on the team stack's PostgreSQL (in MLflow's own database: the version tables differ)."""
-    import tempfile
-
-    from infra.team import TeamError, TeamLayout, down, pg_bin, start_postgres
+    from infra.team import TeamLayout, down, start_postgres
     from infra.team import psql as run_sql
+    from tests.conftest import postgres_folder
 
-    try:
-        pg_bin("initdb")
-    except TeamError as exc:
-        pytest.skip(f"PostgreSQL is not installed ({exc}); .ci/run installs it")
-    base = Path(tempfile.mkdtemp(prefix="cw-stories-pg-", dir="/tmp"))  # reachable by the postgres user
-    base.chmod(0o755)
-    layout = TeamLayout(base / "team", _free_port(), _free_port(), _free_port())
+    base = postgres_folder("cw-stories-pg-")
+    layout = TeamLayout(base / "team", free_port(), free_port(), free_port())
     try:
         url = start_postgres(layout).replace("postgresql://", "postgresql+psycopg2://")
         run_sql(layout, "CREATE TABLE IF NOT EXISTS alembic_version (version_num varchar(32))", database="mlflow")
