@@ -93,15 +93,19 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return data
 
 
-async def _body(request: Request, model: type[Any]) -> Any:
-    """The JSON body as ``model``; :class:`Invalid` naming the first wrong field."""
-    data = await _json_object(request)
+def _validated(model: type[Any], data: dict[str, Any], within: str = "") -> Any:
+    """``data`` as ``model``; :class:`Invalid` naming the first wrong field (under ``within``, e.g. ``story``)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        where = ".".join([within] * bool(within) + [str(p) for p in first["loc"]]) or "body"
         raise Invalid(f"{where}: {first['msg']}", where) from None
+
+
+async def _body(request: Request, model: type[Any]) -> Any:
+    """The JSON body as ``model``; :class:`Invalid` naming the first wrong field."""
+    return _validated(model, await _json_object(request))
 
 
 def _bearer(request: Request) -> str:
@@ -252,12 +256,7 @@ def add_story_routes(app: FastAPI, store: Callable[[], StoryStore]) -> None:
         if unknown or not isinstance(data.get("exported_from", {}), dict):
             field = sorted(unknown)[0] if unknown else "exported_from"
             raise Invalid(f"{field}: an export has format, story and exported_from (an object)", field)
-        try:
-            fields = StoryFields.model_validate(data["story"])
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = "story." + ".".join(str(p) for p in first["loc"])
-            raise Invalid(f"{where}: {first['msg']}", where) from None
+        fields = _validated(StoryFields, data["story"], within="story")
         return JSONResponse(store().create(writer(request), fields, origin="import"), status_code=201)
 
     # one route per path, whatever its methods: a method a path does not take gets 405 with all it does take

@@ -178,12 +178,10 @@ class StoryStore:
         """
         with self._read() as db:
             story = self._story(db, writer, story_id, deleted_too=True)
-            row = db.execute(select(VERSIONS).where(VERSIONS.c.story_id == story_id,
-                                                    VERSIONS.c.version == (version or story.head))).first()
+            row = self._version(db, story_id, version or story.head)
         if row is None:
             raise NotFound(f"story {story_id} has no version {version}", "version")
-        return {**_summary(story), **row.body, "version": row.version, "saved_at": _iso(row.saved_at),
-                "origin": row.origin}
+        return _record(story, row)
 
     def update(self, writer: Writer, story_id: str, edited_version: int, changes: dict[str, Any],
                origin: str = "edit") -> dict[str, Any]:
@@ -204,12 +202,11 @@ class StoryStore:
         with self._write() as db:
             story = self._story(db, writer, story_id)
             if edited_version != story.head:
-                current = self._body(db, story)
+                current = _record(story, self._version(db, story_id, story.head))
                 raise Conflict(f"story {story_id} is at version {story.head}; this edit was made on version "
                                f"{edited_version}: reload it and apply the edit again", "version",
                                current_version=story.head, current=current)
-            head = db.execute(select(VERSIONS.c.body).where(VERSIONS.c.story_id == story_id,
-                                                            VERSIONS.c.version == story.head)).scalar_one()
+            head = self._version(db, story_id, story.head).body
             try:
                 fields = StoryFields.model_validate({**head, **changes})
             except ValueError as exc:
@@ -262,11 +259,9 @@ class StoryStore:
             raise NotFound(f"no story {story_id!r}" + (" (it is deleted: restore it first)" if row else ""), "id")
         return row
 
-    def _body(self, db: Any, story: Any) -> dict[str, Any]:
-        row = db.execute(select(VERSIONS).where(VERSIONS.c.story_id == story.id,
-                                                VERSIONS.c.version == story.head)).one()
-        return {**_summary(story), **row.body, "version": row.version, "saved_at": _iso(row.saved_at),
-                "origin": row.origin}
+    def _version(self, db: Any, story_id: str, number: int) -> Any:
+        return db.execute(select(VERSIONS).where(VERSIONS.c.story_id == story_id,
+                                                 VERSIONS.c.version == number)).first()
 
     def _read(self) -> Any:
         return _Guarded(self.engine.connect)
@@ -306,6 +301,12 @@ def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat(timespec="milliseconds")
+
+
+def _record(story: Any, row: Any) -> dict[str, Any]:
+    """A story's summary with one version's fields, number, time and origin."""
+    return {**_summary(story), **row.body, "version": row.version, "saved_at": _iso(row.saved_at),
+            "origin": row.origin}
 
 
 def _summary(row: Any) -> dict[str, Any]:
