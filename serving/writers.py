@@ -1,6 +1,6 @@
-"""Writer accounts on the command line: ``python -m workspace add-writer NAME`` prints the writer's token once.
+"""Writer accounts on the command line: ``python -m serving.writers add-writer NAME`` prints the token once.
 
-``python -m workspace writers`` lists the accounts. The database is the server's (``$CW_DATABASE_URL`` or
+``python -m serving.writers writers`` lists the accounts. The database is the server's (``$CW_DATABASE_URL`` or
 the serving profile's ``workspace.database_url``; default SQLite in ``.state/workspace.db``).
 """
 
@@ -12,7 +12,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns the exit code (2 with one clear line for a refused request)."""
-    parser = argparse.ArgumentParser(prog="python -m workspace", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m serving.writers", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add = commands.add_parser("add-writer", help="create a writer account and print its token (shown once)")
     add.add_argument("name")
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             for writer in store.writers():
                 print(f"{writer.id}\t{writer.name}")
     except StoreError as exc:
-        print(f"python -m workspace: error: {exc}", file=sys.stderr)
+        print(f"python -m serving.writers: error: {exc}", file=sys.stderr)
         return 2
     return 0
 
