@@ -45,7 +45,7 @@ from core.validation import STRICT, refusal
 from core.yaml_files import read_mapping
 from models.configs import RUNTIMES
 from models.params import SAMPLING_FIELDS, choice_fields
-from workspace.config import WorkspaceSettings
+from workspace.config import TrafficSettings, WorkspaceSettings
 
 DEFAULT_PROFILE = PROJECT_ROOT / "configs" / "serving.yaml"
 DEPLOYMENT_ID_ENV = "CW_DEPLOYMENT_ID"  # which deployment started this server (its processes inherit it)
@@ -187,6 +187,7 @@ class ServingConfig:
     defaults: Defaults = field(default_factory=Defaults)
     ui: UiSettings = field(default_factory=UiSettings)
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
+    traffic: TrafficSettings = field(default_factory=TrafficSettings)
 
     @property
     def token(self) -> str:

@@ -20,8 +20,11 @@ from typing import Any
 from serving.batching import Batcher, BatchResult
 from serving.champion import LoadedModel, NoModelError
 from serving.config import ServingConfig
-from serving.planner import Chat, Plan, RequestPlanner
+from serving.planner import Chat, Plan, RequestError, RequestPlanner
 from serving.schemas import Draft, GenerateResponse, RequestBase, Timings
+from workspace.traffic import LogRow, new_request_id
+
+Observer = Callable[[LogRow], None]
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +160,79 @@ async def iterate_in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
         stop.set()  # the client went away: let the worker finish its current step and end
 
 
+def outcome_of(exc: BaseException) -> str:
+    """The request log's outcome for a failure: a request the planner refused is 4xx, a cancel is cancelled."""
+    if isinstance(exc, RequestError):
+        return "4xx"
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "cancelled"
+    return "5xx"
+
+
+class Logged:
+    """A draft's pieces that report the request to the log when they end, fail or are closed (once).
+
+    Attributes:
+        request_id: The id the log row has (what a client sends back with feedback).
+    """
+
+    def __init__(self, pieces: Iterator[str], finish: Callable[[str, str, float | None, str], None],
+                 request_id: str) -> None:
+        self._pieces, self._finish, self.request_id = pieces, finish, request_id
+        self._started = time.perf_counter()
+        self._first: float | None = None
+        self._text: list[str] = []
+        self._done = False
+
+    def __iter__(self) -> Logged:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            piece = next(self._pieces)
+        except StopIteration:
+            self._end("ok")
+            raise
+        except BaseException as exc:
+            self._end(outcome_of(exc), f"{type(exc).__name__}: {exc}")
+            raise
+        if self._first is None:
+            self._first = (time.perf_counter() - self._started) * 1000
+        self._text.append(piece)
+        return piece
+
+    def close(self) -> None:
+        """Stops the pieces; a draft closed before its end is logged as cancelled."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+        self._end("cancelled")
+
+    def _end(self, outcome: str, error: str = "") -> None:
+        if not self._done:
+            self._done = True
+            self._finish(outcome, "".join(self._text), self._first, error)
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class Engine:
     """Holds the served model and turns requests into drafts.
 
     Args:
         config: The serving profile.
         loader: ``loader(config.model) -> LoadedModel`` (default: :func:`serving.champion.load`).
+        observer: Called with a :class:`~workspace.traffic.LogRow` for every request, served or refused (the
+            request log's :meth:`~workspace.traffic.RequestLog.record`; it must not block).
     """
 
-    def __init__(self, config: ServingConfig, loader: Callable[[Any], LoadedModel] | None = None) -> None:
+    def __init__(self, config: ServingConfig, loader: Callable[[Any], LoadedModel] | None = None,
+                 observer: Observer | None = None) -> None:
         from serving import champion
 
         self.config = config
+        self.observer = observer
         self.planner = RequestPlanner.for_config(config)
         self._loader = loader or functools.partial(champion.load, threads=config.server.torch_threads)
         self._loaded: LoadedModel | None = None
@@ -242,6 +306,28 @@ class Engine:
     def _run_rows(self, settings: Any, rows: list[tuple[str, int]]) -> list[str]:
         return self.loaded.model.generate_rows(rows, settings)
 
+    def _observe(self, request_id: str, endpoint: str, request: RequestBase, outcome: str, started: float,
+                 settings: Any = None, texts: tuple[str, ...] | list[str] = (), first_chunk_ms: float | None = None,
+                 error: str = "", story_id: str | None = None) -> None:
+        """Reports one request to the observer (never raises into the request)."""
+        if self.observer is None:
+            return
+        try:
+            loaded = self._loaded
+            prov = loaded.provenance if loaded is not None else None
+            tokens = sum(loaded.model.count_tokens(t) for t in texts if t) if loaded is not None else 0
+            self.observer(LogRow(
+                id=request_id, endpoint=endpoint, outcome=outcome,  # type: ignore[arg-type]
+                model_version=prov.version if prov else "", model_alias=prov.alias if prov else "",
+                runtime=self.config.model.runtime, form=getattr(request, "form", ""),
+                genre=getattr(request, "genre", ""), settings=settings.model_dump() if settings is not None else {},
+                prompt_chars=len(getattr(request, "prompt", "")), output_chars=sum(len(t) for t in texts),
+                drafts=len(texts), tokens=tokens, latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                first_chunk_ms=first_chunk_ms, story_id=story_id, error=error or None,
+                prompt_text=getattr(request, "prompt", None), output_text=list(texts)))
+        except Exception:  # the log must never fail a request
+            log.exception("the request could not be reported to the request log")
+
     def _response(self, request: RequestBase, settings: Any, seeds: list[int], result: BatchResult,
                   started: float) -> GenerateResponse:
         model = self.loaded.model
@@ -259,32 +345,56 @@ class Engine:
         texts = self._run_rows(settings, rows)
         return BatchResult(texts, 0.0, time.perf_counter() - started, len(rows))
 
-    async def generate_async(self, request: RequestBase, chat: Chat | None = None) -> GenerateResponse:
+    async def generate_async(self, request: RequestBase, chat: Chat | None = None, endpoint: str = "generate",
+                             story_id: str | None = None) -> GenerateResponse:
         """Writes the request's drafts off the event loop (batched with other requests when enabled).
 
         ``chat`` carries a conversation's system message and earlier turns (see :class:`~serving.planner.Chat`).
+        The request is logged (as ``endpoint``) whatever its outcome; the response carries its ``request_id``.
         """
-        started = time.perf_counter()
-        plan = self.plan(request, chat)
-        entered = self.admission.enter()
+        started, request_id, settings = time.perf_counter(), new_request_id(), None
         try:
-            if self._batcher is None:
-                result = await asyncio.to_thread(self._write, plan.settings, plan.rows)
-            else:
-                result = await self._batcher.submit(plan.settings.replace(seed=0), plan.rows)
-        finally:
-            self.admission.leave(entered)
-        return self._response(request, plan.settings, plan.seeds, result, started)
+            plan = self.plan(request, chat)
+            settings = plan.settings
+            entered = self.admission.enter()
+            try:
+                if self._batcher is None:
+                    result = await asyncio.to_thread(self._write, plan.settings, plan.rows)
+                else:
+                    result = await self._batcher.submit(plan.settings.replace(seed=0), plan.rows)
+            finally:
+                self.admission.leave(entered)
+        except BaseException as exc:
+            self._observe(request_id, endpoint, request, outcome_of(exc), started, settings,
+                          error=f"{type(exc).__name__}: {exc}", story_id=story_id)
+            raise
+        response = self._response(request, plan.settings, plan.seeds, result, started)
+        self._observe(request_id, endpoint, request, "ok", started, settings, result.texts, story_id=story_id)
+        return response.model_copy(update={"request_id": request_id})
 
-    def stream(self, request: RequestBase, chat: Chat | None = None) -> tuple[Any, Iterator[str]]:
+    def stream(self, request: RequestBase, chat: Chat | None = None, endpoint: str = "stream",
+               story_id: str | None = None) -> tuple[Any, Logged]:
         """The settings (with the seed used) and an iterator over the text of one draft.
+
+        The iterator's ``request_id`` names its request-log row, written when the draft ends or is closed.
 
         Raises:
             OverloadedError: When ``limits.max_in_flight`` requests are already in flight (checked now,
                 before anything is sent; the place is held until the iterator ends or is closed).
         """
-        settings = self.plan(request.model_copy(update={"num_drafts": 1}), chat).settings
-        return settings, self.admission.held(self.loaded.model.stream(request.prompt, settings))
+        started, request_id, settings = time.perf_counter(), new_request_id(), None
+        try:
+            settings = self.plan(request.model_copy(update={"num_drafts": 1}), chat).settings
+            held = self.admission.held(self.loaded.model.stream(request.prompt, settings))
+        except BaseException as exc:
+            self._observe(request_id, endpoint, request, outcome_of(exc), started, settings,
+                          error=f"{type(exc).__name__}: {exc}", story_id=story_id)
+            raise
+
+        def finish(outcome: str, text: str, first_ms: float | None, error: str) -> None:
+            self._observe(request_id, endpoint, request, outcome, started, settings, [text], first_ms, error, story_id)
+
+        return settings, Logged(held, finish, request_id)
 
     def describe(self) -> dict[str, Any]:
         """What is served: provenance, metrics, the forms and genres it knows, limits and defaults."""

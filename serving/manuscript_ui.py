@@ -145,7 +145,7 @@ class ManuscriptTab:
         reader, prompt = self.reader(engine), given[self.prompt]
         turn = session.start_turn(kind, prompt, reader)
         request = self.controls.request(engine.planner, given, prompt=turn.context.prompt, num_drafts=1)
-        settings, pieces = engine.stream(request, Chat(lead=turn.lead) if turn.wrote_on else None)
+        settings, pieces = engine.stream(request, Chat(lead=turn.lead) if turn.wrote_on else None, "ui_manuscript")
         written = ""
         for piece in pieces:
             written += piece

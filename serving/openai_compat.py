@@ -416,7 +416,7 @@ class OpenAICompat:
             gen = generate_request(engine.planner, req, prompt, "messages" if chat else "prompt")
             if req.stream:
                 return self._stream(engine, req, gen, conversation, chat, endpoint)
-            response = await engine.generate_async(gen, conversation)
+            response = await engine.generate_async(gen, conversation, endpoint=endpoint)
         except OpenAIError as exc:
             self.count(endpoint, "bad_request", 0)
             return exc.response()
@@ -460,7 +460,7 @@ class OpenAICompat:
         """Checks the request (before anything is sent), then streams the choices one after another."""
         seeds = engine.planner.seeds(gen)
         single = gen.model_copy(update={"num_drafts": 1, "seed": seeds[0]})
-        _, first = engine.stream(single, conversation)  # raises RequestError here, as a 400
+        _, first = engine.stream(single, conversation, endpoint)  # raises RequestError here, as a 400
         model, fingerprint = self.model_id(engine), self._fingerprint(engine)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
                 "object": "chat.completion.chunk" if chat else "text_completion", "created": int(time.time()),
@@ -479,7 +479,7 @@ class OpenAICompat:
         def pieces_for(index: int) -> Iterator[str]:
             if index == 0:
                 return first
-            return engine.stream(single.model_copy(update={"seed": seeds[index]}), conversation)[1]
+            return engine.stream(single.model_copy(update={"seed": seeds[index]}), conversation, endpoint)[1]
 
         async def events() -> AsyncIterator[str]:
             completion, outcome = 0, "error"

@@ -169,3 +169,5 @@ class GenerateResponse(BaseModel):
     provenance: dict[str, Any] = Field(description="Family, registry version, alias and run ids of the model.")
     settings: dict[str, Any] = Field(description="The generation settings used (seed of the first draft).")
     timings: Timings
+    request_id: str = Field("", description="This request's id in the request log: send it with feedback "
+                                            "(POST /feedback) on these drafts.")

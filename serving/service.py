@@ -33,11 +33,12 @@ from serving.openai_compat import OpenAICompat, add_routes
 from serving.openapi import ApiDocsMiddleware
 from serving.planner import RequestError, RequestPlanner
 from serving.schemas import GenerateResponse
-from serving.stories_api import add_story_routes
+from serving.stories_api import add_feedback_route, add_story_routes
 from serving.story_sync import StorySync
 from serving.ui import build_ui, prepare_for_mount
 from workspace.db import database_url
 from workspace.store import StoreError, StoryStore
+from workspace.traffic import RequestLog
 
 log = logging.getLogger("creative_writer.service")
 
@@ -71,7 +72,8 @@ def model_info() -> JSONResponse:
     deployment checks it to know that the process answering on its port is the one it started.
     """
     service = bentoml.get_current_service()
-    return JSONResponse({**service.engine.describe(), "deployment": os.environ.get(DEPLOYMENT_ID_ENV, "")})
+    return JSONResponse({**service.engine.describe(), "deployment": os.environ.get(DEPLOYMENT_ID_ENV, ""),
+                         "request_log": REQUEST_LOG.stats()})
 
 
 def _error(status: int, field: str, message: str) -> JSONResponse:
@@ -100,6 +102,9 @@ def is_writer_token(token: str) -> bool:
 
 
 add_story_routes(info_app, story_store)
+add_feedback_route(info_app, story_store)
+# every generation request, served or refused, logged off the request path into the same database
+REQUEST_LOG = RequestLog(lambda: story_store().engine, CONFIG.traffic)
 # mounted at /ui; its guard checks events against it; the Manuscript tab keeps its stories in the same store
 UI = prepare_for_mount(build_ui(_current_engine, CONFIG, StorySync(story_store)))
 
@@ -113,7 +118,7 @@ class CreativeWriter:
     """Serves the registry's champion (or the Bento's imported model) to writers."""
 
     def __init__(self) -> None:
-        self.engine = Engine(CONFIG)
+        self.engine = Engine(CONFIG, observer=REQUEST_LOG.record)
         self.engine.start()
 
     def __is_ready__(self) -> bool:
@@ -168,7 +173,7 @@ class CreativeWriter:
             finally:
                 count("stream", outcome, engine.loaded.model.count_tokens("".join(text)) if text else 0)
 
-        headers = {"X-Seed": str(settings.seed), "X-Model-Family": provenance.family,
+        headers = {"X-Seed": str(settings.seed), "X-Request-Id": pieces.request_id, "X-Model-Family": provenance.family,
                    "X-Model-Version": provenance.version, "X-Model-Alias": provenance.alias,
                    "Cache-Control": "no-store"}
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)  # type: ignore[return-value]

@@ -10,6 +10,7 @@
 ``GET /stories/{id}/versions/{v}``                      one version
 ``POST /stories/{id}/versions/{v}/restore``             that version saved again as the newest (409 if stale)
 ``GET /stories/{id}/export?format=md|json``             a Markdown manuscript or the JSON with provenance
+``POST /feedback``                                      a writer's verdict on a draft (a preference pair)
 ``POST /stories/import``                                a story from its JSON export (201)
 ======================================================  ===================================================
 
@@ -27,11 +28,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from workspace.schemas import Restore, StoryEdit, StoryFields
-from workspace.store import Invalid, StoreError, StoryStore, Writer
+from workspace.store import Invalid, StoreError, StoryStore, Unavailable, Writer
+from workspace.traffic import FeedbackIn, record_feedback
 
 EXPORT_FORMAT = "creative-writer.story/1"
 _STORY_ID = {"name": "story_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64},
@@ -64,6 +67,8 @@ _OPERATIONS = [
     ("get", "/stories/{story_id}/export", "Markdown (``?format=md``) or JSON with provenance (``json``)", None,
      "200", [_STORY_ID, {"name": "format", "in": "query", "required": False,
                          "schema": {"type": "string", "enum": ["json", "md"]}}], ["400", "404"]),
+    ("post", "/feedback", "A writer's verdict on a draft (thumb, kept over the others, or edited): stored with "
+     "the drafts it judges, it becomes a preference pair for training", "FeedbackIn", "201", [], ["400", "413"]),
 ]
 
 
@@ -133,7 +138,7 @@ def openapi_parts() -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``/stories`` paths and their component schemas for the service's OpenAPI document."""
     ref = "#/components/schemas/{model}"
     schemas: dict[str, Any] = {}
-    for model in (StoryFields, StoryEdit, Restore):
+    for model in (StoryFields, StoryEdit, Restore, FeedbackIn):
         schema = model.model_json_schema(ref_template=ref)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -161,6 +166,30 @@ def openapi_parts() -> tuple[dict[str, Any], dict[str, Any]]:
                 "$ref": ref.format(model=body)}}}}
         paths.setdefault(path, {})[method] = operation
     return paths, schemas
+
+
+def add_feedback_route(app: FastAPI, store: Callable[[], StoryStore]) -> None:
+    """Adds ``POST /feedback``: a writer's verdict on a draft, kept in the workspace database."""
+
+    async def feedback(request: Request) -> Response:
+        """Stores the verdict (201 with its id); 400 names a wrong field, 503 says the database is down."""
+        try:
+            verdict = await _body(request, FeedbackIn)
+            opened = store()
+            writer = opened.writer_for_token(_bearer(request)) or opened.local_writer()
+            try:
+                number = record_feedback(opened.engine, verdict, writer.name)
+            except ValueError as exc:
+                field, _, message = str(exc).partition(": ")
+                raise Invalid(str(exc), field) from None
+            except SQLAlchemyError as exc:
+                raise Unavailable(f"the feedback database is unavailable: {type(exc).__name__}") from None
+        except StoreError as exc:
+            return _refusal(exc)
+        return JSONResponse({"id": number, "request_id": verdict.request_id, "kind": verdict.kind}, status_code=201)
+
+    app.add_api_route("/feedback", feedback, methods=["POST"], summary="A writer's verdict on a draft",
+                      tags=["feedback"])
 
 
 def add_story_routes(app: FastAPI, store: Callable[[], StoryStore]) -> None:

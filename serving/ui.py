@@ -164,7 +164,7 @@ class DraftsTab:
         plan = engine.plan(request)
         texts = list(base) if base else [""] * len(plan.seeds)
         for i, seed in enumerate(plan.seeds):
-            _, pieces = engine.stream(request.model_copy(update={"seed": seed, "num_drafts": 1}))
+            _, pieces = engine.stream(request.model_copy(update={"seed": seed, "num_drafts": 1}), endpoint="ui")
             if base:
                 texts[i] = texts[i].rstrip() + " "
             for piece in pieces:

@@ -32,3 +32,26 @@ class WorkspaceSettings:
     max_turns: Count = 2_000
     max_body_bytes: Count = 2 * 1024 * 1024
     max_versions_listed: Count = 500
+
+
+@dataclass(frozen=True)
+class TrafficSettings:
+    """The ``traffic`` section of the serving profile: the request log and writers' feedback.
+
+    Every generation request (the HTTP API, ``/v1`` and the UI) is logged with its model, settings, sizes,
+    timings and outcome; the prompt and output **text** only when ``store_text`` is true (off by default).
+    Rows older than ``retention_days`` and beyond the newest ``max_rows`` are deleted every ``prune_every_s``.
+    The log is written by a background thread from a queue of ``queue_size`` rows, so a slow or absent
+    database never holds up a writer's request; rows it cannot write are counted (``log_gaps``) and reported.
+    Feedback (``POST /feedback``) stores the drafts it judges: a preference pair is made of them.
+    """
+
+    __pydantic_config__ = STRICT
+
+    log_requests: bool = True
+    store_text: bool = False
+    retention_days: Count = 30
+    max_rows: Count = 100_000
+    queue_size: Count = 10_000
+    prune_every_s: Count = 600
+    max_feedback_chars: Count = 20_000

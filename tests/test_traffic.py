@@ -1,0 +1,198 @@
+"""The request log and writers' feedback: written off the request path, bounded, never failing a request."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from serving.champion import LoadedModel
+from serving.config import load_serving_config
+from serving.engine import Engine
+from serving.planner import RequestError
+from serving.schemas import GenerateRequest
+from tests.test_serving_unit import PROV
+from workspace.config import TrafficSettings
+from workspace.db import connect, migrate
+from workspace.traffic import (
+    FeedbackIn,
+    LogRow,
+    RequestLog,
+    new_request_id,
+    prune,
+    read_feedback,
+    read_gaps,
+    read_traffic,
+    record_feedback,
+)
+
+
+@pytest.fixture
+def db(tmp_path):
+    engine = connect(f"sqlite:///{tmp_path / 'traffic.db'}")
+    migrate(engine)
+    return engine
+
+
+def row(outcome="ok", **extra) -> LogRow:
+    return LogRow(id=new_request_id(), endpoint="generate", outcome=outcome, model_version="3", prompt_chars=20,
+                  prompt_text="A fox finds a key.", output_text=["Once a fox."], **extra)
+
+
+def test_rows_are_written_without_text_unless_the_profile_opts_in(db):
+    quiet = RequestLog(lambda: db)
+    quiet.record(row())
+    assert quiet.flush()
+    logged = read_traffic(db)
+    assert len(logged) == 1 and logged.loc[0, "prompt_text"] is None and logged.loc[0, "output_text"] is None
+    assert logged.loc[0, "status"] == 200 and logged.loc[0, "model_version"] == "3"
+    talkative = RequestLog(lambda: db, TrafficSettings(store_text=True))
+    talkative.record(row(outcome="4xx", error="form: unknown form"))
+    assert talkative.flush()
+    logged = read_traffic(db)
+    assert logged.loc[1, "prompt_text"] == "A fox finds a key." and logged.loc[1, "output_text"] == ["Once a fox."]
+    assert logged.loc[1, "status"] == 400 and quiet.stats()["written"] == 1
+
+
+def test_an_unreachable_database_loses_rows_counted_and_reported_later(db):
+    state = {"down": True}
+
+    def engine():
+        if state["down"]:
+            raise ConnectionError("database is down")
+        return db
+
+    request_log = RequestLog(engine)
+    for _ in range(3):
+        request_log.record(row())
+    assert request_log.flush()
+    assert request_log.stats()["lost"] == 3 and "database is down" in request_log.stats()["last_error"]
+    state["down"] = False
+    request_log.record(row())
+    assert request_log.flush()
+    assert len(read_traffic(db)) == 1 and read_gaps(db) == 3  # the gap is on record once the database answers
+
+
+def test_a_full_queue_counts_the_row_lost_instead_of_waiting(db):
+    gate = threading.Event()
+
+    def slow():
+        gate.wait(5)
+        return db
+
+    request_log = RequestLog(slow, TrafficSettings(queue_size=1))
+    for _ in range(4):  # one taken by the writer (waiting on the gate), one queued, the rest refused at once
+        request_log.record(row())
+    assert request_log.stats()["lost"] >= 2
+    gate.set()
+    assert request_log.flush()
+    assert request_log.stats()["written"] + request_log.stats()["lost"] == 4
+
+
+def test_retention_by_days_and_rows(db):
+    request_log = RequestLog(lambda: db, TrafficSettings(prune_every_s=10**6))
+    old = datetime.now(UTC) - timedelta(days=40)
+    for i in range(5):
+        request_log.record(row(at=old + timedelta(days=i * 10)))  # 40, 30, 20, 10 and 0 days old
+    assert request_log.flush()
+    assert prune(db, TrafficSettings(retention_days=25)) == 2
+    assert prune(db, TrafficSettings(retention_days=25, max_rows=2)) == 1
+    assert len(read_traffic(db)) == 2
+
+
+def test_feedback_needs_what_its_kind_names_and_links_to_the_model(db):
+    request_log = RequestLog(lambda: db)
+    logged = row()
+    request_log.record(logged)
+    assert request_log.flush()
+    base = {"request_id": logged.id, "prompt": "A fox finds a key.", "text": "Once a fox."}
+    with pytest.raises(ValueError, match="others"):
+        record_feedback(db, FeedbackIn(kind="kept", **base), "ada")
+    with pytest.raises(ValueError, match="edited"):
+        record_feedback(db, FeedbackIn(kind="edited", **base), "ada")
+    record_feedback(db, FeedbackIn(kind="kept", others=["Twice a fox."], **base), "ada")
+    record_feedback(db, FeedbackIn(kind="up", **{**base, "request_id": new_request_id()}), "ada")
+    feedback = read_feedback(db)
+    assert list(feedback["kind"]) == ["kept", "up"] and list(feedback["model_version"]) == ["3", ""]
+
+
+# --- the engine reports every request ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def writer(tiny_tokenizer):
+    from tests.conftest import tiny_writer
+
+    return tiny_writer(tiny_tokenizer)
+
+
+def logged_engine(writer) -> tuple[Engine, list[LogRow]]:
+    from dataclasses import replace
+
+    config = load_serving_config(env={})
+    rows: list[LogRow] = []
+    engine = Engine(replace(config, batching=replace(config.batching, enabled=False)),
+                    loader=lambda source: LoadedModel(writer, PROV, 0.1), observer=rows.append)
+    assert engine.load()
+    return engine, rows
+
+
+def test_the_engine_logs_served_refused_and_cancelled_requests(writer):
+    engine, rows = logged_engine(writer)
+    response = asyncio.run(engine.generate_async(GenerateRequest(prompt="A fox finds a key.", max_new_tokens=8,
+                                                                 seed=1, num_drafts=2)))
+    ok = rows[-1]
+    assert ok.id == response.request_id and ok.outcome == "ok" and ok.drafts == 2 and ok.model_version == "3"
+    assert ok.tokens == sum(d.tokens for d in response.drafts) and ok.latency_ms > 0
+    assert ok.settings["max_new_tokens"] == 8 and ok.prompt_chars == len("A fox finds a key.")
+    with pytest.raises(RequestError):
+        asyncio.run(engine.generate_async(GenerateRequest(prompt="A fox.", form="limerick")))
+    assert rows[-1].outcome == "4xx" and "limerick" in rows[-1].error
+    _, pieces = engine.stream(GenerateRequest(prompt="A fox finds a key.", max_new_tokens=8, seed=1))
+    text = "".join(pieces)
+    assert rows[-1].id == pieces.request_id and rows[-1].outcome == "ok"
+    assert rows[-1].output_text == [text] and rows[-1].first_chunk_ms is not None
+    _, pieces = engine.stream(GenerateRequest(prompt="A fox finds a key.", max_new_tokens=8, seed=1),
+                              endpoint="ui")
+    next(pieces)
+    pieces.close()
+    assert rows[-1].outcome == "cancelled" and rows[-1].endpoint == "ui" and len(rows) == 4
+    assert engine.admission.in_flight == 0
+
+
+def test_a_failing_observer_never_fails_the_request(writer):
+    from dataclasses import replace
+
+    def broken(_row):
+        raise RuntimeError("observer down")
+
+    config = load_serving_config(env={})
+    engine = Engine(replace(config, batching=replace(config.batching, enabled=False)),
+                    loader=lambda source: LoadedModel(writer, PROV, 0.1), observer=broken)
+    assert engine.load()
+    response = asyncio.run(engine.generate_async(GenerateRequest(prompt="A fox.", max_new_tokens=4, seed=1)))
+    assert response.drafts and response.request_id
+
+
+def test_feedback_over_http_names_a_wrong_field_and_keeps_the_writer(tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from serving.stories_api import add_feedback_route
+    from workspace.store import StoryStore
+
+    store = StoryStore(f"sqlite:///{tmp_path / 'ws.db'}")
+    token = store.add_writer("ada")
+    app = FastAPI()
+    add_feedback_route(app, lambda: store)
+    client = TestClient(app)
+    body = {"request_id": new_request_id(), "kind": "edited", "prompt": "A fox.", "text": "Once a fox.",
+            "edited": "Once upon a time a fox."}
+    answer = client.post("/feedback", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 201 and answer.json()["kind"] == "edited"
+    assert client.post("/feedback", json={**body, "kind": "meh"}).json()["detail"][0]["loc"] == ["kind"]
+    assert client.post("/feedback", json={**body, "request_id": "x"}).status_code == 400
+    refused = client.post("/feedback", json={**body, "edited": None})
+    assert refused.status_code == 400 and refused.json()["detail"][0]["loc"] == ["edited"]
+    assert client.post("/feedback", content=b"").status_code == 400
+    assert list(read_feedback(store.engine)["writer"]) == ["ada"]
