@@ -180,7 +180,7 @@ def add_feedback_route(app: FastAPI, store: Callable[[], StoryStore]) -> None:
             try:
                 number = record_feedback(opened.engine, verdict, writer.name)
             except ValueError as exc:
-                field, _, message = str(exc).partition(": ")
+                field = str(exc).partition(": ")[0]
                 raise Invalid(str(exc), field) from None
             except SQLAlchemyError as exc:
                 raise Unavailable(f"the feedback database is unavailable: {type(exc).__name__}") from None

@@ -193,7 +193,7 @@ class RequestLog:
             if time.monotonic() - self._last_prune >= self.settings.prune_every_s:
                 self._last_prune = time.monotonic()
                 prune(engine, self.settings)
-        except Exception as exc:  # noqa: BLE001 - any failure to write is counted, never raised into serving
+        except Exception as exc:  # any failure to write is counted, never raised into serving
             with self._lock:
                 self.lost += len(rows)
                 self._unreported += len(rows)
