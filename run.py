@@ -7,6 +7,7 @@ Examples:
     python run.py --pipeline training --real-test tinystories:../shared/datasets/tinystories/FILE.txt?limit=400
     python run.py --pipeline deployment --port 3000
     python run.py --pipeline inference --prompts examples/prompts.txt --output outputs/generations.jsonl
+    python run.py --pipeline monitoring --since 24h     # the served traffic and writers' feedback, reported
     python run.py --stack team --pipeline training     # on the servers `python -m infra.team up` started
 """
 
@@ -21,9 +22,9 @@ from typing import Any
 from core.paths import REGISTERED_NAME, project_version
 from infra.stack import PROJECT_ROOT, STACK_CONFIGS, quiet_defaults
 
-PIPELINES = ("training", "deployment", "inference")
+PIPELINES = ("training", "deployment", "inference", "monitoring")
 DEFAULT_CONFIGS = {"training": Path("configs/default.yaml"), "deployment": Path("configs/deployment.yaml"),
-                   "inference": Path("configs/inference.yaml")}
+                   "inference": Path("configs/inference.yaml"), "monitoring": Path("configs/monitoring.yaml")}
 
 
 class CleanArgumentParser(argparse.ArgumentParser):
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"creative-writer {project_version()}")
     parser.add_argument("--pipeline", choices=PIPELINES, default="training", help="which pipeline to run")
     parser.add_argument("--config", type=Path, help="run profile (YAML; default: configs/default.yaml for "
-                        "training, configs/deployment.yaml, configs/inference.yaml)")
+                        "training, configs/deployment.yaml, configs/inference.yaml, configs/monitoring.yaml)")
     parser.add_argument("--no-cache", action="store_true", help="re-run every step, ignoring ZenML's cache")
     parser.add_argument("--dataset", action="append", metavar="SPEC",
                         help="data source spec replacing the profile's (repeat to combine sources), "
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inference: where to write the generations (.jsonl or .csv)")
     parser.add_argument("--model-version", help="deployment/inference: a registry version instead of the alias")
     parser.add_argument("--port", type=int, help="deployment: the port to serve on (default from the profile)")
+    parser.add_argument("--since", help="monitoring: the window read: 30m, 24h, 7d, 2w or an ISO date "
+                        "(default from configs/monitoring.yaml)")
     parser.add_argument("--show-config", action="store_true",
                         help="print the run's settings resolved (the profile over the code's defaults) and exit")
     parser.add_argument("--stack", choices=sorted(STACK_CONFIGS), default="local",
@@ -114,6 +117,15 @@ def check_arguments(args: argparse.Namespace) -> Path:
         raise Refused("--real-test is for --pipeline training (the evaluation measures the candidates on it)", 2)
     if args.port is not None and not 0 < args.port < 65536:
         raise Refused(f"--port {args.port}: not a port number", 2)
+    if args.since is not None:
+        if args.pipeline != "monitoring":
+            raise Refused("--since is for --pipeline monitoring (the window of served traffic it reads)", 2)
+        from monitoring.config import parse_since
+
+        try:
+            parse_since(args.since)
+        except ValueError as exc:
+            raise Refused(str(exc), 2) from None
     return config_arg
 
 
@@ -135,6 +147,8 @@ def read_profile(args: argparse.Namespace, config_arg: Path) -> dict:
         raise Refused(str(exc), 2) from None
     if args.no_cache:
         profile["enable_cache"] = False
+    if args.since is not None:
+        profile.setdefault("parameters", {})["since"] = args.since
     return profile
 
 
@@ -180,7 +194,7 @@ def prepare_run(args: argparse.Namespace, resolved: dict, where: str) -> tuple[A
         Refused: For a missing champion or prompts file, a setting a typed config refuses, a checkpoint that
             cannot be resolved (exit 2, each named by its profile key) or a port already taken.
     """
-    if args.pipeline != "training":
+    if args.pipeline in ("deployment", "inference"):
         try:
             resolved = serving_parameters(args, resolved, where)
         except ValueError as exc:
@@ -262,7 +276,12 @@ def execute(pipeline: str, chosen: Any, resolved: dict, where: str) -> Any:
 
 def report(args: argparse.Namespace, run: Any, seconds: float, tracking: str) -> None:
     """Prints where to look after a run (and writes batch inference's output file)."""
-    from infra.report import print_deployment_summary, print_inference_summary, print_run_summary
+    from infra.report import (
+        print_deployment_summary,
+        print_inference_summary,
+        print_monitoring_summary,
+        print_run_summary,
+    )
 
     if args.pipeline == "inference":  # the user's output file is written here, from the step's artifact
         from infra.report import step_output
@@ -272,6 +291,8 @@ def report(args: argparse.Namespace, run: Any, seconds: float, tracking: str) ->
         print_inference_summary(run, seconds, frame, write_generations(frame, args.output))
     elif args.pipeline == "deployment":
         print_deployment_summary(run, seconds)
+    elif args.pipeline == "monitoring":
+        print_monitoring_summary(run, seconds)
     else:
         print_run_summary(run, seconds, PROJECT_ROOT, tracking)
 

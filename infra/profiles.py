@@ -87,6 +87,9 @@ def resolve_profile(profile: dict[str, Any], datasets: list[str] | None, where: 
         raise ProfileError(f"{where}: no dataset: set parameters.dataset or pass --dataset SPEC")
     _check_specs(specs, "dataset")
     params["source_fingerprint"] = source_fingerprint(specs)
+    from training.preferences import feedback_state
+
+    params["feedback_state"] = feedback_state()  # writers' new feedback trains again; the same is a cache hit
     if real_tests:
         params["real_tests"] = list(real_tests)
     tests = params.get("real_tests") or []

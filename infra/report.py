@@ -129,3 +129,38 @@ def print_deployment_summary(run: Any, seconds: float) -> None:
           "-d '{\"prompt\": \"A fox finds a key.\"}'")
     print("  manage:   zenml model-deployer models list; python -m infra.bento_deployment stop"
           "  (a new run replaces it)")
+
+
+def print_monitoring_summary(run: Any, seconds: float) -> None:
+    """Prints the steps and the monitoring report's headline figures (or that there was no traffic)."""
+    from zenml.client import Client
+
+    _print_steps(run, seconds)
+    outputs = Client().get_pipeline_run(run.id).steps["monitoring_report"].outputs
+    found = outputs["monitoring_summary"]
+    summary = (found[0] if isinstance(found, list) else found).load()
+    view = summary["overview"]
+    url = dashboard_url(run.id)
+    where = f"  report: {url or 'run `zenml login --local`'} (the 'monitoring_dashboard' artifact; figures in MLflow)"
+    if not view["requests"]:
+        print("\nNo served traffic in this window: deploy the champion (python run.py --pipeline deployment), "
+              "send requests, then run this again (or widen --since).")
+        print(where)
+        return
+    print(f"\n{view['requests']} requests ({', '.join(f'{k} {v}' for k, v in view['outcomes'].items())}); "
+          f"latency p50 {view['latency_p50_ms']} ms, p95 {view['latency_p95_ms']} ms; "
+          f"{view['tokens_per_s_median']} tokens/s; {view['log_rows_lost']} log rows lost")
+    feedback = summary["feedback"]
+    print(f"  feedback: {feedback['verdicts']} verdicts from {feedback['writers']} writer(s) {feedback['kinds']}")
+    for model in summary["models"]:
+        print(f"  v{model['model_version']} {model['alias'] or ''}: {model['requests']} requests, positive rate "
+              f"{model['positive_rate']} {model['positive_ci']} over {model['verdicts']} verdicts")
+    if summary["comparison"]:
+        print(f"  challenger vs champion: {summary['comparison']['ahead']}")
+    moved = summary["drift"]
+    if moved.get("measured"):
+        print(f"  drift vs training prompts: length KS {moved['length_ks']}, form shift {moved['form_shift']}, "
+              f"vocabulary JS {moved.get('vocabulary_js')}")
+    print(f"  breaches: {'; '.join(summary['breaches']) or 'none'}" if summary["judged"] else
+          f"  thresholds not judged: fewer than {summary['thresholds']['min_requests']} requests")
+    print(where)

@@ -33,6 +33,7 @@ NEEDED_INTEGRATIONS: dict[str, tuple[str, ...]] = {
     "training": ("pandas", "numpy", "pillow"),
     "inference": ("pandas", "numpy"),
     "deployment": ("bentoml",),
+    "monitoring": ("pandas", "numpy"),
 }
 
 

@@ -10,6 +10,7 @@ from steps import (
     evaluate,
     evaluation_report,
     ingest_data,
+    load_preferences,
     load_real_tests,
     promote,
     split_data,
@@ -22,11 +23,12 @@ from steps import (
 
 @pipeline(name="training_pipeline")
 def training_pipeline(dataset: list[str], source_fingerprint: str = "", real_tests: list[str] | None = None,
-                      real_tests_fingerprint: str = "") -> None:
+                      real_tests_fingerprint: str = "", feedback_state: str = "") -> None:
     """Raw data to a promoted champion.
 
     ingest_data → clean_data → split_data → data_report (and load_real_tests); train_tokenizer →
-    train_seq2seq → train_gan and train_transformer (which also saves its untuned base) → evaluate →
+    train_seq2seq → train_gan and train_transformer (which also saves its untuned base, and runs DPO on the
+    writers' preference pairs that ``load_preferences`` builds from their feedback, when there are enough) → evaluate →
     promote → evaluation_report. The trainers read the split and the shared tokenizer; the GAN fine-tunes
     the trained seq2seq adversarially (so GAN vs MLE compares one network before and after). ``evaluate``
     checks its story-quality measures on known-order pairs, then scores the three families and the
@@ -40,6 +42,8 @@ def training_pipeline(dataset: list[str], source_fingerprint: str = "", real_tes
         source_fingerprint: Fingerprint of the files behind the specs (cache key for edited files).
         real_tests: Source specs of held-out real test sets (none by default).
         real_tests_fingerprint: Fingerprint of the files behind them (cache key for edited files).
+        feedback_state: Fingerprint of the writers' feedback in the workspace database (cache key: new
+            feedback builds the pairs and trains again; ``run.py`` sets it).
     """
     raw = ingest_data(dataset=dataset, source_fingerprint=source_fingerprint)
     clean, stats = clean_data(corpus=raw)
@@ -50,7 +54,9 @@ def training_pipeline(dataset: list[str], source_fingerprint: str = "", real_tes
     tokenizer = train_tokenizer(split=split)
     seq2seq_model, _, _ = train_seq2seq(split=split, tokenizer=tokenizer)
     gan_model, _, _, _ = train_gan(split=split, tokenizer=tokenizer, seq2seq_model=seq2seq_model)
-    transformer_model, base_model, _, _, _ = train_transformer(split=split, tokenizer=tokenizer)
+    preferences = load_preferences(feedback_state=feedback_state)
+    transformer_model, base_model, _, _, _ = train_transformer(split=split, tokenizer=tokenizer,
+                                                               preferences=preferences)
     models = {"seq2seq_model": seq2seq_model, "transformer_model": transformer_model, "gan_model": gan_model,
               "base_model": base_model}
     metrics, samples, open_samples, real_metrics, selection, measure_check = evaluate(split=split, real_tests=real,

@@ -308,14 +308,15 @@ class Engine:
 
     def _observe(self, request_id: str, endpoint: str, request: RequestBase, outcome: str, started: float,
                  settings: Any = None, texts: tuple[str, ...] | list[str] = (), first_chunk_ms: float | None = None,
-                 error: str = "", story_id: str | None = None) -> None:
-        """Reports one request to the observer (never raises into the request)."""
+                 error: str = "", story_id: str | None = None, tokens: int | None = None) -> None:
+        """Reports one request to the observer (never raises into the request); ``tokens`` None: counted here."""
         if self.observer is None:
             return
         try:
             loaded = self._loaded
             prov = loaded.provenance if loaded is not None else None
-            tokens = sum(loaded.model.count_tokens(t) for t in texts if t) if loaded is not None else 0
+            if tokens is None:
+                tokens = sum(loaded.model.count_tokens(t) for t in texts if t) if loaded is not None else 0
             self.observer(LogRow(
                 id=request_id, endpoint=endpoint, outcome=outcome,  # type: ignore[arg-type]
                 model_version=prov.version if prov else "", model_alias=prov.alias if prov else "",
@@ -369,7 +370,8 @@ class Engine:
                           error=f"{type(exc).__name__}: {exc}", story_id=story_id)
             raise
         response = self._response(request, plan.settings, plan.seeds, result, started)
-        self._observe(request_id, endpoint, request, "ok", started, settings, result.texts, story_id=story_id)
+        self._observe(request_id, endpoint, request, "ok", started, settings, result.texts, story_id=story_id,
+                      tokens=sum(d.tokens for d in response.drafts))
         return response.model_copy(update={"request_id": request_id})
 
     def stream(self, request: RequestBase, chat: Chat | None = None, endpoint: str = "stream",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 from PIL import Image
@@ -13,8 +14,10 @@ from zenml.enums import ArtifactType
 from infra.zenml_utils import log_step_metadata
 from models.configs import TransformerConfig
 from steps.tracking import tracked
-from training.config import TransformerTrainConfig
+from training.config import DPOConfig, TransformerTrainConfig
 from training.distill import DistillConfig
+
+log = logging.getLogger(__name__)
 
 
 @step(**tracked())
@@ -24,6 +27,8 @@ def train_transformer(
     model: TransformerConfig | None = None,
     train_config: TransformerTrainConfig | None = None,
     distill: DistillConfig | None = None,
+    preferences: pd.DataFrame | None = None,
+    dpo: DPOConfig | None = None,
 ) -> tuple[
     Annotated[Path, ArtifactConfig(name="transformer_model", artifact_type=ArtifactType.MODEL)],
     Annotated[Path, ArtifactConfig(name="transformer_base", artifact_type=ArtifactType.MODEL)],
@@ -40,6 +45,9 @@ def train_transformer(
         train_config: The optimisation settings (epochs, batch_size, lr, time_budget_s, processes, ...).
         distill: Best-of-K self-distillation (``k`` 0, the default: train on the corpus as it is; see
             ``training.distill``).
+        preferences: Writers' preference pairs (the ``load_preferences`` step; None: none).
+        dpo: DPO after supervised training (see ``training.dpo``): it runs when the writers' pairs, with the
+            distilled pairs when distilling, number at least ``dpo.min_pairs``.
 
     Returns:
         The saved model directory, the untuned base saved the same way (the adapter before any step: the
@@ -71,12 +79,44 @@ def train_transformer(
         train_part, pairs = distilled_training(split, train_part, base_dir, settings, writer.config.base_model,
                                                cfg.torch_threads)
     history = train(writer, train_part, val_part, cfg, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
+    dpo_stats = preference_training(writer, preferences, pairs, dpo or DPOConfig())
     model_dir, curves, model_uri = finish_training(writer, history, "transformer")
     log_step_metadata({"best_val_ppl_word": writer.metadata["val_ppl_word"], "epochs": len(history),
                        "parameters": parameter_count(writer.model), "mlflow_model_uri": model_uri,
-                       "base_model": base.get("spec", ""), "base_license": base.get("license", "")},
+                       "base_model": base.get("spec", ""), "base_license": base.get("license", ""),
+                       "dpo_pairs": int(dpo_stats.get("pairs", 0)),
+                       "writer_pairs": 0 if preferences is None else len(preferences)},
                       artifact_name="transformer_model")
     return model_dir, base_dir, history, curves, pairs
+
+
+def preference_training(writer: Any, writers: pd.DataFrame | None, distilled: pd.DataFrame,
+                        settings: DPOConfig) -> dict[str, float]:
+    """DPO on the writers' (and distilled) pairs when there are enough; logs how many of each went in.
+
+    Returns:
+        The DPO statistics (empty when it did not run).
+    """
+    import mlflow
+
+    from training.dpo import choose_pairs, train_dpo
+    from training.preferences import PAIR_COLUMNS
+
+    writers = writers if writers is not None else pd.DataFrame(columns=list(PAIR_COLUMNS))
+    chosen = choose_pairs(writers, distilled, settings)
+    counts = {"dpo.writer_pairs": int((chosen["origin"] == "writers").sum()),
+              "dpo.distilled_pairs": int((chosen["origin"] == "distilled").sum())}
+    runs = settings.enabled and len(chosen) >= settings.min_pairs
+    mlflow.log_params({**counts, "dpo.ran": runs, "dpo.min_pairs": settings.min_pairs})
+    if not runs:
+        log.info("DPO skipped: %d pair(s) (%d from writers), %s", len(chosen), counts["dpo.writer_pairs"],
+                 "dpo.enabled is false" if not settings.enabled else f"dpo.min_pairs is {settings.min_pairs}")
+        return {}
+    stats = train_dpo(writer, chosen, settings)
+    mlflow.log_metrics({f"dpo.{k}": v for k, v in stats.items()})
+    log.info("DPO on %d writers' and %d distilled pairs: %s", counts["dpo.writer_pairs"],
+             counts["dpo.distilled_pairs"], stats)
+    return stats
 
 
 def distilled_training(split: pd.DataFrame, train_part: pd.DataFrame, base_dir: Path, settings: DistillConfig,

@@ -111,3 +111,35 @@ def training_pieces(train_frame: pd.DataFrame, val_frame: pd.DataFrame, max_piec
     if max_pieces:
         return train_frame.sample(n=min(max_pieces, len(train_frame)), random_state=seed)
     return train_frame
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    """The profile's ``train_transformer`` ``dpo`` parameters.
+
+    DPO runs after supervised training when at least ``min_pairs`` pairs exist: writers' pairs (from
+    ``POST /feedback``, built by the ``load_preferences`` step) and, with ``distilled``, the best/worst pairs
+    of best-of-K distillation. At most ``max_pairs`` are used (writers' first, then a seeded sample).
+    """
+
+    __pydantic_config__ = STRICT
+
+    enabled: bool = True
+    min_pairs: int = 16
+    max_pairs: int = 512
+    distilled: bool = True
+    beta: float = 0.1
+    lr: float = 5e-5
+    epochs: int = 1
+    batch_size: int = 4
+    clip: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Validates the settings; raises ValueError naming the field."""
+        for name in ("min_pairs", "max_pairs", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DPOConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("beta", "lr", "clip"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DPOConfig.{name} must be > 0, got {getattr(self, name)}")
