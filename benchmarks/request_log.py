@@ -85,7 +85,7 @@ def run(calls: int, requests: int) -> dict[str, Any]:
             "requests_each": requests, "request_median_on_ms": round(statistics.median(on), 3),
             "request_median_off_ms": round(statistics.median(off), 3),
             "request_median_diff_ms": round(statistics.median(on) - statistics.median(off), 3),
-            "rows_written": int(len(read_traffic(database))), "rows_lost": request_log.stats()["lost"]}
+            "rows_written": len(read_traffic(database)), "rows_lost": request_log.stats()["lost"]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -93,9 +93,13 @@ def timeline(traffic: pd.DataFrame) -> pd.DataFrame:
     span = traffic["at"].max() - traffic["at"].min()
     freq = "5min" if span <= pd.Timedelta(hours=2) else "1h" if span <= pd.Timedelta(days=2) else "1D"
     grouped = traffic.assign(bucket=traffic["at"].dt.floor(freq)).groupby("bucket")
-    out = pd.DataFrame({"requests": grouped.size(), "errors": grouped["outcome"].apply(lambda o: int((o == "5xx").sum())),
-                        "p95_ms": grouped.apply(lambda g: float(np.percentile(g.loc[g["outcome"] == "ok", "latency_ms"], 95))
-                                                if (g["outcome"] == "ok").any() else math.nan, include_groups=False)})
+    def p95(group: pd.DataFrame) -> float:
+        served = group.loc[group["outcome"] == "ok", "latency_ms"]
+        return float(np.percentile(served, 95)) if len(served) else math.nan
+
+    out = pd.DataFrame({"requests": grouped.size(),
+                        "errors": grouped["outcome"].apply(lambda o: int((o == "5xx").sum())),
+                        "p95_ms": grouped.apply(p95, include_groups=False)})
     out = out.reset_index()
     out.attrs["bucket_minutes"] = {"5min": 5, "1h": 60, "1D": 1440}[freq]
     return out
@@ -110,7 +114,8 @@ def verdict_counts(feedback: pd.DataFrame) -> tuple[int, int]:
 
 def by_model(traffic: pd.DataFrame, feedback: pd.DataFrame) -> list[dict[str, Any]]:
     """Per served model version: requests, alias, median latency (bootstrap 95 %), verdicts and the positive rate
-    (Wilson 95 %), most requests first."""
+    (Wilson 95 %), most requests first.
+    """
     rows = []
     for version, requests in traffic.groupby("model_version"):
         served = _served(requests)
@@ -129,7 +134,8 @@ def by_model(traffic: pd.DataFrame, feedback: pd.DataFrame) -> list[dict[str, An
 
 def compare(traffic: pd.DataFrame, feedback: pd.DataFrame, models: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Champion against challenger (else the two most-served versions): the difference in positive rate
-    (Newcombe 95 %) and in median latency (bootstrap 95 %), and which is ahead where the interval says so."""
+    (Newcombe 95 %) and in median latency (bootstrap 95 %), and which is ahead where the interval says so.
+    """
     if len(models) < 2:
         return None
     champion = next((m for m in models if "champion" in m["alias"]), models[0])
@@ -232,7 +238,7 @@ def summarize(traffic: pd.DataFrame, feedback: pd.DataFrame, lost: int, referenc
         "window": {"since": since.isoformat() if since else "", "first": str(traffic["at"].min()) if len(traffic)
                    else "", "last": str(traffic["at"].max()) if len(traffic) else ""},
         "overview": overview(traffic, lost), "models": models, "comparison": compare(traffic, feedback, models),
-        "feedback": {"verdicts": int(len(feedback)), "positive": positive, "judged": total,
+        "feedback": {"verdicts": len(feedback), "positive": positive, "judged": total,
                      "kinds": {k: int(v) for k, v in feedback["kind"].value_counts().items()} if len(feedback) else {},
                      "writers": int(feedback["writer"].nunique()) if len(feedback) else 0},
         "drift": drift(traffic, reference), "thresholds": {**limits.__dict__}}

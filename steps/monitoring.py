@@ -29,7 +29,8 @@ def load_traffic(since: str = "7d", database_url: str = "") -> tuple[
         LookupError: When the database cannot be read (the reason said).
     """
     from monitoring.config import parse_since
-    from workspace.db import connect, database_url as resolve_url, migrate
+    from workspace.db import connect, migrate
+    from workspace.db import database_url as resolve_url
     from workspace.traffic import read_feedback, read_gaps, read_traffic
 
     start = parse_since(since)
