@@ -113,8 +113,10 @@ def verdict_counts(feedback: pd.DataFrame) -> tuple[int, int]:
 
 
 def by_model(traffic: pd.DataFrame, feedback: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per served model version: requests, alias, median latency (bootstrap 95 %), verdicts and the positive rate
-    (Wilson 95 %), most requests first.
+    """Per served model version: requests, latency and feedback, most requests first.
+
+    Each row: the alias, requests, 5xx rate, median latency (bootstrap 95 %), verdicts and the positive rate
+    (Wilson 95 %).
     """
     rows = []
     for version, requests in traffic.groupby("model_version"):
@@ -133,8 +135,10 @@ def by_model(traffic: pd.DataFrame, feedback: pd.DataFrame) -> list[dict[str, An
 
 
 def compare(traffic: pd.DataFrame, feedback: pd.DataFrame, models: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Champion against challenger (else the two most-served versions): the difference in positive rate
-    (Newcombe 95 %) and in median latency (bootstrap 95 %), and which is ahead where the interval says so.
+    """Champion against challenger (else the two most-served versions), or None with fewer than two.
+
+    The difference in positive rate (Newcombe 95 %) and in median latency (bootstrap 95 %), and which is
+    ahead where the interval says so.
     """
     if len(models) < 2:
         return None

@@ -66,8 +66,10 @@ def _reference(model: Any) -> Any:
 
 
 def choose_pairs(writers: pd.DataFrame, distilled: pd.DataFrame | None, cfg: DPOConfig) -> pd.DataFrame:
-    """The pairs DPO trains on: writers' pairs first, then distilled ones (when ``cfg.distilled``), at most
-    ``cfg.max_pairs`` (a seeded sample of the distilled ones fills what is left).
+    """The pairs DPO trains on, with their ``origin`` (writers, distilled).
+
+    Writers' pairs first, then distilled ones (when ``cfg.distilled``), at most ``cfg.max_pairs`` (a seeded
+    sample of the distilled ones fills what is left).
     """
     columns = ["prompt", "form", "genre", "chosen", "rejected"]
     parts = [writers[columns].assign(origin="writers").head(cfg.max_pairs)]
