@@ -26,7 +26,7 @@ from tests.conftest import PROJECT_ROOT
 pytestmark = pytest.mark.e2e
 
 IGNORE = shutil.ignore_patterns(".git", ".cache", ".zen", ".mlflow", ".runs", "__pycache__", ".pytest_cache",
-                                ".ruff_cache", "test-artifacts", "mlruns", ".venv")
+                                ".ruff_cache", "test-artifacts", "mlruns", ".venv", ".state")
 
 MODELS_SCRIPT = """
 import json, mlflow
@@ -74,7 +74,7 @@ def statuses(project) -> list[dict[str, str]]:
 
 
 STEPS = {"ingest_data", "clean_data", "split_data", "data_report", "train_tokenizer", "train_seq2seq",
-         "train_transformer", "train_gan", "evaluate", "promote", "evaluation_report"}
+         "train_transformer", "train_gan", "evaluate", "promote", "evaluation_report", "load_preferences"}
 ALWAYS_RUN = {"promote", "evaluation_report"}  # promotion is a side effect (enable_cache=False); the report follows it
 
 CHAMPION_SCRIPT = """
@@ -445,3 +445,46 @@ def test_deployments_verify_what_they_serve_and_survive_killed_processes(project
         assert "no creative-writer deployment" in run(project, "-m", "infra.bento_deployment", "list").stdout
     finally:
         run(project, "-m", "infra.bento_deployment", "stop")
+
+
+DPO_SCRIPT = """
+import json, mlflow
+from infra.stack import tracking_uri
+mlflow.set_tracking_uri(tracking_uri())
+runs = mlflow.search_runs(search_all_experiments=True, filter_string="params.family = 'transformer'",
+                          order_by=["start_time DESC"], max_results=1, output_format="list")
+params, metrics = runs[0].data.params, runs[0].data.metrics
+print(json.dumps({"writer_pairs": params.get("dpo.writer_pairs"), "ran": params.get("dpo.ran"),
+                  "reward_accuracy": metrics.get("dpo.reward_accuracy")}))
+"""
+
+
+def test_served_traffic_is_monitored_and_writers_feedback_is_trained_on(project, first_run):
+    """The loop: serve, drive traffic with feedback, monitor it, train on the writers' pairs, decide a promotion."""
+    from infra.drive_traffic import drive
+    from infra.processes import free_port
+
+    root, env = project
+    port = free_port()
+    try:
+        run(project, "run.py", "--pipeline", "deployment", "--port", str(port))
+        counts = drive(f"http://127.0.0.1:{port}", requests=12, seconds=300, max_new_tokens=16)
+    finally:
+        run(project, "-m", "infra.bento_deployment", "stop")
+    assert counts["ok"] >= 9 and counts["4xx"] == 1 and counts["feedback"] >= 6, counts
+
+    out = run(project, "run.py", "--pipeline", "monitoring", "--since", "1h").stdout
+    assert "12 requests (ok " in out and "0 log rows lost" in out and "feedback: " in out, out[-2000:]
+    assert "thresholds not judged: fewer than 20 requests" in out
+
+    strict = root / "configs" / "monitoring-strict.yaml"
+    strict.write_text("parameters:\n  since: 1h\n  thresholds: {min_requests: 5, max_p95_ms: 1}\n")
+    failed = subprocess.run([sys.executable, "run.py", "--pipeline", "monitoring", "--config", str(strict)], cwd=root,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1 and "p95 latency" in failed.stderr and "max_p95_ms 1" in failed.stderr, \
+        failed.stderr[-1500:]
+
+    out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml").stdout
+    assert statuses(project)[-1]["load_preferences"] == "completed" and "[promote]" in out
+    trained = json.loads(run(project, "-c", DPO_SCRIPT).stdout.strip().splitlines()[-1])
+    assert int(trained["writer_pairs"]) >= 4 and trained["ran"] == "True", trained
