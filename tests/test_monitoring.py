@@ -26,8 +26,8 @@ def traffic(n: int, version: str = "7", alias: str = "champion", chars: int = 40
     rows = [{"id": f"{version}{i:031d}", "at": start + timedelta(seconds=10 * i), "endpoint": "generate",
              "outcome": outcome, "status": 200, "model_version": version, "model_alias": alias, "runtime": "llama.cpp",
              "form": form if i % 2 else "fable", "genre": "", "settings": {}, "prompt_chars": chars,
-             "output_chars": 300, "drafts": 1, "tokens": 60, "latency_ms": latency + i, "first_chunk_ms": None, "story_id": None,
-             "error": None, "prompt_text": None} for i in range(n)]
+             "output_chars": 300, "drafts": 1, "tokens": 60, "latency_ms": latency + i, "first_chunk_ms": None,
+             "story_id": None, "error": None, "prompt_text": None} for i in range(n)]
     frame = pd.DataFrame(rows, columns=[c.name for c in REQUEST_LOG.columns if c.name != "output_text"])
     frame["at"] = pd.to_datetime(frame["at"], utc=True)
     return frame
