@@ -328,6 +328,8 @@ def serving_parameters(args: argparse.Namespace, profile: dict, where: str) -> d
     Raises:
         ValueError: If there is no model to use, or the prompts file is unusable (named, with what to do).
     """
+    from dataclasses import replace
+
     from serving.batch_inference import PromptFileError, file_fingerprint, read_prompts
     from serving.champion import NoModelError, resolve_registry
     from serving.config import ModelSource
@@ -350,8 +352,20 @@ def serving_parameters(args: argparse.Namespace, profile: dict, where: str) -> d
             raise ValueError(str(exc)) from None
         print(f"[prompts] {count} prompts in {args.prompts}")
         params.update(prompts_path=str(prompts), prompts_sha256=file_fingerprint(prompts))
-    elif args.port is not None:
-        params["port"] = args.port
+    else:
+        if args.port is not None:
+            params["port"] = args.port
+        if float(params.get("challenger_share") or 0) > 0:  # the challenger served beside it: resolved now too
+            challenger = replace(source, alias="challenger", version="")
+            try:
+                found = resolve_registry(challenger)
+            except NoModelError as exc:
+                raise ValueError(f"{where}: challenger_share is {params['challenger_share']} but {exc} (set one with "
+                                 "python -m registry.aliases set challenger VERSION, or set challenger_share: 0)") \
+                    from None
+            print(f"[model] {challenger.describe()} is {found.short()}, writing {params['challenger_share']} of "
+                  "the stories")
+            params["challenger_version"] = found.version
     allowed = pipeline_parameters(args.pipeline)
     unknown = sorted(set(params) - set(allowed))
     if unknown:

@@ -61,7 +61,8 @@ def drive(url: str, requests: int, seconds: float, token: str = "", max_new_toke
                 break
             prompt = prompts[i % len(prompts)]
             body = {"prompt": prompt["prompt"], "form": prompt["form"], "genre": prompt.get("genre") or "",
-                    "max_new_tokens": max_new_tokens, "seed": i, "num_drafts": 2}
+                    "max_new_tokens": max_new_tokens, "seed": i, "num_drafts": 2,
+                    "story_id": f"driven-story-{i % 8}"}  # eight stories: each stays with one model
             if i % 10 == 9:
                 body["form"] = "limerick"  # a form the model does not know: 400
             counts["sent"] += 1

@@ -10,6 +10,9 @@ environment holds what differs per deployment (read and validated by pydantic-se
 ``CW_BENTO_MODEL``        load this BentoML model tag (set inside a Bento by the deployment)
 ``CW_BATCHING``           ``on`` / ``off``: adaptive batching of ``/generate``
 ``CW_RUNTIME``            ``llama.cpp`` / ``torch``: what runs the Transformer family (``model.runtime``)
+``CW_CHALLENGER_SHARE``   the share of stories the challenger writes (``canary.share``, 0 to 1)
+``CW_CHALLENGER_VERSION`` pin the challenger's registry version (``canary.version``)
+``CW_CHALLENGER_BENTO_MODEL`` load the challenger from this BentoML model (set inside a Bento by the deployment)
 ``CW_HOST``, ``CW_PORT``  where ``python -m serving`` binds
 ``CW_API_TOKEN``          the bearer token (the variable's name is ``server.token_env``)
 ``CW_DATABASE_URL``       the story database (``workspace.database_url``; default SQLite in ``.state/``)
@@ -105,6 +108,27 @@ class ModelSource:
         return f"models:/{self.registered_name}@{self.alias}"
 
 
+Share = Annotated[float, Field(ge=0, le=1)]
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A challenger served beside the champion (the profile's ``canary``; ``share`` 0, the default, is off).
+
+    The registry's ``@alias`` (or a pinned ``version``, or a BentoML model inside a Bento) writes for a
+    ``share`` of stories: a request's ``story_id`` (else its own id) is hashed into [0, 1), so one story stays
+    with one model. Every draft's provenance names the model that wrote it, and the request log keeps it, so
+    the monitoring report compares the two on writers' feedback and latency.
+    """
+
+    __pydantic_config__ = STRICT
+
+    share: Share = 0.0
+    alias: Text = "challenger"
+    version: Text = ""
+    bento_model: Text = ""
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Where and how the HTTP server listens, and how many torch threads its model uses.
@@ -188,6 +212,12 @@ class ServingConfig:
     ui: UiSettings = field(default_factory=UiSettings)
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
+    canary: Canary = field(default_factory=Canary)
+
+    def challenger_source(self) -> ModelSource:
+        """Where the challenger comes from: the champion's source with the canary's alias, version or Bento model."""
+        return replace(self.model, alias=self.canary.alias, version=self.canary.version,
+                       bento_model=self.canary.bento_model)
 
     @property
     def token(self) -> str:
@@ -215,6 +245,9 @@ class EnvOverrides(BaseSettings):
     port: int | None = Field(None, ge=1, le=65535, validation_alias=AliasChoices("CW_PORT"))
     batching: bool | None = Field(None, validation_alias=AliasChoices("CW_BATCHING"))
     runtime: Runtime | None = Field(None, validation_alias=AliasChoices("CW_RUNTIME"))
+    challenger_share: float | None = Field(None, ge=0, le=1, validation_alias=AliasChoices("CW_CHALLENGER_SHARE"))
+    challenger_version: str = Field("", validation_alias=AliasChoices("CW_CHALLENGER_VERSION"))
+    challenger_bento_model: str = Field("", validation_alias=AliasChoices("CW_CHALLENGER_BENTO_MODEL"))
 
     @classmethod
     def read(cls, env: Mapping[str, str]) -> EnvOverrides:
@@ -256,7 +289,14 @@ class EnvOverrides(BaseSettings):
             server = replace(server, port=self.port)
         if self.batching is not None:
             batching = replace(batching, enabled=self.batching)
-        return replace(config, model=model, server=server, batching=batching)
+        canary = config.canary
+        if self.challenger_share is not None:
+            canary = replace(canary, share=self.challenger_share)
+        if self.challenger_version:
+            canary = replace(canary, version=self.challenger_version)
+        if self.challenger_bento_model:
+            canary = replace(canary, bento_model=self.challenger_bento_model)
+        return replace(config, model=model, server=server, batching=batching, canary=canary)
 
 
 def bento_envs(root: Path = PROJECT_ROOT) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -132,19 +133,26 @@ async def iterate_in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
     stop = threading.Event()
     context = contextvars.copy_context()
 
+    def send(kind: str, value: Any) -> bool:
+        """Hands an item to the event loop; False when the loop is gone (the consumer has stopped)."""
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+        except RuntimeError:  # "Event loop is closed": nobody is listening any more
+            return False
+        return True
+
     def produce() -> None:
         try:
             for piece in pieces:
-                if stop.is_set():
+                if stop.is_set() or not send("piece", piece):
                     break
-                loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
         except Exception as exc:  # re-raised on the event loop
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+            send("error", exc)
         finally:  # a client that went away: the model stops now and gives back what it holds (its admission place)
             close = getattr(pieces, "close", None)
             if close is not None:
                 close()
-        loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+        send("end", None)
 
     worker = threading.Thread(target=context.run, args=(produce,), name="stream", daemon=True)
     worker.start()
@@ -174,11 +182,12 @@ class Logged:
 
     Attributes:
         request_id: The id the log row has (what a client sends back with feedback).
+        provenance: The model that writes it (the champion, or the challenger for this story).
     """
 
     def __init__(self, pieces: Iterator[str], finish: Callable[[str, str, float | None, str], None],
-                 request_id: str) -> None:
-        self._pieces, self._finish, self.request_id = pieces, finish, request_id
+                 request_id: str, provenance: Any = None) -> None:
+        self._pieces, self._finish, self.request_id, self.provenance = pieces, finish, request_id, provenance
         self._started = time.perf_counter()
         self._first: float | None = None
         self._text: list[str] = []
@@ -236,6 +245,8 @@ class Engine:
         self.planner = RequestPlanner.for_config(config)
         self._loader = loader or functools.partial(champion.load, threads=config.server.torch_threads)
         self._loaded: LoadedModel | None = None
+        self._challenger: LoadedModel | None = None
+        self.challenger_status = "off (canary.share is 0)"
         self._reason = "the model is loading"
         self._lock = threading.Lock()
         self._last_attempt = 0.0
@@ -263,12 +274,44 @@ class Engine:
             reason = f"loading {self.config.model.describe()} failed: {type(exc).__name__}: {exc}"
             log.exception("not ready: %s", reason)
         else:
+            challenger = self._load_challenger()
             with self._lock:
-                self._loaded, self._loading = loaded, False
+                self._loaded, self._challenger, self._loading = loaded, challenger, False
             return True
         with self._lock:
             self._reason, self._loading = reason, False
         return False
+
+    def _load_challenger(self) -> LoadedModel | None:
+        """The canary's challenger, when ``canary.share`` > 0 (a failure is said in ``/model``, never fatal)."""
+        canary = self.config.canary
+        if not canary.share:
+            return None
+        source = self.config.challenger_source()
+        try:
+            challenger = self._loader(source)
+        except Exception as exc:  # the champion serves every story; /model says why there is no challenger
+            self.challenger_status = f"not served: loading {source.describe()} failed: {exc}"
+            log.warning("canary: %s", self.challenger_status)
+            return None
+        self.challenger_status = f"writes {canary.share:.0%} of stories: {challenger.provenance.short()}"
+        log.info("canary: the challenger %s", self.challenger_status)
+        return challenger
+
+    def route(self, key: str) -> LoadedModel:
+        """The model that writes for ``key`` (a story id, else the request's id).
+
+        The challenger for a stable ``canary.share`` of keys (a hash of the key), else the champion.
+
+        Raises:
+            NotReadyError: If no model is loaded.
+        """
+        champion = self.loaded
+        challenger, share = self._challenger, self.config.canary.share
+        if challenger is None or not share:
+            return champion
+        bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0x100000000
+        return challenger if bucket < share else champion
 
     def start(self) -> threading.Thread:
         """Loads the model in a background thread (the server answers health checks meanwhile)."""
@@ -294,26 +337,27 @@ class Engine:
         return self._loaded
 
     # --- requests --------------------------------------------------------------------------------------
-    def plan(self, request: RequestBase, chat: Chat | None = None) -> Plan:
-        """The request planned against the loaded model (see :meth:`serving.planner.RequestPlanner.plan`).
+    def plan(self, request: RequestBase, chat: Chat | None = None, loaded: LoadedModel | None = None) -> Plan:
+        """The request planned against ``loaded`` (default: the champion; see :meth:`RequestPlanner.plan`).
 
         Raises:
             NotReadyError: If no model is loaded.
             RequestError: If the model does not know the request's form or genre.
         """
-        return self.planner.plan(request, self.loaded.controls, chat)
+        return self.planner.plan(request, (loaded or self.loaded).controls, chat)
 
     def _run_rows(self, settings: Any, rows: list[tuple[str, int]]) -> list[str]:
         return self.loaded.model.generate_rows(rows, settings)
 
     def _observe(self, request_id: str, endpoint: str, request: RequestBase, outcome: str, started: float,
                  settings: Any = None, texts: tuple[str, ...] | list[str] = (), first_chunk_ms: float | None = None,
-                 error: str = "", story_id: str | None = None, tokens: int | None = None) -> None:
+                 error: str = "", story_id: str | None = None, tokens: int | None = None,
+                 loaded: LoadedModel | None = None) -> None:
         """Reports one request to the observer (never raises into the request); ``tokens`` None: counted here."""
         if self.observer is None:
             return
         try:
-            loaded = self._loaded
+            loaded = loaded or self._loaded
             prov = loaded.provenance if loaded is not None else None
             if tokens is None:
                 tokens = sum(loaded.model.count_tokens(t) for t in texts if t) if loaded is not None else 0
@@ -330,20 +374,20 @@ class Engine:
             log.exception("the request could not be reported to the request log")
 
     def _response(self, request: RequestBase, settings: Any, seeds: list[int], result: BatchResult,
-                  started: float) -> GenerateResponse:
-        model = self.loaded.model
+                  started: float, loaded: LoadedModel) -> GenerateResponse:
+        model = loaded.model
         drafts = [Draft(text=t, seed=s, tokens=model.count_tokens(t)) for t, s in zip(result.texts, seeds, strict=True)]
         total = time.perf_counter() - started
         tokens = sum(d.tokens for d in drafts)
         timings = Timings(queue_ms=round(result.queue_s * 1000, 2), generate_ms=round(result.generate_s * 1000, 2),
                           total_ms=round(total * 1000, 2), tokens_per_s=round(tokens / total, 1) if total > 0 else 0.0)
-        return GenerateResponse(drafts=drafts, provenance=self.loaded.provenance.as_dict(),
+        return GenerateResponse(drafts=drafts, provenance=loaded.provenance.as_dict(),
                                 settings={**settings.model_dump(), "num_drafts": request.num_drafts,
                                           "preset": request.preset or ""}, timings=timings)
 
-    def _write(self, settings: Any, rows: list[tuple[str, int]]) -> BatchResult:
+    def _write(self, settings: Any, rows: list[tuple[str, int]], loaded: LoadedModel) -> BatchResult:
         started = time.perf_counter()
-        texts = self._run_rows(settings, rows)
+        texts = loaded.model.generate_rows(rows, settings)
         return BatchResult(texts, 0.0, time.perf_counter() - started, len(rows))
 
     async def generate_async(self, request: RequestBase, chat: Chat | None = None, endpoint: str = "generate",
@@ -353,25 +397,27 @@ class Engine:
         ``chat`` carries a conversation's system message and earlier turns (see :class:`~serving.planner.Chat`).
         The request is logged (as ``endpoint``) whatever its outcome; the response carries its ``request_id``.
         """
-        started, request_id, settings = time.perf_counter(), new_request_id(), None
+        started, request_id, settings, chosen = time.perf_counter(), new_request_id(), None, None
+        story_id = story_id or getattr(request, "story_id", "") or None
         try:
-            plan = self.plan(request, chat)
+            chosen = self.route(story_id or request_id)
+            plan = self.plan(request, chat, chosen)
             settings = plan.settings
             entered = self.admission.enter()
             try:
-                if self._batcher is None:
-                    result = await asyncio.to_thread(self._write, plan.settings, plan.rows)
+                if self._batcher is None or chosen is not self._loaded:  # the batcher batches the champion's rows
+                    result = await asyncio.to_thread(self._write, plan.settings, plan.rows, chosen)
                 else:
                     result = await self._batcher.submit(plan.settings.replace(seed=0), plan.rows)
             finally:
                 self.admission.leave(entered)
         except BaseException as exc:
             self._observe(request_id, endpoint, request, outcome_of(exc), started, settings,
-                          error=f"{type(exc).__name__}: {exc}", story_id=story_id)
+                          error=f"{type(exc).__name__}: {exc}", story_id=story_id, loaded=chosen)
             raise
-        response = self._response(request, plan.settings, plan.seeds, result, started)
+        response = self._response(request, plan.settings, plan.seeds, result, started, chosen)
         self._observe(request_id, endpoint, request, "ok", started, settings, result.texts, story_id=story_id,
-                      tokens=sum(d.tokens for d in response.drafts))
+                      tokens=sum(d.tokens for d in response.drafts), loaded=chosen)
         return response.model_copy(update={"request_id": request_id})
 
     def stream(self, request: RequestBase, chat: Chat | None = None, endpoint: str = "stream",
@@ -384,19 +430,22 @@ class Engine:
             OverloadedError: When ``limits.max_in_flight`` requests are already in flight (checked now,
                 before anything is sent; the place is held until the iterator ends or is closed).
         """
-        started, request_id, settings = time.perf_counter(), new_request_id(), None
+        started, request_id, settings, chosen = time.perf_counter(), new_request_id(), None, None
+        story_id = story_id or getattr(request, "story_id", "") or None
         try:
-            settings = self.plan(request.model_copy(update={"num_drafts": 1}), chat).settings
-            held = self.admission.held(self.loaded.model.stream(request.prompt, settings))
+            chosen = self.route(story_id or request_id)
+            settings = self.plan(request.model_copy(update={"num_drafts": 1}), chat, chosen).settings
+            held = self.admission.held(chosen.model.stream(request.prompt, settings))
         except BaseException as exc:
             self._observe(request_id, endpoint, request, outcome_of(exc), started, settings,
-                          error=f"{type(exc).__name__}: {exc}", story_id=story_id)
+                          error=f"{type(exc).__name__}: {exc}", story_id=story_id, loaded=chosen)
             raise
 
         def finish(outcome: str, text: str, first_ms: float | None, error: str) -> None:
-            self._observe(request_id, endpoint, request, outcome, started, settings, [text], first_ms, error, story_id)
+            self._observe(request_id, endpoint, request, outcome, started, settings, [text], first_ms, error, story_id,
+                          loaded=chosen)
 
-        return settings, Logged(held, finish, request_id)
+        return settings, Logged(held, finish, request_id, chosen.provenance)
 
     def describe(self) -> dict[str, Any]:
         """What is served: provenance, metrics, the forms and genres it knows, limits and defaults."""
@@ -408,6 +457,9 @@ class Engine:
                                "batching": asdict(self.config.batching)}
         if ready:
             loaded = self.loaded
+            challenger = self._challenger
+            out["canary"] = {"share": self.config.canary.share, "status": self.challenger_status,
+                             "challenger": challenger.provenance.as_dict() if challenger else None}
             out.update(provenance=loaded.provenance.as_dict(), metrics=loaded.provenance.metrics,
                        controls=loaded.controls, load_seconds=round(loaded.load_seconds, 2),
                        attention_map=hasattr(loaded.model, "attention_map"))

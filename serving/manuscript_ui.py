@@ -145,12 +145,14 @@ class ManuscriptTab:
         reader, prompt = self.reader(engine), given[self.prompt]
         turn = session.start_turn(kind, prompt, reader)
         request = self.controls.request(engine.planner, given, prompt=turn.context.prompt, num_drafts=1)
-        settings, pieces = engine.stream(request, Chat(lead=turn.lead) if turn.wrote_on else None, "ui_manuscript")
+        story_key = str(session.story.get("server_id") or session.story.get("id") or "")
+        settings, pieces = engine.stream(request, Chat(lead=turn.lead) if turn.wrote_on else None, "ui_manuscript",
+                                         story_id=story_key or None)  # one story stays with one model (canary)
         written = ""
         for piece in pieces:
             written += piece
             yield {self.text: turn.grown(written)}
-        prov = engine.loaded.provenance.as_dict()
+        prov = pieces.provenance.as_dict()
         dumped = settings.model_dump()
         session.finish_turn(turn, written, dumped, prov, provenance_line(prov, dumped))
         yield {self.text: session.text, **self.kept(given, session, "turn"), self.provenance: session.last_provenance,

@@ -111,6 +111,9 @@ class RequestBase(BaseModel):
                       "(GET /model lists what the served model knows).", json_schema_extra={"pattern": CONTROL_WORD})
     genre: str = Field("", max_length=40, description="Genre, e.g. fantasy, mystery, science fiction; empty for none.",
                        json_schema_extra={"pattern": CONTROL_WORD})
+    story_id: str = Field("", max_length=64, description="The story this request writes for ('' for none): it "
+                          "keeps a story with one model when a challenger is served, and links the request log's row "
+                          "to the story.", json_schema_extra={"pattern": r"^[A-Za-z0-9_-]*$"})
     preset: PresetName | None = Field(
         None, description="Named sampling settings: " + "; ".join(f"{k}: {v}" for k, v in PRESET_DESCRIPTIONS.items())
         + ". The sampling fields you send yourself win over the preset's.")
@@ -119,6 +122,13 @@ class RequestBase(BaseModel):
     @classmethod
     def _prompt_is_text(cls, value: str) -> str:
         return check_prompt(value, cls.reject_emoji)
+
+    @field_validator("story_id")
+    @classmethod
+    def _story_id_is_plain(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_-]*$", value):
+            raise ValueError("use ASCII letters, digits, '-' or '_' only")
+        return value
 
     @field_validator("form", "genre")
     @classmethod

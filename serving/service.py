@@ -160,7 +160,7 @@ class CreativeWriter:
             settings, pieces = self.engine.stream(request)  # checks the request before anything is sent
         except (NotReadyError, RequestError) as exc:
             return self._refuse("stream", exc)  # type: ignore[return-value]
-        provenance = self.engine.loaded.provenance
+        provenance = pieces.provenance  # the champion, or the challenger for this story
         engine = self.engine
 
         async def body() -> AsyncGenerator[str, None]:

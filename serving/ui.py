@@ -29,6 +29,7 @@ from serving.manuscript_ui import ManuscriptTab
 from serving.schemas import PRESET_DESCRIPTIONS
 from serving.story_sync import StorySync
 from serving.ui_helpers import CONTROLS, Controls, provenance_line, request_for, shown_errors
+from workspace.traffic import new_request_id
 
 FORMATS = ("txt", "md", "json")
 CONTINUE_CHARS = 400  # how much of the draft's end becomes the prompt of a continuation
@@ -163,14 +164,17 @@ class DraftsTab:
         engine = self.get_engine()
         plan = engine.plan(request)
         texts = list(base) if base else [""] * len(plan.seeds)
+        key = new_request_id()  # every draft of one click from one model when a challenger is served
+        prov = engine.loaded.provenance.as_dict()
         for i, seed in enumerate(plan.seeds):
-            _, pieces = engine.stream(request.model_copy(update={"seed": seed, "num_drafts": 1}), endpoint="ui")
+            _, pieces = engine.stream(request.model_copy(update={"seed": seed, "num_drafts": 1}), endpoint="ui",
+                                      story_id=key)
             if base:
                 texts[i] = texts[i].rstrip() + " "
             for piece in pieces:
                 texts[i] += piece
                 yield self.shown(texts, len(plan.seeds))
-        prov = engine.loaded.provenance.as_dict()
+            prov = pieces.provenance.as_dict()
         state = {"prompt": original_prompt or request.prompt, "texts": texts, "seeds": plan.seeds,
                  "settings": plan.settings.model_dump(), "provenance": prov}
         heatmap = attention_image(engine, request.prompt, plan.settings) if not base else None

@@ -10,14 +10,16 @@ from core.paths import REGISTERED_NAME
 
 
 @step(enable_cache=False)
-def build_bento(model_version: str, alias: str = "champion",
-                registered_name: str = REGISTERED_NAME) -> Annotated[dict[str, Any], "bento"]:
-    """Imports a registry version into BentoML's model store and builds a Bento serving it.
+def build_bento(model_version: str, alias: str = "champion", registered_name: str = REGISTERED_NAME,
+                challenger_version: str = "", challenger_share: float = 0.0) -> Annotated[dict[str, Any], "bento"]:
+    """Imports a registry version (and the challenger, when one is served) and builds a Bento serving it.
 
     Args:
         model_version: The registry version (``run.py`` resolves the alias before the run).
         alias: The alias it was resolved through (provenance only).
         registered_name: The MLflow registered model.
+        challenger_version: The ``@challenger`` version served beside it ('' for none).
+        challenger_share: The share of stories the challenger writes.
 
     Returns:
         The Bento tag, the BentoML model tag, the registry URI and the provenance.
@@ -26,7 +28,10 @@ def build_bento(model_version: str, alias: str = "champion",
     from serving.config import ModelSource
     from serving.deploy import build_bento as build
 
-    built = build(ModelSource(registered_name=registered_name, version=model_version), alias=alias)
+    challenger = ModelSource(registered_name=registered_name, version=challenger_version) \
+        if challenger_version and challenger_share > 0 else None
+    built = build(ModelSource(registered_name=registered_name, version=model_version), alias=alias,
+                  challenger=challenger, challenger_share=challenger_share)
     data = built.as_dict()
     log_step_metadata({"bento_tag": built.bento_tag, "model_tag": built.model_tag, "model_uri": built.model_uri})
     return data

@@ -461,21 +461,34 @@ print(json.dumps({"writer_pairs": params.get("dpo.writer_pairs"), "ran": params.
 
 def test_served_traffic_is_monitored_and_writers_feedback_is_trained_on(project, first_run):
     """The loop: serve, drive traffic with feedback, monitor it, train on the writers' pairs, decide a promotion."""
+    import httpx
+
     from infra.drive_traffic import drive
     from infra.processes import free_port
 
     root, env = project
     port = free_port()
+    champion = champion_version(project)
+    challenger = "1" if champion != "1" else "2"
+    run(project, "-m", "registry.aliases", "set", "challenger", challenger)
+    canary = root / "configs" / "deployment-canary.yaml"
+    canary.write_text((root / "configs" / "deployment.yaml").read_text().replace("challenger_share: 0 ",
+                                                                                "challenger_share: 0.5 "))
     try:
-        run(project, "run.py", "--pipeline", "deployment", "--port", str(port))
-        counts = drive(f"http://127.0.0.1:{port}", requests=12, seconds=300, max_new_tokens=16)
+        out = run(project, "run.py", "--pipeline", "deployment", "--config", str(canary), "--port", str(port)).stdout
+        assert "models:/creative-writer@challenger is " in out and f"creative-writer v{challenger} " in out, out[-1500:]
+        served = httpx.get(f"http://127.0.0.1:{port}/model", timeout=30).json()["canary"]
+        assert served["share"] == 0.5 and served["challenger"]["version"] == challenger, served
+        counts = drive(f"http://127.0.0.1:{port}", requests=16, seconds=300, max_new_tokens=16)
     finally:
         run(project, "-m", "infra.bento_deployment", "stop")
-    assert counts["ok"] >= 9 and counts["4xx"] == 1 and counts["feedback"] >= 6, counts
+    assert counts["ok"] >= 12 and counts["4xx"] == 1 and counts["feedback"] >= 6, counts
 
     out = run(project, "run.py", "--pipeline", "monitoring", "--since", "1h").stdout
-    assert "12 requests (ok " in out and "0 log rows lost" in out and "feedback: " in out, out[-2000:]
+    assert "16 requests (ok " in out and "0 log rows lost" in out and "feedback: " in out, out[-2000:]
     assert "thresholds not judged: fewer than 20 requests" in out
+    assert f"v{challenger} challenger: " in out and f"v{champion} champion: " in out, out[-2000:]
+    assert "challenger vs champion: " in out
 
     strict = root / "configs" / "monitoring-strict.yaml"
     strict.write_text("parameters:\n  since: 1h\n  thresholds: {min_requests: 5, max_p95_ms: 1}\n")

@@ -196,3 +196,43 @@ def test_feedback_over_http_names_a_wrong_field_and_keeps_the_writer(tmp_path):
     assert refused.status_code == 400 and refused.json()["detail"][0]["loc"] == ["edited"]
     assert client.post("/feedback", content=b"").status_code == 400
     assert list(read_feedback(store.engine)["writer"]) == ["ada"]
+
+
+def test_a_challenger_writes_a_stable_share_of_stories_and_says_so_in_the_log(writer):
+    from dataclasses import replace
+
+    from serving.champion import Provenance
+
+    challenger_prov = Provenance(family="seq2seq", registered_name="cw", version="4", alias="challenger",
+                                 mlflow_run_id="r4", training_run_id="t4", source="models:/cw/4", metrics={})
+    config = load_serving_config(env={"CW_CHALLENGER_SHARE": "0.3"})
+    assert config.canary.share == 0.3 and config.challenger_source().alias == "challenger"
+    rows: list[LogRow] = []
+
+    def loader(source):
+        return LoadedModel(writer, challenger_prov if source.alias == "challenger" else PROV, 0.1)
+
+    engine = Engine(replace(config, batching=replace(config.batching, enabled=False)), loader=loader,
+                    observer=rows.append)
+    assert engine.load() and "writes 30% of stories" in engine.challenger_status
+    picks = [engine.route(f"story-{i}").provenance.version for i in range(2000)]
+    assert 0.27 < picks.count("4") / len(picks) < 0.33
+    assert all(engine.route("story-7").provenance.version == picks[7] for _ in range(5))  # sticky
+    story = next(f"story-{i}" for i, v in enumerate(picks) if v == "4")
+    request = GenerateRequest(prompt="A fox finds a key.", max_new_tokens=6, seed=1, story_id=story)
+    response = asyncio.run(engine.generate_async(request))
+    assert response.provenance["version"] == "4" and rows[-1].model_version == "4"
+    assert rows[-1].model_alias == "challenger" and rows[-1].story_id == story
+    _, pieces = engine.stream(request)
+    "".join(pieces)
+    assert pieces.provenance.version == "4" and rows[-1].model_version == "4"
+    assert engine.describe()["canary"]["challenger"]["version"] == "4"
+
+    def no_challenger(source):
+        if source.alias == "challenger":
+            raise RuntimeError("'cw' has no alias 'challenger'")
+        return LoadedModel(writer, PROV, 0.1)
+
+    alone = Engine(config, loader=no_challenger)
+    assert alone.load() and "no alias 'challenger'" in alone.challenger_status
+    assert alone.route("story-1").provenance.version == "3"
