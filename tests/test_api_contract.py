@@ -55,7 +55,7 @@ def test_api_document_leaves_out_the_ui_and_documents_the_real_error_bodies():
     v1 = {"/v1/models", "/v1/completions", "/v1/chat/completions"}
     stories = {p for p in doc["paths"] if p.startswith("/stories")}
     assert len(stories) == 8  # documented from the store's own models (tests/test_workspace.py drives them)
-    assert set(doc["paths"]) == {"/generate", "/model"} | v1 | stories and raw["paths"]["/ui/"]  # input unchanged
+    assert set(doc["paths"]) == {"/generate", "/model", "/feedback"} | v1 | stories and raw["paths"]["/ui/"]  # input unchanged
     v1_schemas = {"OpenAIError", "CompletionRequest", "ChatRequest", "Message", "TextPart"}
     story_schemas = {"StoryFields", "StoryEdit", "Restore", "StoryExport", "StoryConflict", "LoreEntry", "Turn"}
     assert set(doc["components"]["schemas"]) == set(ERROR_SCHEMAS) | v1_schemas | story_schemas  # UI bodies go

@@ -19,7 +19,7 @@ def sections(step: str) -> dict[str, type]:
     return typed_sections(getattr(steps, step))
 
 
-SERVING_PROFILES = ("deployment.yaml", "inference.yaml", "serving.yaml")
+SERVING_PROFILES = ("deployment.yaml", "inference.yaml", "serving.yaml", "monitoring.yaml")  # not training
 PROFILES = sorted(p for p in (PROJECT_ROOT / "configs").glob("*.yaml") if p.name not in SERVING_PROFILES)
 
 
