@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from workspace.schemas import StoryFields, Turn
 from workspace.store import Conflict, StoreError, StoryStore, Unavailable, Writer
+from workspace.traffic import FeedbackIn, record_feedback
 
 SERVER_ID, SERVER_VERSION, UNSYNCED = "server_id", "server_version", "unsynced"
 SERVER_PREFIX = "server:"  # a dropdown value naming a story on the server
@@ -95,6 +97,18 @@ class StorySync:
         except StoreError as exc:
             return Saved({**story, UNSYNCED: True}, f"not saved on the server: {exc}")
         return Saved({**ui_story_of(record), "id": story.get("id") or record["id"][:12]})
+
+    def feedback(self, verdict: FeedbackIn) -> str:
+        """Stores the writer's verdict on a draft; returns a sentence for the writer (never raises)."""
+        try:
+            record_feedback(self.store().engine, verdict, self.writer().name)
+        except ValueError as exc:
+            return f"not kept: {exc}"
+        except (StoreError, SQLAlchemyError) as exc:
+            return f"not kept: the database is unavailable ({type(exc).__name__})"
+        return {"kept": "Kept: this draft over the others, as a preference for training.",
+                "up": "Thanks: noted as a good draft.", "down": "Thanks: noted as a poor draft.",
+                "edited": "Kept: your rewrite over the draft, as a preference for training."}[verdict.kind]
 
     def listed(self) -> list[dict[str, Any]]:
         """The writer's stories on the server (``[]`` while the database is down)."""

@@ -11,6 +11,7 @@ stack trace.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -29,7 +30,7 @@ from serving.manuscript_ui import ManuscriptTab
 from serving.schemas import PRESET_DESCRIPTIONS
 from serving.story_sync import StorySync
 from serving.ui_helpers import CONTROLS, Controls, provenance_line, request_for, shown_errors
-from workspace.traffic import new_request_id
+from workspace.traffic import FeedbackIn, new_request_id
 
 FORMATS = ("txt", "md", "json")
 CONTINUE_CHARS = 400  # how much of the draft's end becomes the prompt of a continuation
@@ -136,8 +137,10 @@ class DraftsTab:
         controls: The shared controls above the tabs.
     """
 
-    def __init__(self, get_engine: Callable[[], Engine], config: ServingConfig, controls: Controls) -> None:
+    def __init__(self, get_engine: Callable[[], Engine], config: ServingConfig, controls: Controls,
+                 sync: StorySync | None = None) -> None:
         self.get_engine, self.controls, self.max_drafts = get_engine, controls, config.limits.max_drafts
+        self.sync = sync
         self.state = gr.State({})
         with gr.Row():
             self.generate = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -147,6 +150,12 @@ class DraftsTab:
             self.outputs = [gr.Textbox(label=f"Draft {i + 1}", lines=12, interactive=False, visible=i == 0,
                                        elem_id=f"draft-{i}") for i in range(self.max_drafts)]
         self.provenance = gr.Markdown(elem_id="provenance")
+        with gr.Row(visible=sync is not None):  # writers' verdicts become preference pairs for training (DPO)
+            self.which = gr.Radio([f"Draft {i + 1}" for i in range(self.max_drafts)], value="Draft 1",
+                                  label="Your verdict on", elem_id="verdict-draft", scale=2)
+            self.keep = gr.Button("Keep it (better than the others)", elem_id="keep", scale=1)
+            self.good = gr.Button("Good", elem_id="thumb-up", scale=0)
+            self.poor = gr.Button("Poor", elem_id="thumb-down", scale=0)
         with gr.Row():
             self.fmt = gr.Radio(list(FORMATS), value="txt", label="Download as", elem_id="download-format")
             self.download = gr.DownloadButton("Download", elem_id="download")
@@ -166,6 +175,7 @@ class DraftsTab:
         texts = list(base) if base else [""] * len(plan.seeds)
         key = new_request_id()  # every draft of one click from one model when a challenger is served
         prov = engine.loaded.provenance.as_dict()
+        ids = []
         for i, seed in enumerate(plan.seeds):
             _, pieces = engine.stream(request.model_copy(update={"seed": seed, "num_drafts": 1}), endpoint="ui",
                                       story_id=key)
@@ -175,8 +185,10 @@ class DraftsTab:
                 texts[i] += piece
                 yield self.shown(texts, len(plan.seeds))
             prov = pieces.provenance.as_dict()
+            ids.append(pieces.request_id)
         state = {"prompt": original_prompt or request.prompt, "texts": texts, "seeds": plan.seeds,
-                 "settings": plan.settings.model_dump(), "provenance": prov}
+                 "settings": plan.settings.model_dump(), "provenance": prov, "request_ids": ids,
+                 "form": request.form, "genre": request.genre}
         heatmap = attention_image(engine, request.prompt, plan.settings) if not base else None
         yield {**self.shown(texts, len(plan.seeds)), self.provenance: provenance_line(prov, state["settings"]),
                self.state: state, self.controls.seed: plan.seeds[0],
@@ -200,8 +212,29 @@ class DraftsTab:
                                         prompt=continuation_prompt(current["texts"][0]), num_drafts=1)
         yield from self.write(request, current["texts"][:1], current.get("prompt", ""))
 
+    def verdict(self, kind: str, which: str, state: dict[str, Any]) -> None:
+        """Sends the writer's verdict on a draft (kept over the others, good or poor) to the workspace."""
+        texts = (state or {}).get("texts") or []
+        if not texts or not (state or {}).get("request_ids"):
+            raise gr.Error("write drafts first: a verdict is about drafts on the page", print_exception=False)
+        i = int(which.split()[-1]) - 1
+        if i >= len(texts) or not texts[i].strip():
+            raise gr.Error(f"there is no draft {i + 1} on the page", print_exception=False)
+        others = [t for j, t in enumerate(texts) if j != i and t.strip() and t != texts[i]] if kind == "kept" else []
+        if kind == "kept" and not others:
+            raise gr.Error("keeping one draft needs another to compare: set 'Drafts side by side' to 2 or more",
+                           print_exception=False)
+        verdict = FeedbackIn(request_id=state["request_ids"][min(i, len(state["request_ids"]) - 1)], kind=kind,
+                             draft=i, prompt=state["prompt"][:4000], form=state.get("form") or "story",
+                             genre=state.get("genre") or "", text=texts[i][:20_000],
+                             others=[o[:20_000] for o in others])
+        said = self.sync.feedback(verdict) if self.sync is not None else "not kept: no workspace"
+        (gr.Warning if said.startswith("not kept") else gr.Info)(said)
+
     def wire(self) -> None:
         """Connects the buttons (and Enter in the prompt box) to the handlers."""
+        for button, kind in ((self.keep, "kept"), (self.good, "up"), (self.poor, "down")):
+            button.click(functools.partial(self.verdict, kind), [self.which, self.state], None)
         written = [*self.outputs, self.provenance, self.state, self.controls.seed, self.heatmap]
         inputs = self.controls.inputs
         self.generate.click(shown_errors(self.fresh), inputs, written, concurrency_limit=4)
@@ -227,7 +260,7 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig, sync: Stor
                         label="Try one")
         with gr.Tabs():
             with gr.Tab("Drafts", elem_id="tab-drafts"):
-                drafts = DraftsTab(get_engine, config, controls)
+                drafts = DraftsTab(get_engine, config, controls, sync)
             with gr.Tab("Manuscript", elem_id="tab-manuscript") as manuscript_page:
                 manuscript = ManuscriptTab(get_engine, config, controls, sync)
 

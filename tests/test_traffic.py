@@ -236,3 +236,37 @@ def test_a_challenger_writes_a_stable_share_of_stories_and_says_so_in_the_log(wr
     alone = Engine(config, loader=no_challenger)
     assert alone.load() and "no alias 'challenger'" in alone.challenger_status
     assert alone.route("story-1").provenance.version == "3"
+
+
+def test_the_ui_sends_a_writers_verdict_on_a_draft_and_refuses_one_it_cannot_make(tmp_path, writer):
+    import gradio as gr
+
+    from serving.story_sync import StorySync
+    from serving.ui import build_ui
+    from workspace.store import StoryStore, Unavailable
+
+    store = StoryStore(f"sqlite:///{tmp_path / 'ws.db'}")
+    engine, _ = logged_engine(writer)
+    sync = StorySync(lambda: store)
+    blocks = build_ui(lambda: engine, load_serving_config(env={}), sync)
+    drafts = next(fn for fn in blocks.fns.values() if getattr(fn.fn, "func", None) is not None
+                  and getattr(fn.fn.func, "__name__", "") == "verdict").fn.func.__self__
+    state = {"prompt": "A fox finds a key.", "texts": ["Once a fox.", "Twice a fox."],
+             "request_ids": [new_request_id(), new_request_id()], "form": "fable", "genre": ""}
+    drafts.verdict("kept", "Draft 2", state)
+    drafts.verdict("down", "Draft 1", state)
+    kept = read_feedback(store.engine)
+    assert list(kept["kind"]) == ["kept", "down"] and kept.loc[0, "text"] == "Twice a fox."
+    assert kept.loc[0, "others"] == ["Once a fox."] and kept.loc[0, "form"] == "fable"
+    assert kept.loc[0, "request_id"] == state["request_ids"][1]
+    for kind, which, given, said in [("up", "Draft 1", {}, "write drafts first"),
+                                     ("up", "Draft 3", state, "no draft 3"),
+                                     ("kept", "Draft 1", {**state, "texts": ["Once.", ""]}, "needs another")]:
+        with pytest.raises(gr.Error, match=said):
+            drafts.verdict(kind, which, given)
+
+    def down():
+        raise Unavailable("the story database is unavailable: it is down")
+
+    said = StorySync(down).feedback(FeedbackIn(request_id=new_request_id(), kind="up", prompt="p", text="t"))
+    assert said == "not kept: the database is unavailable (Unavailable)"
