@@ -182,7 +182,7 @@ def test_the_served_document_is_openapi_30_and_the_api_survives_fuzzing(served):
                "/stories/{story_id}/versions", "/stories/{story_id}/versions/{number}",
                "/stories/{story_id}/versions/{number}/restore", "/stories/{story_id}/export"}
     assert set(doc["paths"]) == {"/generate", "/stream", "/model", "/healthz", "/livez", "/readyz", "/metrics",
-                                 "/v1/models", "/v1/completions", "/v1/chat/completions", *stories}
+                                 "/v1/models", "/v1/completions", "/v1/chat/completions", "/feedback", *stories}
     assert doc["paths"]["/stories/{story_id}"]["put"]["responses"]["409"]
     assert doc["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert '"exclusiveMinimum": 0' not in json.dumps(doc)
