@@ -1,4 +1,4 @@
-r"""Which training makes a better writer than its own base: untuned base, LoRA on the corpus, distilled LoRA.
+r"""Which training makes a better writer than its own base: untuned base, LoRA, distilled LoRA, LoRA + DPO.
 
 Usage:
     python -m benchmarks.distill                                   # the default profile, k 4 on 48 prompts
@@ -9,8 +9,9 @@ From one split (the profile's data, cleaning and seed) it makes three writers on
 Transformer settings: the **untuned base**; **LoRA on the corpus** (what the training pipeline does by
 default); and **distilled LoRA** (best-of-``k`` self-distillation, ``training.distill``: the base writes ``k``
 pieces for each of ``--prompts`` training prompts, the best by the checked story-quality measures become
-the training pieces). Each writes one piece per open prompt on the profile's runtime with the suite's
-settings and seed, and is scored by the evaluation's measures (the trusted ones: the same check and
+the training pieces); and **LoRA + DPO**: the corpus LoRA trained further with DPO (``training.dpo``) on
+the distillation's best-against-worst pairs. Each writes one piece per open prompt on the profile's
+runtime with the suite's settings and seed, and is scored by the evaluation's measures (the trusted ones: the same check and
 cache as the evaluation). The table gives each writer's story quality, the measures, prompt use, form
 (fables on their own), complete endings and the minutes it cost; each trained writer is compared with
 the base by a paired bootstrap over prompts; two prompts are shown side by side.
@@ -59,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=48, help="training prompts distilled")
     parser.add_argument("--keep-corpus", type=int, default=0, help="corpus pieces trained on beside the distilled")
     parser.add_argument("--open-limit", type=int, default=0, help="open prompts written (0 = all 66)")
+    parser.add_argument("--dpo-epochs", type=int, default=3, help="DPO epochs over the distilled pairs")
+    parser.add_argument("--dpo-lr", type=float, default=1e-4, help="DPO learning rate (the LoRA's weights)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parse_args(parser, argv, profile=SMOKE_PROFILE, k=2, prompts=2, open_limit=2)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, k=2, prompts=2, open_limit=2, dpo_epochs=1)
     if args.k < 2 or args.prompts < 1 or args.open_limit < 0:
         parser.error("--k must be ≥ 2, --prompts ≥ 1 and --open-limit ≥ 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -74,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.suite import open_prompts
     from models.configs import TransformerConfig
     from models.transformer import build_transformer
-    from training.config import TransformerTrainConfig
+    from training.config import DPOConfig, TransformerTrainConfig
     from training.distill import DistillConfig, distill, training_pieces
+    from training.dpo import train_dpo
     from training.tracking import save_untuned
     from training.transformer_ddp import train
 
@@ -117,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         train(distilled, training_pieces(made, train_part, args.keep_corpus, suite.seed), val_part, train_cfg)
         writers["distilled"] = distilled.save(Path(base_dir).parent / f"{Path(base_dir).name}-distilled")
         minutes["distilled"] = (time.perf_counter() - started) / 60
+        if len(made.pairs):  # the corpus LoRA, trained further on the best-against-worst pairs
+            started = time.perf_counter()
+            dpo_stats = train_dpo(lora, made.pairs, DPOConfig(epochs=args.dpo_epochs, lr=args.dpo_lr,
+                                                             seed=suite.seed))
+            print(f"DPO on {len(made.pairs)} distilled pairs: {json.dumps(dpo_stats)}", flush=True)
+            writers["lora_dpo"] = lora.save(Path(base_dir).parent / f"{Path(base_dir).name}-lora-dpo")
+            minutes["lora_dpo"] = minutes["lora"] + minutes["distilled"] + (time.perf_counter() - started) / 60
 
     reference = reference_model(suite)
     judge = Judge(reference) if reference is not None else None
@@ -136,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} − base: story quality {b['mean_diff']:+.4f} (95 % {b['low']:+.4f} … {b['high']:+.4f}), "
               f"better in {b['p_better']:.1%} of resamples, {b['pairs']} prompts")
     stats = made.stats if made is not None else {"not_distilled": not_distilled}
+    if made is not None and len(made.pairs):
+        stats = {**stats, "dpo": dpo_stats}
     print(f"distillation: {json.dumps(stats)}; trusted measures: {', '.join(trust) or 'none'}")
     for i in range(min(2, len(prompts))):
         print(f"\n### {prompts['prompt'].iloc[i]}")
