@@ -11,8 +11,8 @@ default); and **distilled LoRA** (best-of-``k`` self-distillation, ``training.di
 pieces for each of ``--prompts`` training prompts, the best by the checked story-quality measures become
 the training pieces); and **LoRA + DPO**: the corpus LoRA trained further with DPO (``training.dpo``) on
 the distillation's best-against-worst pairs. Each writes one piece per open prompt on the profile's
-runtime with the suite's settings and seed, and is scored by the evaluation's measures (the trusted ones: the same check and
-cache as the evaluation). The table gives each writer's story quality, the measures, prompt use, form
+runtime with the suite's settings and seed, and is scored by the evaluation's measures (the trusted ones:
+the same check and cache as the evaluation). The table gives each writer's story quality, the measures, prompt use, form
 (fables on their own), complete endings and the minutes it cost; each trained writer is compared with
 the base by a paired bootstrap over prompts; two prompts are shown side by side.
 """
