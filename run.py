@@ -361,7 +361,7 @@ def serving_parameters(args: argparse.Namespace, profile: dict, where: str) -> d
                 found = resolve_registry(challenger)
             except NoModelError as exc:
                 raise ValueError(f"{where}: challenger_share is {params['challenger_share']} but {exc} (set one with "
-                                 "python -m registry.aliases set challenger VERSION, or set challenger_share: 0)") \
+                                 "python -m serving.aliases set challenger VERSION, or set challenger_share: 0)") \
                     from None
             print(f"[model] {challenger.describe()} is {found.short()}, writing {params['challenger_share']} of "
                   "the stories")

@@ -470,7 +470,7 @@ def test_served_traffic_is_monitored_and_writers_feedback_is_trained_on(project,
     port = free_port()
     champion = champion_version(project)
     challenger = "1" if champion != "1" else "2"
-    run(project, "-m", "registry.aliases", "set", "challenger", challenger)
+    run(project, "-m", "serving.aliases", "set", "challenger", challenger)
     canary = root / "configs" / "deployment-canary.yaml"
     canary.write_text((root / "configs" / "deployment.yaml").read_text().replace("challenger_share: 0 ",
                                                                                 "challenger_share: 0.5 "))

@@ -1,8 +1,8 @@
 """The registry's aliases by hand: see which version has which, set or remove ``@challenger``.
 
-    python -m registry.aliases                       # every version of creative-writer with its aliases
-    python -m registry.aliases set challenger 8      # version 8 is served beside the champion (canary.share)
-    python -m registry.aliases unset challenger
+    python -m serving.aliases                       # every version of creative-writer with its aliases
+    python -m serving.aliases set challenger 8      # version 8 is served beside the champion (canary.share)
+    python -m serving.aliases unset challenger
 
 ``@champion`` is moved only by the training pipeline's promotion (by the rule, after the evaluation), so it
 is refused here.
