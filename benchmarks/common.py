@@ -35,6 +35,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None, **tiny: 
     Raises:
         AttributeError: ``tiny`` names an option the parser does not have (a mistake in the benchmark).
     """
+    from infra.stack import quiet_defaults
+
+    quiet_defaults()  # as run.py: plain logs into a file or a pipe (no colour codes), no analytics
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     parser.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)  # the tests: options only
     args = parser.parse_args(argv)

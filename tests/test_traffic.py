@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -270,3 +271,33 @@ def test_the_ui_sends_a_writers_verdict_on_a_draft_and_refuses_one_it_cannot_mak
 
     said = StorySync(down).feedback(FeedbackIn(request_id=new_request_id(), kind="up", prompt="p", text="t"))
     assert said == "not kept: the database is unavailable (Unavailable)"
+
+
+@pytest.mark.serving
+def test_a_real_server_whose_database_is_down_still_serves_and_counts_the_lost_rows(tmp_path, tiny_tokenizer):
+    import httpx
+
+    from infra.local_server import Server
+    from infra.processes import free_port
+    from tests.serving_support import register_tiny_champion
+
+    uri = register_tiny_champion(tmp_path, tiny_tokenizer)
+    down = f"postgresql+psycopg2://nobody:none@127.0.0.1:{free_port()}/workspace"  # nothing listens there
+    server = Server({"MLFLOW_TRACKING_URI": uri, "BENTOML_HOME": str(tmp_path / "bentoml"), "CW_API_TOKEN": "",
+                     "CW_DATABASE_URL": down}, tmp_path / "server.log")
+    try:
+        server.wait(ready=True)
+        for seed in range(3):
+            answer = httpx.post(f"{server.url}/generate", json={"prompt": "A fox finds a key.", "seed": seed,
+                                                                "max_new_tokens": 8}, timeout=60)
+            assert answer.status_code == 200 and answer.json()["request_id"], answer.text
+        assert httpx.post(f"{server.url}/stories", json={"title": "t"}, timeout=30).status_code == 503
+        deadline, stats = time.monotonic() + 60, {}
+        while time.monotonic() < deadline:
+            stats = httpx.get(f"{server.url}/model", timeout=30).json()["request_log"]
+            if stats["lost"] >= 3:
+                break
+            time.sleep(0.5)
+        assert stats["lost"] >= 3 and stats["written"] == 0 and stats["last_error"], stats
+    finally:
+        server.stop()
