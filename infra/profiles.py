@@ -35,6 +35,14 @@ def load_profile(path: Path) -> dict[str, Any]:
         ProfileError: If the file is missing, not YAML, or has unknown top-level keys or no dataset.
     """
     data = read_mapping(path, ProfileError)
+    parent = data.pop("extends", None)
+    if parent is not None:  # a profile that adds to another: its keys over the other's, mapping by mapping
+        if not isinstance(parent, str) or not parent.endswith(".yaml"):
+            raise ProfileError(f"{path}: extends must name another profile file, e.g. extends: default.yaml")
+        base = path.parent / parent
+        if base.resolve() == path.resolve() or not base.is_file():
+            raise ProfileError(f"{path}: extends: {parent} is not another profile beside it")
+        data = merged(load_profile(base), data)
     unknown = sorted(set(data) - ALLOWED_KEYS)
     if unknown:
         raise ProfileError(f"{path}: unknown top-level key(s) {unknown}; allowed: {sorted(ALLOWED_KEYS)}")
@@ -46,6 +54,14 @@ def load_profile(path: Path) -> dict[str, Any]:
             raise ProfileError(f"{path}: steps.{name} is empty or not a mapping; give it settings "
                                "(e.g. parameters:) or remove it")
     return data
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings are merged key by key, any other value (a list too) replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _check_specs(specs: list[str], what: str) -> None:

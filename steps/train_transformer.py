@@ -138,4 +138,6 @@ def distilled_training(split: pd.DataFrame, train_part: pd.DataFrame, base_dir: 
     mlflow.log_params({f"distill.{k}": v for k, v in made.stats.items() if k in ("prompts", "k", "measures")})
     mlflow.log_metrics({f"distill.{k}": float(v) for k, v in made.stats.items()
                         if isinstance(v, int | float) and k not in ("prompts", "k")})
+    if not settings.train_on_distilled:  # the corpus as it is; the distillation gives DPO its pairs
+        return train_part, made.pairs
     return training_pieces(made, train_part, settings.keep_corpus, settings.seed), made.pairs

@@ -156,3 +156,20 @@ def test_serving_profile_loads():
 
     config = load_serving_config(PROJECT_ROOT / "configs" / "serving.yaml", env={})
     assert config.server.host == "127.0.0.1" and config.limits.max_drafts >= 1 and config.ui.examples
+
+
+def test_a_profile_extends_another_mapping_by_mapping(tmp_path):
+    from infra.profiles import ProfileError, load_profile
+
+    (tmp_path / "base.yaml").write_text("parameters: {dataset: [builtin]}\nsteps:\n  evaluate:\n    parameters:\n"
+                                        "      suite: {ppl_pieces: 32, check_pairs: 6}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nsteps:\n  evaluate:\n    parameters:\n"
+                                         "      suite: {check_pairs: 2}\n")
+    child = load_profile(tmp_path / "child.yaml")
+    assert child["steps"]["evaluate"]["parameters"]["suite"] == {"ppl_pieces": 32, "check_pairs": 2}
+    assert child["parameters"]["dataset"] == ["builtin"]
+    for bad, said in [("extends: nowhere.yaml\n", "is not another profile"), ("extends: 3\n", "must name another"),
+                      ("extends: self.yaml\n", "is not another profile")]:
+        (tmp_path / "self.yaml").write_text(bad)
+        with pytest.raises(ProfileError, match=said):
+            load_profile(tmp_path / "self.yaml")

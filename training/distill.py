@@ -37,7 +37,10 @@ class DistillConfig:
     ``judge`` names the likelihood judge (default: the model's own base); the measures are checked on
     ``check_pairs`` pairs each from the test split's pieces and the ``check_sources`` real sets (the same
     check, and the same cache, as the evaluation's with the same settings). ``keep_corpus`` corpus pieces
-    are trained on beside the distilled ones (0: only the distilled ones).
+    are trained on beside the distilled ones (0: only the distilled ones). With ``train_on_distilled`` false
+    the corpus is trained on as without distillation, and the distillation gives only its best-against-worst
+    preference pairs, for DPO (``train_transformer.dpo``): the method that beat the base in
+    ``python -m benchmarks.distill`` (docs/benchmarks.md).
     """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name
@@ -56,6 +59,7 @@ class DistillConfig:
     check_sources: list[str] = field(default_factory=list)
     keep_corpus: int = 0
     trim_to_sentence: bool = True
+    train_on_distilled: bool = True
 
     def __post_init__(self) -> None:
         """Validates the settings; raises ValueError naming the field."""
