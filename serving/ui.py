@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from pydantic import ValidationError
 
 from models.params import SAMPLING_FIELDS, SamplingParams, bounds, step
 from models.presets import preset_values
@@ -214,20 +215,27 @@ class DraftsTab:
 
     def verdict(self, kind: str, which: str, state: dict[str, Any]) -> None:
         """Sends the writer's verdict on a draft (kept over the others, good or poor) to the workspace."""
-        texts = (state or {}).get("texts") or []
-        if not texts or not (state or {}).get("request_ids"):
+        state = state if isinstance(state, dict) else {}
+        texts = [t for t in state.get("texts") or [] if isinstance(t, str)]
+        if not texts or not state.get("request_ids"):
             raise gr.Error("write drafts first: a verdict is about drafts on the page", print_exception=False)
-        i = int(which.split()[-1]) - 1
-        if i >= len(texts) or not texts[i].strip():
+        named = re.fullmatch(r"Draft (\d{1,2})", str(which or ""))
+        if named is None:
+            raise gr.Error("choose a draft (Draft 1, Draft 2, …) for the verdict", print_exception=False)
+        i = int(named.group(1)) - 1
+        if not 0 <= i < len(texts) or not texts[i].strip():
             raise gr.Error(f"there is no draft {i + 1} on the page", print_exception=False)
         others = [t for j, t in enumerate(texts) if j != i and t.strip() and t != texts[i]] if kind == "kept" else []
         if kind == "kept" and not others:
             raise gr.Error("keeping one draft needs another to compare: set 'Drafts side by side' to 2 or more",
                            print_exception=False)
-        verdict = FeedbackIn(request_id=state["request_ids"][min(i, len(state["request_ids"]) - 1)], kind=kind,
-                             draft=i, prompt=state["prompt"][:4000], form=state.get("form") or "story",
-                             genre=state.get("genre") or "", text=texts[i][:20_000],
-                             others=[o[:20_000] for o in others])
+        try:
+            verdict = FeedbackIn(request_id=str(state["request_ids"][min(i, len(state["request_ids"]) - 1)]),
+                                 kind=kind, draft=i, prompt=str(state.get("prompt") or "")[:4000],
+                                 form=str(state.get("form") or "story"), genre=str(state.get("genre") or ""),
+                                 text=texts[i][:20_000], others=[o[:20_000] for o in others])
+        except ValidationError as exc:
+            raise gr.Error(f"this verdict cannot be kept: {exc.errors()[0]['msg']}", print_exception=False) from None
         said = self.sync.feedback(verdict) if self.sync is not None else "not kept: no workspace"
         (gr.Warning if said.startswith("not kept") else gr.Info)(said)
 

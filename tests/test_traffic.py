@@ -262,7 +262,10 @@ def test_the_ui_sends_a_writers_verdict_on_a_draft_and_refuses_one_it_cannot_mak
     assert kept.loc[0, "request_id"] == state["request_ids"][1]
     for kind, which, given, said in [("up", "Draft 1", {}, "write drafts first"),
                                      ("up", "Draft 3", state, "no draft 3"),
-                                     ("kept", "Draft 1", {**state, "texts": ["Once.", ""]}, "needs another")]:
+                                     ("kept", "Draft 1", {**state, "texts": ["Once.", ""]}, "needs another"),
+                                     ("up", "Draft 0", state, "no draft 0"), ("up", "drafts", state, "choose a draft"),
+                                     ("up", "Draft 1", "not a state", "write drafts first"),
+                                     ("up", "Draft 1", {**state, "request_ids": ["x", "y"]}, "cannot be kept")]:
         with pytest.raises(gr.Error, match=said):
             drafts.verdict(kind, which, given)
 
