@@ -5,7 +5,8 @@
   HTTP-only cookie and redirects to the clean address. Wrong or missing token: 401 with a JSON message.
 - With writer accounts (:mod:`workspace`), a writer's own token passes the guard too (``writer_token``
   says whether a token is one); the story routes then know who is writing.
-- A body over ``max_body_bytes`` (``/stories``: ``story_body_bytes``, a manuscript is longer than a prompt)
+- A body over ``max_body_bytes`` (``/stories`` and ``/feedback``: ``story_body_bytes``, a manuscript or a
+  verdict's drafts are longer than a prompt)
   gets 413 before the application sees it (by ``Content-Length``, or by counting when the body is chunked).
 - :class:`UiGuardMiddleware`: the mounted Gradio app answers malformed requests to its internal routes
   with 500s (a fuzzer found a dozen: undecodable query strings, unknown API names, a zero icon size). The
@@ -31,6 +32,7 @@ Send = Callable[[Message], Awaitable[None]]
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics")
 JSON_ONLY = ("/generate", "/stream", "/v1/completions", "/v1/chat/completions")  # JSON bodies only
 STORIES_PREFIX = "/stories"
+WORKSPACE_PREFIXES = (STORIES_PREFIX, "/feedback")  # bodies that carry manuscripts or drafts: the workspace's cap
 OPENAI_PREFIX = "/v1/"  # refusals on these paths use OpenAI's error object (its clients read it)
 OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 413: "request_too_large", 415: "unsupported_media_type"}
 COOKIE = "cw_token"
@@ -56,7 +58,7 @@ class GuardMiddleware:
         app: The wrapped ASGI app.
         token: The bearer token ('' leaves the API open).
         max_body_bytes: Largest accepted request body.
-        story_body_bytes: Largest accepted body on the ``/stories`` routes (default: ``max_body_bytes``).
+        story_body_bytes: Largest accepted body on ``/stories`` and ``/feedback`` (default: ``max_body_bytes``).
         writer_token: Whether a bearer token is a writer account's (those pass the guard too).
     """
 
@@ -110,7 +112,7 @@ class GuardMiddleware:
             return
         headers = dict(scope.get("headers", []))
         length = headers.get(b"content-length")
-        cap = self.story_body_bytes if path.startswith(STORIES_PREFIX) else self.max_body_bytes
+        cap = self.story_body_bytes if path.startswith(WORKSPACE_PREFIXES) else self.max_body_bytes
         if length is not None and length.isdigit() and int(length) > cap:
             await self._too_large(send, path, cap)
             return
@@ -126,7 +128,8 @@ class GuardMiddleware:
         await self.app(scope, receive, send)
 
     async def _too_large(self, send: Send, path: str, cap: int) -> None:
-        what = "the story" if path.startswith(STORIES_PREFIX) else "the prompt"
+        what = "the story" if path.startswith(STORIES_PREFIX) else "the drafts" if path.startswith(
+            WORKSPACE_PREFIXES) else "the prompt"
         await _json(send, 413, {"error": f"request body larger than {cap} bytes; shorten {what} (see limits in "
                                          "GET /model)"}, path=path)
 

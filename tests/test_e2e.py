@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -283,8 +284,8 @@ def test_changing_a_cleaning_parameter_reruns_clean_and_downstream_only(project,
     (root / "configs" / "smoke-edited.yaml").write_text(edited)
     run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke-edited.yaml")
     last = statuses(project)[-1]
-    assert last["ingest_data"] == "cached"
-    assert {last[s] for s in STEPS - {"ingest_data"}} == {"completed"}
+    assert last["ingest_data"] == "cached" and last["load_preferences"] == "cached"  # not downstream of cleaning
+    assert {last[s] for s in STEPS - {"ingest_data", "load_preferences"}} == {"completed"}
 
 
 def test_a_failing_step_ends_with_one_clear_line_and_exit_1(project, first_run):
@@ -485,7 +486,8 @@ def test_served_traffic_is_monitored_and_writers_feedback_is_trained_on(project,
     assert counts["ok"] >= 12 and counts["4xx"] == 1 and counts["feedback"] >= 6, counts
 
     out = run(project, "run.py", "--pipeline", "monitoring", "--since", "1h").stdout
-    assert "16 requests (ok " in out and "0 log rows lost" in out and "feedback: " in out, out[-2000:]
+    logged = re.search(r"(\d+) requests \(ok ", out)  # the 16 driven, and any an earlier test sent here
+    assert logged and int(logged.group(1)) >= 16 and "0 log rows lost" in out and "feedback: " in out, out[-2000:]
     assert "thresholds not judged: fewer than 20 requests" in out
     assert f"v{challenger} challenger: " in out and f"v{champion} champion: " in out, out[-2000:]
     assert "challenger vs champion: " in out

@@ -155,7 +155,7 @@ def test_pipelines_run_on_the_team_servers_survive_a_killed_mlflow_server_and_se
             return db.execute("SELECT name, status FROM pipeline_run ORDER BY created").fetchall()
 
     out = train()
-    assert "(0 of 11 steps cached)" in out
+    assert "(0 of 12 steps cached)" in out
     assert f"MLflow UI: http://127.0.0.1:{ports[1]}" in out and f"dashboard: http://127.0.0.1:{ports[2]}/" in out
     first = registry()  # in PostgreSQL, through the MLflow server
     assert first["runs"] >= 3 and set(first["versions"].values()) == {"READY"} and len(first["versions"]) == 4  # + base
@@ -163,7 +163,7 @@ def test_pipelines_run_on_the_team_servers_survive_a_killed_mlflow_server_and_se
     assert [status for name, status in zenml_runs()] == ["completed"]  # in the ZenML server's database
     assert not any((project / name).exists() for name in (".mlflow", ".zen", "mlruns"))  # nothing local
 
-    assert "(9 of 11 steps cached)" in train()  # caching works on the server as locally
+    assert "(10 of 12 steps cached)" in train()  # caching works on the server as locally
 
     # the MLflow server dies after a new GAN is registered, before the decision and the alias move
     profile = (project / "configs" / "smoke.yaml").read_text()

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -233,8 +233,8 @@ class FeedbackIn(BaseModel):
     form: str = Field("story", max_length=40)
     genre: str = Field("", max_length=40)
     text: str = Field(min_length=1, max_length=20_000, description="The judged draft's text.")
-    others: list[str] = Field(default_factory=list, max_length=16,
-                              description="kept: the drafts not chosen (each becomes a rejected side).")
+    others: list[Annotated[str, Field(max_length=20_000)]] = Field(
+        default_factory=list, max_length=16, description="kept: the drafts not chosen (each becomes a rejected side).")
     edited: str | None = Field(None, max_length=20_000, description="edited: the writer's version of the draft.")
 
 
