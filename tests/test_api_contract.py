@@ -193,7 +193,6 @@ def test_the_served_document_is_openapi_30_and_the_api_survives_fuzzing(served):
     # say, so most fuzzed conversations are refused with the documented 400
     api = schemathesis(served.url + "/docs.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
                        "--max-examples", "30", "--warnings", "missing_auth,missing_test_data")
-    __import__("pathlib").Path("/tmp/fuzz.txt").write_text(api.stdout)
     assert api.returncode == 0, api.stdout[-4000:]
     # one warning may remain: a fuzzer cannot guess a story's id, so the /stories/{story_id} operations answer
     # 404 (as documented) to its made-up ids; every other operation must reach the API's logic
