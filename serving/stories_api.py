@@ -118,6 +118,11 @@ def _bearer(request: Request) -> str:
     return given[7:].strip() if given.lower().startswith("bearer ") else ""
 
 
+def _writer(store: StoryStore, request: Request) -> Writer:
+    """Who is writing: the account whose token the request bears, else the shared local writer."""
+    return store.writer_for_token(_bearer(request)) or store.local_writer()
+
+
 def _version_number(raw: str) -> int:
     if raw.isascii() and raw.isdigit() and 0 < len(raw) < 10 and int(raw) > 0:
         return int(raw)
@@ -176,9 +181,8 @@ def add_feedback_route(app: FastAPI, store: Callable[[], StoryStore]) -> None:
         try:
             verdict = await _body(request, FeedbackIn)
             opened = store()
-            writer = opened.writer_for_token(_bearer(request)) or opened.local_writer()
             try:
-                number = record_feedback(opened.engine, verdict, writer.name)
+                number = record_feedback(opened.engine, verdict, _writer(opened, request).name)
             except ValueError as exc:
                 field = str(exc).partition(": ")[0]
                 raise Invalid(str(exc), field) from None
@@ -197,7 +201,7 @@ def add_story_routes(app: FastAPI, store: Callable[[], StoryStore]) -> None:
     router = APIRouter(prefix="/stories", tags=["stories"])
 
     def writer(request: Request) -> Writer:
-        return store().writer_for_token(_bearer(request)) or store().local_writer()
+        return _writer(store(), request)
 
     def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)  # FastAPI reads the path parameters from fn's signature
