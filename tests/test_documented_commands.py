@@ -144,6 +144,9 @@ def test_documented_run_command_resolves(argv: list[str], capsys, monkeypatch):
     """``run.py`` accepts the documented flags and resolves their settings (``--show-config`` runs nothing)."""
     import run
 
+    shared = ROOT.parent / "shared" / "datasets"
+    if any("../shared/datasets" in word for word in argv) and not shared.is_dir():
+        pytest.skip(f"the command reads ../shared/datasets, which is not beside this checkout ({shared})")
     monkeypatch.chdir(ROOT)
     code = run.main([*argv, "--show-config"])
     out, err = capsys.readouterr()
