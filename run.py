@@ -158,7 +158,8 @@ def bootstrap(args: argparse.Namespace) -> str:
     1. the stack's servers are chosen (ZenML reads where its server is when it is imported);
     2. library defaults are quietened (logging, telemetry);
     3. the stack is registered or checked (not for ``--show-config``, which runs nothing);
-    4. ZenML's eager integrations are limited to what the pipeline uses.
+    4. ZenML's eager integrations are limited to what the pipeline uses, and its MLflow tracker switches
+       autologging off only where it could be on.
 
     Raises:
         Refused: If the team servers or the stack cannot be set up.
@@ -181,9 +182,11 @@ def bootstrap(args: argparse.Namespace) -> str:
             tracking = spec_tracking_uri(load_stack_spec(STACK_CONFIGS[stack]))
         except StackConfigError as exc:
             raise Refused(str(exc)) from None
-    from infra.zenml_utils import limit_eager_integrations
+    from infra.zenml_utils import disable_only_active_autologging, limit_eager_integrations
 
     limit_eager_integrations(args.pipeline)
+    if not args.show_config:
+        disable_only_active_autologging()
     return tracking
 
 

@@ -96,3 +96,28 @@ def test_distill_says_so_when_no_sampled_piece_can_be_kept(tiny_corpus, monkeypa
     with pytest.raises(ValueError, match=r"none of the 4 sampled pieces passed.*unfinished 4"):
         distill(tmp_path, tiny_corpus[tiny_corpus["split"] == "train"], tiny_corpus[tiny_corpus["split"] == "test"],
                 cfg, "tiny:llama-chat")
+
+
+def test_a_piece_cut_off_at_the_token_limit_is_the_rejected_side_even_when_it_scores_higher(tiny_corpus, monkeypatch,
+                                                                                          tmp_path):
+    import models.families
+
+    asked = []
+
+    class CutOff(_Writer):
+        """Seed 1 writes the seed-0 piece and runs on past its end, cut off mid-sentence (untrimmed)."""
+
+        def generate_requests(self, requests, settings):
+            asked.append(settings.trim_to_sentence)
+            pieces = super().generate_requests(requests, settings.model_copy(update={"seed": 0}))
+            return pieces if settings.seed == 0 else [p + " And then, in the spring, the" for p in pieces]
+
+    monkeypatch.setattr(models.families, "load_model", lambda *a, **k: CutOff())
+    monkeypatch.setenv("CW_CHECKPOINT_CACHE", str(tmp_path / "cache"))
+    cfg = DistillConfig(k=2, prompts=3, check_pairs=6, check_min_accuracy=0.6, check_composite_pairs=2)
+    made = distill(tmp_path, tiny_corpus[tiny_corpus["split"] == "train"], tiny_corpus[tiny_corpus["split"] == "test"],
+                   cfg, "tiny:llama-chat")
+    assert asked == [False, False]  # sampled untrimmed: a cut-off piece stays visible as one
+    assert made.stats["dropped_by_reason"]["unfinished"] == 3
+    assert all(t.endswith("Moral: always share.") for t in made.train["text"])
+    assert all(r.endswith("the") for r in made.pairs["rejected"])

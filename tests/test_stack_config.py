@@ -92,3 +92,24 @@ def test_logs_carry_no_colour_codes_off_a_terminal_and_no_warning_about_unused_f
     assert not shown("Failed to disable MLflow autologging for the following frameworks: ['fastai'].")
     assert shown("Failed to disable MLflow autologging for the following frameworks: ['fastai', 'pytorch'].")
     assert shown("Something else went wrong.")
+
+
+def test_the_tracker_switches_autologging_off_only_where_a_flavor_was_imported():
+    """A cached rerun's ``promote`` no longer imports torch (through ``mlflow.pytorch``) to switch nothing off."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, types
+from infra.zenml_utils import disable_only_active_autologging
+from zenml.integrations.mlflow.experiment_trackers.mlflow_experiment_tracker import MLFlowExperimentTracker
+assert disable_only_active_autologging() and disable_only_active_autologging()  # once, then found in place
+calls = []
+fake = types.ModuleType("mlflow.sklearn")
+fake.autolog = lambda **kw: calls.append(kw)
+sys.modules["mlflow.sklearn"] = fake
+MLFlowExperimentTracker.disable_autologging(None)
+print(calls, "mlflow.pytorch" in sys.modules, "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split("\n")[0] == "[{'disable': True}] False False"

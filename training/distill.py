@@ -40,7 +40,10 @@ class DistillConfig:
     are trained on beside the distilled ones (0: only the distilled ones). With ``train_on_distilled`` false
     the corpus is trained on as without distillation, and the distillation gives only its best-against-worst
     preference pairs, for DPO (``train_transformer.dpo``): the method that beat the base in
-    ``python -m benchmarks.distill`` (docs/benchmarks.md).
+    ``python -m benchmarks.distill`` (docs/benchmarks.md). Pieces are sampled untrimmed (``trim_to_sentence``
+    false): a piece the token limit cut off mid-sentence is ``unfinished``, is never chosen and is the first
+    pick for the rejected side, so preference training teaches the writer to finish within its budget. (Trimmed
+    samples hid those cut-offs: DPO on them wrote longer pieces that stopped mid-sentence in a third of cases.)
     """
 
     __pydantic_config__ = STRICT  # unknown keys are refused by name
@@ -58,7 +61,7 @@ class DistillConfig:
     check_composite_pairs: int = SuiteConfig.check_composite_pairs
     check_sources: list[str] = field(default_factory=list)
     keep_corpus: int = 0
-    trim_to_sentence: bool = True
+    trim_to_sentence: bool = False
     train_on_distilled: bool = True
 
     def __post_init__(self) -> None:
