@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+
+
+def names(*parts: str) -> str:
+    """A ``pytest.raises(match=...)`` pattern: the message names every one of ``parts``, in any order.
+
+    Tests check that an error names what was wrong (the setting, the value, the file, the line, the limit),
+    not how its sentence is worded, so a message can be reworded without breaking them. A part that starts
+    or ends with a letter or digit must stand as a whole word there (``"n"`` does not match inside "none").
+    """
+    def one(part: str) -> str:
+        left = r"(?<!\w)" if part[:1].isalnum() else ""
+        right = r"(?!\w)" if part[-1:].isalnum() else ""
+        return f"(?=.*{left}{re.escape(part)}{right})"
+
+    if not parts:
+        raise ValueError("names() needs at least one part")
+    return "(?s)" + "".join(one(part) for part in parts)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import pytest
 from corpus import builtin
 from corpus.builtin import generate_corpus, generate_piece
 from corpus.schema import COLUMNS
+from tests.conftest import names
 
 
 def test_same_seed_and_index_give_the_same_piece_whatever_n():
@@ -57,5 +58,5 @@ def test_people_places_and_things_named_in_the_prompt_appear_in_the_piece(form):
 
 
 def test_n_below_one_is_an_error():
-    with pytest.raises(ValueError, match="n must be at least 1"):
+    with pytest.raises(ValueError, match=names("n", "1")):
         generate_corpus(0)

@@ -18,7 +18,7 @@ from evaluation.suite import (
     ranking_trials,
     sample_metrics,
 )
-from tests.conftest import frame
+from tests.conftest import frame, names
 
 
 def make_test_frame(n=12):
@@ -58,7 +58,7 @@ def test_ranking_trials_are_fixed_by_the_seed_and_exclude_the_true_prompt():
     assert a == ranking_trials(test, 5, 3, seed=1) and a != ranking_trials(test, 5, 3, seed=2)
     for piece, candidates in a:
         assert candidates[0] == piece and piece not in candidates[1:] and len(set(candidates)) == 4
-    with pytest.raises(ValueError, match="at least 10 test pieces"):
+    with pytest.raises(ValueError, match=names("10", "test pieces")):
         ranking_trials(test.head(5), 5, 9, seed=0)
 
 

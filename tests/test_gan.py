@@ -21,7 +21,7 @@ from models.gan import (
     sample_sequences,
     sequence_log_probs,
 )
-from tests.conftest import tiny_writer
+from tests.conftest import names, tiny_writer
 from training.gan import _Batches, generator_step, quality_diversity, train_gan
 
 PROMPT = "A fox finds a key under an old stone."
@@ -205,11 +205,11 @@ def test_divergence_stops_and_keeps_the_last_good_weights(parts, tiny_tokenizer,
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="adversarial rounds need a pre-trained generator"):
+    with pytest.raises(ValueError, match=names("adversarial", "pre-trained")):
         GanConfig(start_from="scratch", pretrain_epochs=0, rounds=3)
-    with pytest.raises(ValueError, match="rollouts must be ≥ 1"):
+    with pytest.raises(ValueError, match=names("rollouts", "≥ 1")):
         GanConfig(reward="rollout", rollouts=0)
-    with pytest.raises(ValueError, match="reward must be one of"):
+    with pytest.raises(ValueError, match=names("reward")):
         GanConfig(reward="gumbel")
     from pydantic import TypeAdapter, ValidationError
 
@@ -217,7 +217,7 @@ def test_bad_settings_are_named():
         TypeAdapter(GanConfig).validate_python({"roundz": 3})
     from models.gan import check_conditioning
 
-    with pytest.raises(ValueError, match="use_prompt is false"):
+    with pytest.raises(ValueError, match=names("use_prompt")):
         check_conditioning(GanConfig(conditional=True), DiscriminatorConfig(use_prompt=False))
 
 

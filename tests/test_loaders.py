@@ -8,6 +8,7 @@ import pytest
 from corpus import loaders
 from corpus.loaders import load_one, load_sources, parse_spec, source_fingerprint
 from corpus.schema import COLUMNS, DataError
+from tests.conftest import names
 
 
 def write(path, text, encoding="utf-8"):
@@ -32,7 +33,7 @@ def test_parse_spec_scheme_target_and_options():
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ("nosuch:thing", "unknown dataset scheme 'nosuch'"),
+    ("nosuch:thing", names("'nosuch'")),
     ("csv", "needs a target"),
 ])
 def test_bad_specs_are_named(raw, message):
@@ -44,7 +45,7 @@ def test_builtin_loader_options():
     df = load_one("builtin?n=12&seed=2")
     assert len(df) == 12 and list(df.columns) == list(COLUMNS)
     assert len(load_one("builtin?n=12&limit=5")) == 5
-    with pytest.raises(DataError, match="'n' must be a whole number"):
+    with pytest.raises(DataError, match=names("'n'")):
         load_one("builtin?n=many")
 
 
@@ -58,7 +59,7 @@ def test_writingprompts_pairs_lines_and_keeps_raw_text(wp_dir):
 
 def test_writingprompts_line_count_mismatch_names_both_files(wp_dir):
     write(wp_dir / "train.wp_target", "only one story\n")
-    with pytest.raises(DataError, match=r"train.wp_source has 2 lines but train.wp_target has 1"):
+    with pytest.raises(DataError, match=names("train.wp_source", "2", "train.wp_target", "1")):
         load_one(f"writingprompts:{wp_dir}")
 
 
@@ -72,7 +73,7 @@ def test_missing_files_and_dirs_are_named(tmp_path):
 def test_undecodable_bytes_name_the_file_and_offset(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"Once upon a time.\xff\xfe The end.")
-    with pytest.raises(DataError, match=r"bad.txt is not valid UTF-8 \(byte 0xff at offset 17\)"):
+    with pytest.raises(DataError, match=names("bad.txt", "UTF-8", "0xff", "17")):
         load_one(f"tinystories:{bad}")
 
 
@@ -121,7 +122,7 @@ def test_text_loader_blocks_mode_with_first_line_prompts(tmp_path):
     df = load_one(f"text:{f}?split=blocks&form=poem&prompt_from=first_line")
     assert df["prompt"].tolist() == ["Write a poem that begins: Roses are red,",
                                      "Write a poem that begins: The sea is wide,"]
-    with pytest.raises(DataError, match="'split' must be 'titles' or 'blocks'"):
+    with pytest.raises(DataError, match=names("'split'", "'titles'", "'blocks'")):
         load_one(f"text:{f}?split=chapters")
 
 
@@ -136,10 +137,10 @@ def test_jsonl_with_column_mapping_and_derived_prompts(tmp_path):
 
 def test_jsonl_errors_name_the_line_and_the_column(tmp_path):
     f = write(tmp_path / "bad.jsonl", '{"text": "fine"}\n{"text": broken}\n')
-    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+    with pytest.raises(DataError, match=names("line 2", "JSON")):
         load_one(f"jsonl:{f}")
     g = write(tmp_path / "nocol.jsonl", '{"story": "x"}\n')
-    with pytest.raises(DataError, match="no text column 'text'"):
+    with pytest.raises(DataError, match=names("'text'")):
         load_one(f"jsonl:{g}")
 
 
@@ -165,7 +166,7 @@ def test_hf_loader_reads_a_saved_dataset_directory(tmp_path):
 def test_hf_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    with pytest.raises(DataError, match="could not load Hugging Face dataset 'someone/stories'"):
+    with pytest.raises(DataError, match=names("'someone/stories'")):
         load_one("hf:someone/stories:train")
     assert time.perf_counter() - started < 20  # never the long retry loop
 

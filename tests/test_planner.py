@@ -17,7 +17,7 @@ from serving.champion import LoadedModel, Provenance
 from serving.config import Defaults, Limits, ServingConfig
 from serving.planner import BatchGeneration, Chat, RequestError, RequestPlanner
 from serving.schemas import GenerateRequest, RequestBase, request_model
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, names
 
 PROV = Provenance(family="seq2seq", registered_name="cw", version="3", alias="champion", mlflow_run_id="r",
                   training_run_id="abcdef0123", source="models:/cw/3", metrics={})
@@ -144,10 +144,10 @@ def test_batch_inference_writes_what_the_api_writes_for_the_same_seed(writer):
     assert settings["temperature"] == Defaults().temperature and settings["trim_to_sentence"] is False
     assert out["version"].iloc[0] == "3"
     bad = pd.concat([prompts, pd.DataFrame([{"id": "c", "prompt": "x", "form": "limerick", "genre": "", "seed": 1}])])
-    with pytest.raises(ValueError, match="prompt c: form: unknown form 'limerick'"):
+    with pytest.raises(ValueError, match=names("prompt c", "form", "'limerick'")):
         generate_for_prompts(writer, bad, generation, PROV.as_dict())
     sonnet = pd.DataFrame([{"id": "z", "prompt": "y", "form": "sonnet", "genre": "", "seed": 1}])
-    with pytest.raises(ValueError, match="prompt z: form: unknown form 'sonnet'"):  # the first bad row is named
+    with pytest.raises(ValueError, match=names("prompt z", "'sonnet'")):  # the first bad row is named
         generate_for_prompts(writer, pd.concat([prompts.iloc[:1], sonnet, prompts.iloc[1:], bad.iloc[2:]]),
                              generation, PROV.as_dict())
 

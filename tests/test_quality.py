@@ -36,6 +36,7 @@ from evaluation.quality import (
     units,
 )
 from evaluation.selection import SelectionRule, select
+from tests.conftest import names as message_names
 
 TALE = ("Mara lived at the edge of a salt marsh with her grandmother. Every morning Mara walked to the pier to "
         "count the boats. One morning a boat came back empty, and Mara ran to tell the harbour master. The harbour "
@@ -162,7 +163,7 @@ def test_score_pieces_without_a_judge_leaves_likelihood_measures_nan_and_refuses
     assert math.isnan(scores.raw["coherence"][0]) and scores.raw["fresh"][0] == 1.0
     with pytest.raises(ValueError, match="unknown quality measure"):
         score_pieces(["p"], [TALE], None, ["beauty"])
-    with pytest.raises(ValueError, match="2 pieces for 1 prompts"):
+    with pytest.raises(ValueError, match=message_names("2 pieces", "1 prompts")):
         score_pieces(["p"], [TALE, TALE], None)
 
 

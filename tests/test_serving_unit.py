@@ -16,6 +16,7 @@ from serving.config import ServingConfigError, load_serving_config
 from serving.engine import Engine, NotReadyError
 from serving.planner import RequestError, RequestPlanner
 from serving.schemas import GenerateRequest, check_prompt
+from tests.conftest import names
 
 PROV = Provenance(family="seq2seq", registered_name="cw", version="3", alias="champion", mlflow_run_id="r",
                   training_run_id="abcdef0123", source="models:/cw/3", metrics={"ppl_word": 2.5})
@@ -44,14 +45,14 @@ def test_default_profile_loads_and_env_overrides(tmp_path, monkeypatch):
     ("limits: {max_drafts: many}", "limits.max_drafts"),
     ("limits: {max_draft: 3}", "unknown key 'limits.max_draft'"),
     ("servers: {}", "unknown key 'servers'"),
-    ("limits: {max_drafts: -1}", "limits.max_drafts: Input should be greater than or equal to 0"),
-    ("ui: {examples: [[a prompt, story]]}", "ui.examples.0.2: Field required"),
-    ("defaults: {max_new_tokens: 900}", "exceeds limits.max_new_tokens"),
+    ("limits: {max_drafts: -1}", "limits.max_drafts"),
+    ("ui: {examples: [[a prompt, story]]}", "ui.examples.0.2"),
+    ("defaults: {max_new_tokens: 900}", "limits.max_new_tokens"),
     ("batching: {enabled: 3}", "batching.enabled"),
-    ("[1, 2", "not valid YAML"),
+    ("[1, 2", "YAML"),
 ])
 def test_bad_profiles_are_named(tmp_path, text, message):
-    with pytest.raises(ServingConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ServingConfigError, match=names(message)):
         load_serving_config(write_yaml(tmp_path, text), env={})
 
 
@@ -60,7 +61,7 @@ def test_bad_environment_values_are_named():
         load_serving_config(env={"CW_BATCHING": "sometimes"})
     with pytest.raises(ServingConfigError, match="CW_PORT"):
         load_serving_config(env={"CW_PORT": "eighty"})
-    with pytest.raises(ServingConfigError, match="CW_PORT: Input should be less than or equal to 65535"):
+    with pytest.raises(ServingConfigError, match=names("CW_PORT", "65535")):
         load_serving_config(env={"CW_PORT": "70000"})
     assert load_serving_config(env={"CW_PORT": "", "CW_MODEL_ALIAS": ""}).server.port == 3000  # empty: unset
     with pytest.raises(ServingConfigError, match="not found"):
@@ -129,7 +130,7 @@ def test_engine_drafts_use_consecutive_seeds_and_match_the_model(writer):
 
 def test_engine_checks_form_and_genre_against_the_model(writer):
     engine = engine_for(writer)
-    with pytest.raises(RequestError, match="unknown form 'limerick'; this model writes: fable, poem, story") as err:
+    with pytest.raises(RequestError, match=names("'limerick'", "fable", "poem", "story")) as err:
         generate(engine, GenerateRequest(prompt="A fox", form="limerick"))
     assert err.value.field == "form"
     with pytest.raises(RequestError, match="unknown genre 'romance'") as err:
@@ -245,7 +246,8 @@ def test_load_failure_other_than_no_model_is_reported():
 
     engine = Engine(load_serving_config(env={}), loader=broken)
     assert not engine.load()
-    assert "loading models:/creative-writer@champion failed: OSError: disk on fire" in engine.check_ready()[1]
+    said = engine.check_ready()[1]
+    assert "models:/creative-writer@champion" in said and "OSError: disk on fire" in said
 
 
 # --- batcher --------------------------------------------------------------------------------------------
@@ -421,7 +423,7 @@ def test_chat_messages_become_the_prompt_and_the_conversation():
     assert prompt == "Now a fox." and chat.system == "Be brief."
     assert chat.history == (("user", "Write of a mill."), ("assistant", "The mill stood still."))
     assert chat_prompt(messages, uses_chat=False)[1].history == ()  # families without a chat template
-    with pytest.raises(OpenAIError, match="last message must be the user's"):
+    with pytest.raises(OpenAIError, match=names("last message", "user")):
         chat_prompt(messages[:3], uses_chat=True)
     with pytest.raises(OpenAIError, match="image_url"):
         chat_prompt([Message(role="user", content=[{"type": "image_url", "image_url": {"url": "x"}}])], True)

@@ -3,6 +3,7 @@ import pytest
 from corpus.builtin import generate_corpus
 from corpus.schema import DataError
 from corpus.split import assign_splits, bucket, split_fingerprint
+from tests.conftest import names
 
 
 def test_assignment_is_stable_and_independent_of_other_pieces():
@@ -27,10 +28,10 @@ def test_salt_changes_the_assignment_and_bucket_is_in_unit_interval():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"validation": 0.0}, "'validation' share must be between 0 and 1"),
-    ({"test": 1.2}, "'test' share must be between 0 and 1"),
-    ({"validation": 0.5, "test": 0.5}, "must leave room for train"),
-    ({"min_rows": 50}, "fewer than min_rows=50"),
+    ({"validation": 0.0}, names("'validation'", "0", "1")),
+    ({"test": 1.2}, names("'test'", "0", "1")),
+    ({"validation": 0.5, "test": 0.5}, names("train")),
+    ({"min_rows": 50}, names("min_rows=50")),
 ])
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(DataError, match=message):

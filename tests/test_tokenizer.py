@@ -12,6 +12,7 @@ from models.tokenizer import (
     save_tokenizer,
     train_tokenizer,
 )
+from tests.conftest import names
 
 SAMPLES = [
     "Hello, world! It's 3 o'clock; \"quoted\" (parenthesised) - dashes... and more?",
@@ -39,9 +40,9 @@ def test_special_and_control_tokens(tiny_tokenizer):
 
 
 def test_unknown_control_values_list_the_valid_ones(tiny_tokenizer):
-    with pytest.raises(ValueError, match=r"unknown form 'limerick'; valid forms: fable, poem, story"):
+    with pytest.raises(ValueError, match=names("'limerick'", "fable", "poem", "story")):
         control_ids(tiny_tokenizer, "limerick", "")
-    with pytest.raises(ValueError, match="unknown genre 'romance'; valid genres: adventure, fantasy"):
+    with pytest.raises(ValueError, match=names("'romance'", "adventure", "fantasy")):
         control_ids(tiny_tokenizer, "story", "romance")
 
 
@@ -54,7 +55,7 @@ def test_saved_tokenizer_loads_with_transformers(tiny_tokenizer, tmp_path):
 
 
 def test_bad_tokenizers_are_rejected(tmp_path):
-    with pytest.raises(ValueError, match="vocab_size must be at least"):
+    with pytest.raises(ValueError, match=names("vocab_size")):
         train_tokenizer(["some text"], ["story"], [""], vocab_size=100)
     with pytest.raises(FileNotFoundError, match=r"no tokenizer\.json"):
         load_tokenizer(tmp_path)
@@ -63,5 +64,5 @@ def test_bad_tokenizers_are_rejected(tmp_path):
     core = Tokenizer(models.BPE(unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel()
     PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]").save_pretrained(str(tmp_path / "bare"))
-    with pytest.raises(ValueError, match=r"lacks special token\(s\) \['<pad>', '<bos>', '<eos>', '<sep>'\]"):
+    with pytest.raises(ValueError, match=names("['<pad>', '<bos>', '<eos>', '<sep>']")):
         load_tokenizer(tmp_path / "bare")

@@ -16,6 +16,7 @@ from models.transformer import (
     collate_examples,
     sequence_nll,
 )
+from tests.conftest import names
 from training.config import TransformerTrainConfig
 from training.transformer import train_transformer
 
@@ -136,7 +137,7 @@ def test_score_counts_the_piece_given_the_prompt(trained):
 
 def test_bad_generation_input(trained):
     writer, _ = trained
-    with pytest.raises(ValueError, match="prompt must be a non-empty string"):
+    with pytest.raises(ValueError, match=names("prompt")):
         writer.generate(["  "])
     with pytest.raises(ValueError, match="unknown form 'sonnet'"):
         list(writer.stream(PROMPT, GenerationSettings(form="sonnet")))
@@ -193,14 +194,14 @@ def test_bad_base_models_are_named(tmp_path, tiny_corpus):
     with pytest.raises(ValueError, match="hub is unreachable"):  # HF_HUB_OFFLINE=1 in the tests
         build_transformer(None, TransformerConfig(base_model="distilgpt2"))
     T5Config(vocab_size=50, d_model=16, num_layers=1, num_heads=2).save_pretrained(str(tmp_path / "t5"))
-    with pytest.raises(ValueError, match=r"not a causal language model .*'t5'"):
+    with pytest.raises(ValueError, match=names("causal", "'t5'")):
         build_transformer(None, TransformerConfig(base_model=str(tmp_path / "t5")))
     BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                intermediate_size=32).save_pretrained(str(tmp_path / "no-weights"))
-    with pytest.raises(ValueError, match="could not be loaded as a causal language model"):
+    with pytest.raises(ValueError, match=names("causal")):
         build_transformer(None, TransformerConfig(base_model=str(tmp_path / "no-weights")))
     base = save_tiny_gpt2(tmp_path / "base", list(tiny_corpus["text"][:50]))
-    with pytest.raises(ValueError, match=r"context 512 is longer than base_model .* allows \(128\)"):
+    with pytest.raises(ValueError, match=names("context", "512", "base_model", "128")):
         build_transformer(None, TransformerConfig(base_model=str(base), context=512))
     no_eos = save_tiny_gpt2(tmp_path / "no-eos", list(tiny_corpus["text"][:50]), eos=False)
     with pytest.raises(ValueError, match="no end token"):
@@ -216,9 +217,9 @@ def test_config_and_train_config_errors_name_the_field():
         TransformerTrainConfig(warmup=1.5)
     with pytest.raises(ValueError, match="epochs"):
         TransformerTrainConfig(epochs=0)
-    with pytest.raises(ValueError, match=r"TransformerTrainConfig\.max_train_pieces must be an integer ≥ 0"):
+    with pytest.raises(ValueError, match=names("TransformerTrainConfig.max_train_pieces", "≥ 0")):
         TransformerTrainConfig(max_train_pieces=-1)
-    with pytest.raises(ValueError, match=r"TransformerTrainConfig\.lr must be > 0"):
+    with pytest.raises(ValueError, match=names("TransformerTrainConfig.lr", "> 0")):
         TransformerTrainConfig(lr=0)
 
 
@@ -232,7 +233,7 @@ def test_shared_tokenizer_without_the_needed_special_tokens_is_rejected():
                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                                             show_progress=False))
     bare = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>")
-    with pytest.raises(ValueError, match=r"lacks special token\(s\) \['<bos>', '<eos>', '<sep>'\]"):
+    with pytest.raises(ValueError, match=names("['<bos>', '<eos>', '<sep>']")):
         build_transformer(bare, TransformerConfig(**TINY))
 
 
@@ -338,9 +339,9 @@ def test_adapter_saves_without_the_base_and_loads_merged(lora_writer, tmp_path, 
 
 
 def test_bad_lora_targets_and_adapter_are_named(tiny_chat_base):
-    with pytest.raises(ValueError, match=r"lora_targets \['nope'\] do not fit .*its linear layers: .*q_proj"):
+    with pytest.raises(ValueError, match=names("lora_targets", "['nope']", "q_proj")):
         build_transformer(None, TransformerConfig(base_model=str(tiny_chat_base), context=256, lora_targets=["nope"]))
-    with pytest.raises(ValueError, match=r"TransformerConfig\.adapter must be one of"):
+    with pytest.raises(ValueError, match=names("TransformerConfig.adapter")):
         TransformerConfig(adapter="qlora")
 
 

@@ -18,6 +18,7 @@ from evaluation.writing import (
     open_prompt_metrics,
     prompts_fingerprint,
 )
+from tests.conftest import names
 
 
 def test_content_words_are_lemmas_without_stop_or_instruction_words():
@@ -64,7 +65,7 @@ def test_open_prompt_metrics_exact_values():
     assert metrics["open_coverage"] == pytest.approx((1.0 + 0.5) / 2)  # tram of {tram, budapest}
     assert metrics["open_form"] == 1.0 and metrics["open_complete"] == 0.5
     assert metrics["open_repetition"] == 0.0 and metrics["open_words"] == pytest.approx((6 + 7) / 2)
-    with pytest.raises(ValueError, match="1 samples for 2 open prompts"):
+    with pytest.raises(ValueError, match=names("1 samples", "2 open prompts")):
         open_prompt_metrics(prompts, samples[:1])
 
 
@@ -95,11 +96,11 @@ def test_bad_open_prompt_files_name_the_line(tmp_path):
     with pytest.raises(OpenPromptError, match=r"p\.jsonl:2: not JSON"):
         load_open_prompts(path)
     path.write_text(json.dumps({"id": "a", "form": "story", "prompt": "x"}) + "\n")
-    with pytest.raises(OpenPromptError, match=r"p\.jsonl:1: missing or non-text field\(s\) \['genre'\]"):
+    with pytest.raises(OpenPromptError, match=names("p.jsonl:1", "['genre']")):
         load_open_prompts(path)
     row = json.dumps({"id": "a", "form": "story", "genre": "", "prompt": "x"})
     path.write_text(row + "\n" + row + "\n")
-    with pytest.raises(OpenPromptError, match="id 'a' appears twice"):
+    with pytest.raises(OpenPromptError, match=names("id 'a'")):
         load_open_prompts(path)
     with pytest.raises(OpenPromptError, match="does not exist"):
         load_open_prompts(tmp_path / "none.jsonl")
