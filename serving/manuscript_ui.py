@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from pydantic import ValidationError
 
 from models.contract import GenerationSettings
 from serving.config import ServingConfig
@@ -29,6 +30,7 @@ from serving.planner import Chat
 from serving.session import ManuscriptSession, Reader, TurnKind
 from serving.story_sync import SERVER_PREFIX, StorySync
 from serving.ui_helpers import Controls, provenance_line, shown_errors
+from workspace.traffic import FeedbackIn
 
 STORAGE_KEY = "creative-writer-stories"
 STORAGE_SECRET = "creative-writer-local-stories"  # not a protection: see the module docstring
@@ -154,7 +156,7 @@ class ManuscriptTab:
             yield {self.text: turn.grown(written)}
         prov = pieces.provenance.as_dict()
         dumped = settings.model_dump()
-        session.finish_turn(turn, written, dumped, prov, provenance_line(prov, dumped))
+        session.finish_turn(turn, written, dumped, prov, provenance_line(prov, dumped), pieces.request_id)
         yield {self.text: session.text, **self.kept(given, session, "turn"), self.provenance: session.last_provenance,
                self.budget: session.budget_line(reader, turn.story_prompt),
                self.probs: self.chances(session, given[self.show])}
@@ -196,9 +198,24 @@ class ManuscriptTab:
                 self.probs: self.chances(session, given[self.show])}
 
     def keep_edits(self, given: dict[Any, Any]) -> dict[Any, Any]:
-        """Saves the writer's edits (an untouched new story is not saved)."""
+        """Saves the writer's edits (an untouched new story is not saved).
+
+        When the edit rewrote the last Generate turn, the rewrite is also sent, once, as ``edited`` feedback
+        (the rewrite preferred over the piece as written) for preference training.
+        """
         session = self.session(given)
-        return self.kept(given, session) if session.worth_saving() else {}
+        if not session.worth_saving():
+            return {}
+        rewrite = session.edited_turn() if self.sync is not None else None
+        if rewrite is not None and self.sync is not None:
+            try:
+                said = self.sync.feedback(FeedbackIn(**rewrite))
+            except ValidationError:  # a rewrite the feedback cannot hold (e.g. only control characters)
+                said = "not kept"
+            if not said.startswith("not kept"):
+                session.mark_edited()
+                gr.Info(said)
+        return self.kept(given, session)
 
     def reopen(self, given: dict[Any, Any]) -> dict[Any, Any]:
         """Opens the saved story chosen in the dropdown."""

@@ -243,7 +243,7 @@ class ManuscriptSession:
         return Turn(kind, story_prompt, self.context(reader, self.text, self.note), self.text)
 
     def finish_turn(self, turn: Turn, written: str, settings: Mapping[str, Any], provenance: Mapping[str, Any],
-                    provenance_line: str) -> dict[str, Any]:
+                    provenance_line: str, request_id: str = "") -> dict[str, Any]:
         """Puts the written text into the story as an undoable turn; returns the turn's record.
 
         Args:
@@ -252,14 +252,45 @@ class ManuscriptSession:
             settings: The settings it was written with (the seed in them); the lead is the turn's ``before``.
             provenance: What wrote it (the served model's provenance).
             provenance_line: The provenance as one line for the writer.
+            request_id: The request log's id of the generation ('' when unknown), for the writer's feedback.
         """
         kept = {k: v for k, v in settings.items() if k != "lead"}
         meta = {"kind": turn.kind, "seed": kept.get("seed"), "settings": kept, "provenance": dict(provenance),
                 "provenance_line": provenance_line, "prompt": turn.context.prompt,
                 "written": written if turn.wrote_on else written.strip(), "wrote_on": turn.wrote_on,
-                "story_prompt": turn.story_prompt}
+                "story_prompt": turn.story_prompt, "request_id": request_id}
         self.story = apply_turn({**self.story, "prompt": turn.story_prompt}, turn.before, turn.grown(written), meta)
         return meta
+
+    def edited_turn(self) -> dict[str, Any] | None:
+        """The writer's rewrite of the last Generate turn, as ``/feedback`` fields, once; None when there is none.
+
+        A Generate turn wrote a whole piece for the story's prompt. When the manuscript is no longer that piece
+        and is not that piece with more written after it, the writer rewrote it: the manuscript (what the writer
+        made of it) is preferred over the piece as written, a pair for preference training. A Continue turn
+        wrote on from the writer's text, not for the prompt, so it makes no pair. A turn already judged, or
+        written before the request log gave ids, is skipped; :meth:`mark_edited` records that it was sent.
+        """
+        turns = self.story.get("turns") or []
+        if not turns:
+            return None
+        last = turns[-1]
+        written, now = str(last.get("written") or "").strip(), self.text.strip()
+        if (last.get("kind") != "generate" or not last.get("request_id") or last.get("edited") or not written
+                or not now or now == written or now.startswith(written)):
+            return None
+        settings = last.get("settings") or {}
+        return {"request_id": str(last["request_id"]), "kind": "edited", "draft": 0,
+                "prompt": str(last.get("story_prompt") or self.prompt)[:4000],
+                "form": str(settings.get("form") or "story"), "genre": str(settings.get("genre") or ""),
+                "text": written[:20_000], "edited": now[:20_000]}
+
+    def mark_edited(self) -> None:
+        """Records on the last turn that the writer's rewrite of it was stored as feedback (it is sent once)."""
+        turns = list(self.story.get("turns") or [])
+        if turns:
+            turns[-1] = {**turns[-1], "edited": True}
+            self.story = {**self.story, "turns": turns}
 
     def undo(self) -> ManuscriptSession:
         """Takes the last model turn back (see :func:`serving.manuscript.undo`)."""

@@ -249,3 +249,29 @@ def test_the_authors_note_goes_as_deep_as_asked():
     assert at[0].endswith(marker) and at[1].index(marker) < at[1].index("Three.")
     assert at[1].index("Two.") < at[1].index(marker) and at[2].index(marker) < at[2].index("Two.")
     assert at[5].startswith(marker)
+
+
+def test_a_rewritten_generate_turn_becomes_edited_feedback_once_and_other_edits_do_not():
+    from serving.session import ManuscriptSession
+    from workspace.traffic import FeedbackIn
+
+    piece, causal = _readers()
+    rid = "ab" * 16
+    session = ManuscriptSession(max_prompt_chars=1000)
+    turn = session.start_turn("generate", "A mill in winter.", piece)
+    settings = GenerationSettings(seed=3, form="fable").model_dump()
+    session.finish_turn(turn, "The mill stood still. Nobody came.", settings, {}, "", rid)
+    assert session.edited_turn() is None  # untouched
+    assert session.edit(text=session.text + " Then spring.").edited_turn() is None  # only written on after it
+    rewrite = session.edit(text="The mill stood still until Wren came with oil.").edited_turn()
+    verdict = FeedbackIn(**rewrite)  # what /feedback takes
+    assert (verdict.kind, verdict.request_id, verdict.prompt, verdict.form) == ("edited", rid, "A mill in winter.",
+                                                                               "fable")
+    assert verdict.text == "The mill stood still. Nobody came." and verdict.edited.endswith("with oil.")
+    session.mark_edited()
+    assert session.edited_turn() is None and session.story["turns"][-1]["edited"] is True  # sent once
+    cont = session.start_turn("continue", "", causal)  # a Continue wrote on from the writer's text: no pair
+    session.finish_turn(cont, " It creaked.", settings, {}, "", rid)
+    assert session.edit(text="Something else entirely.").edited_turn() is None
+    old = ManuscriptSession({"text": "Other words.", "turns": [{"kind": "generate", "written": "A piece."}]})
+    assert old.edited_turn() is None  # a turn from before the request log had ids

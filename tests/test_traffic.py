@@ -276,6 +276,41 @@ def test_the_ui_sends_a_writers_verdict_on_a_draft_and_refuses_one_it_cannot_mak
     assert said == "not kept: the database is unavailable (Unavailable)"
 
 
+
+def test_the_manuscript_tab_sends_a_writers_rewrite_of_a_generated_piece_once(tmp_path, writer):
+    from models.contract import GenerationSettings
+    from serving.session import ManuscriptSession
+    from serving.story_sync import StorySync
+    from serving.ui import build_ui
+    from workspace.store import StoryStore
+
+    store = StoryStore(f"sqlite:///{tmp_path / 'ws.db'}")
+    engine, _ = logged_engine(writer)
+    blocks = build_ui(lambda: engine, load_serving_config(env={}), StorySync(lambda: store))
+    tab = next(fn for fn in blocks.fns.values()
+               if getattr(fn.fn, "__name__", "") == "keep_edits").fn.__wrapped__.__self__
+    session = ManuscriptSession(max_prompt_chars=4000)
+    turn = session.start_turn("generate", "A fox finds a key.", session_reader())
+    rid = new_request_id()
+    session.finish_turn(turn, "The fox found a key.", GenerationSettings(form="fable").model_dump(), {}, "", rid)
+    given = {tab.story: session.story, tab.stories: {}, tab.text: "The fox found a key under the old oak and kept it.",
+             tab.memory: "", tab.note: "", tab.title: "", tab.lore: "", tab.depth: 1}
+    out = tab.keep_edits(given)
+    stored = read_feedback(store.engine)
+    assert list(stored["kind"]) == ["edited"] and stored.loc[0, "request_id"] == rid
+    assert stored.loc[0, "text"] == "The fox found a key." and stored.loc[0, "edited"].endswith("kept it.")
+    saved = out[tab.story]
+    assert saved["turns"][-1]["edited"] is True and saved["turns"][-1]["request_id"] == rid  # kept on the server
+    tab.keep_edits({**given, tab.story: saved, tab.text: given[tab.text] + " Twice."})
+    assert len(read_feedback(store.engine)) == 1  # sent once
+
+
+def session_reader():
+    from serving.session import Reader
+
+    return Reader(count=lambda t: len(t.split()), window=200, writes_on=False)
+
+
 @pytest.mark.serving
 def test_a_real_server_whose_database_is_down_still_serves_and_counts_the_lost_rows(tmp_path, tiny_tokenizer):
     import httpx

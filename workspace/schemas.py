@@ -25,7 +25,7 @@ class Turn(BaseModel):
     """One model turn: what was written, with what, and what the writer did with it.
 
     ``alternatives`` are the drafts a Regenerate made (``kept`` is the one in the text); ``feedback`` is
-    ``up``/``down``/'' and ``edited`` whether the writer changed the turn's text afterwards.
+    ``up``/``down``/'' and ``edited`` whether the writer's rewrite of the turn's text was sent as feedback.
     """
 
     model_config = FORBID
@@ -48,6 +48,7 @@ class Turn(BaseModel):
     wrote_on: bool = False  # whether it continued the manuscript's text
     story_prompt: str = ""
     provenance_line: str = ""
+    request_id: str = Field("", pattern="^([0-9a-f]{32}|)$")  # the request log's row (feedback names it)
 
 
 class StoryFields(BaseModel):
