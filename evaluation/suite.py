@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,8 +36,7 @@ from evaluation.config import SuiteConfig
 from evaluation.writing import ReferenceModel, load_open_prompts, open_prompt_metrics
 from models.contract import GenerationSettings, WriterModel
 from models.metrics import bleu4, distinct_n, repetition, self_bleu4
-
-COMPLETE = re.compile(r"[.!?][\"')\]]*\s*$")
+from models.text import ends_complete
 
 
 def _score(model: WriterModel, prompts: list[str], texts: list[str], forms: list[str],
@@ -132,7 +130,7 @@ def sample_metrics(samples: list[str], references: list[str]) -> dict[str, float
             "repetition": sum(repetition(s) for s in samples) / max(1, len(samples)),
             "bleu4": bleu4(samples, references),
             "mean_words": sum(len(s.split()) for s in samples) / max(1, len(samples)),
-            "complete_share": sum(bool(COMPLETE.search(s)) for s in samples) / max(1, len(samples))}
+            "complete_share": sum(ends_complete(s) for s in samples) / max(1, len(samples))}
 
 
 def parameters(model: WriterModel) -> int:

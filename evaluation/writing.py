@@ -36,14 +36,11 @@ from typing import Any
 import pandas as pd
 
 from models.metrics import distinct_n, repetition
+from models.text import ends_complete, sentences, states_moral
 
 OPEN_PROMPTS = Path(__file__).resolve().parent / "data" / "open_prompts.jsonl"
 INSTRUCTION_WORDS = frozenset({"write", "tell", "story", "fable", "poem", "short", "prompt", "moral", "rhyming",
                                "name", "named", "call", "called"})
-COMPLETE = re.compile(r"[.!?][\"'”’)\]]*\s*$")
-MORAL = re.compile(r"\b(moral|lesson|learn(ed|t|s)?|teach(es)?|taught|remember(ed)?|wise(r)?|never|always)\b",
-                   re.IGNORECASE)
-SENTENCE = re.compile(r"[^.!?]+[.!?]+[\"'”’)\]]*")
 FIELDS = ("id", "form", "genre", "prompt")
 
 
@@ -124,11 +121,6 @@ def adherence(prompt: str, piece: str) -> tuple[float, list[str]]:
     return len(used) / len(wanted), used
 
 
-def sentences(text: str) -> list[str]:
-    """Sentences of ``text`` (runs ending in ``.``, ``!`` or ``?``)."""
-    return [s.strip() for s in SENTENCE.findall(text) if s.strip()]
-
-
 def paragraphs(text: str) -> list[str]:
     """Blocks of ``text`` separated by blank lines."""
     return [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
@@ -140,17 +132,12 @@ def form_ok(form: str, text: str) -> bool:
     if form == "poem":
         return sum(1 for line in text.splitlines() if line.strip()) >= 3
     if form == "fable":
-        return any(MORAL.search(s) for s in sentences(text)[-2:])
+        return states_moral(text)
     if form == "story":
         if len(text.split()) >= 80:
             return len(paragraphs(text)) >= 2
         return len(sentences(text)) >= 2
     return True
-
-
-def ends_complete(text: str) -> bool:
-    """Whether ``text`` ends on a complete sentence."""
-    return bool(COMPLETE.search(text))
 
 
 def open_prompt_metrics(prompts: pd.DataFrame, samples: Sequence[str]) -> tuple[dict[str, float], list[list[str]]]:

@@ -333,15 +333,21 @@ class LlamaCppWriter(PromptLayout):
     def generate(self, prompts: Sequence[str], settings: GenerationSettings | None = None) -> list[str]:
         """One piece per prompt, one after another (each seeded with ``settings.seed``)."""
         settings = settings or GenerationSettings()
-        return [self._text(list(self._sample_ids(self.request_prefix(p, settings), settings, settings.seed)), settings)
-                for p in prompts]
+        texts = [self._text(list(self._sample_ids(self.request_prefix(p, settings), settings, settings.seed)), settings)
+                 for p in prompts]
+        return self.with_morals([(p, settings.form, settings.genre, settings.seed) for p in prompts], texts, settings)
 
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yields text as it is sampled; the pieces join to ``generate([prompt], settings)[0]``."""
         settings = settings or GenerationSettings()
         tokens = self._sample_ids(self.request_prefix(prompt, settings), settings, settings.seed)
-        yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
-                               settings.stop)
+        written = ""
+        for piece in stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
+                                 settings.stop):
+            written += piece
+            yield piece
+        if self.moral_missing(settings.form, written, settings):
+            yield self.moral_for(prompt, written, settings)
 
     def _logits_after(self, prefix: list[int], ids: list[int]) -> np.ndarray:
         """``(len(ids), V)`` logits: row ``t`` predicts ``ids[t]`` after ``prefix`` (teacher forcing)."""

@@ -8,6 +8,26 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from models.params import SamplingParams
 
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+COMPLETE = re.compile(r"[.!?][\"'”’)\]]*\s*$")  # a text that ends on a full sentence
+SENTENCE = re.compile(r"[^.!?]+[.!?]+[\"'”’)\]]*")
+# A fable's moral: a word that states a lesson in its last two sentences (what a reader and the evaluation look for).
+MORAL = re.compile(r"\b(moral|lesson|learn(ed|t|s)?|teach(es)?|taught|remember(ed)?|wise(r)?|never|always)\b",
+                   re.IGNORECASE)
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences of ``text`` (runs ending in ``.``, ``!`` or ``?``)."""
+    return [s.strip() for s in SENTENCE.findall(text) if s.strip()]
+
+
+def ends_complete(text: str) -> bool:
+    """Whether ``text`` ends on a complete sentence."""
+    return bool(COMPLETE.search(text))
+
+
+def states_moral(text: str) -> bool:
+    """Whether one of the last two sentences of ``text`` states a moral (a fable's shape)."""
+    return any(MORAL.search(s) for s in sentences(text)[-2:])
 
 
 def trim_to_sentence(text: str) -> str:

@@ -72,7 +72,8 @@ class TransformerWriter(PromptLayout):
         """Generates one piece per prompt (batched, left-padded; every row seeded with ``settings.seed``)."""
         settings = settings or GenerationSettings()
         rows = self._generate_ids(list(prompts), settings)
-        return [self._text(row, settings) for row in rows]
+        texts = [self._text(row, settings) for row in rows]
+        return self.with_morals([(p, settings.form, settings.genre, settings.seed) for p in prompts], texts, settings)
 
     def generate_rows(self, rows: Sequence[tuple[str, int]], settings: GenerationSettings | None = None) -> list[str]:
         """One text per ``(prompt, seed)`` row in one batch over the KV cache (each row its own generator)."""
@@ -80,7 +81,8 @@ class TransformerWriter(PromptLayout):
         if settings.num_beams > 1 or not rows:
             return super().generate_rows(rows, settings)
         ids = self._generate_ids([p for p, _ in rows], settings, seeds=[s for _, s in rows])
-        return [self._text(row, settings) for row in ids]
+        return self.with_morals([(p, settings.form, settings.genre, s) for p, s in rows],
+                                [self._text(row, settings) for row in ids], settings)
 
     def generate_requests(self, requests: Sequence[tuple[str, str, str]],
                           settings: GenerationSettings | None = None) -> list[str]:
@@ -90,7 +92,8 @@ class TransformerWriter(PromptLayout):
             return super().generate_requests(requests, settings)
         ids = self._generate_ids([r[0] for r in requests], settings, forms=[r[1] for r in requests],
                                  genres=[r[2] for r in requests])
-        return [self._text(row, settings) for row in ids]
+        return self.with_morals([(*r, settings.seed) for r in requests], [self._text(row, settings) for row in ids],
+                                settings)
 
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yields text as it is sampled; the pieces join to ``generate([prompt], settings)[0]``."""
@@ -99,8 +102,13 @@ class TransformerWriter(PromptLayout):
             yield self.generate([prompt], settings)[0]
             return
         tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
-        yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
-                               settings.stop)
+        written = ""
+        for piece in stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
+                                 settings.stop):
+            written += piece
+            yield piece
+        if self.moral_missing(settings.form, written, settings):
+            yield self.moral_for(prompt, written, settings)
 
     def teacher_logits(self, prompt: str, text: str, settings: GenerationSettings) -> tuple[torch.Tensor, list[int]]:
         """The logits for each token of ``text`` after the request's prefix (teacher forcing), and the ids.

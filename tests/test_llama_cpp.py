@@ -271,3 +271,18 @@ def test_xtc_changes_the_text_on_both_runtimes_dry_runs_on_both_and_off_they_cha
         assert writer.generate([PROMPTS[0]], plain.replace(xtc_probability=1.0, xtc_threshold=0.01))[0] != base
         dry = writer.generate([PROMPTS[0]], plain.replace(dry_multiplier=5.0, dry_allowed_length=1, dry_base=4.0))
         assert isinstance(dry[0], str)  # the llama.cpp chain gets the model's vocabulary (DRY needs it)
+
+
+def test_a_fables_moral_is_the_same_streamed_or_not_on_llama_cpp(runtimes, monkeypatch):
+    from models.layout import PromptLayout
+
+    _, writer = runtimes
+    settings = GenerationSettings(seed=6, max_new_tokens=16, form="fable")
+    monkeypatch.setattr(PromptLayout, "moral_missing", lambda *a: False)
+    as_written = writer.generate([PROMPTS[0]], settings)[0]
+    monkeypatch.setattr(PromptLayout, "moral_missing", lambda self, form, text, settings: form == "fable"
+                        and not settings.lead and bool(text.strip()))  # the tiny model rarely ends a sentence
+    text = writer.generate([PROMPTS[0]], settings)[0]
+    assert text == as_written + writer.moral_for(PROMPTS[0], as_written, settings)
+    assert "".join(writer.stream(PROMPTS[0], settings)) == text
+    assert writer.generate_requests([(PROMPTS[1], "story", ""), (PROMPTS[0], "fable", "")], settings)[1] == text

@@ -351,3 +351,53 @@ def test_lora_stream_resumed_on_other_threads_writes_the_same_text(lora_writer):
     writer, _ = lora_writer
     settings = GenerationSettings(max_new_tokens=10, seed=3)
     assert stream_across_threads(writer, PROMPT, settings) == writer.generate([PROMPT], settings)[0]
+
+
+def test_a_fable_without_a_moral_gets_one_line_more_and_other_pieces_are_left_as_written():
+    from models.layout import MORAL_LEAD, MORAL_TOKENS, PromptLayout
+
+    class Scripted(PromptLayout):
+        """Writes the moral it is asked for (a lead ending in 'Moral:'), the line cut at the line break."""
+
+        load = save = score = stream = None  # no network: only the moral's logic is under test
+
+        def __init__(self, line: str) -> None:
+            self.line, self.asked = line, []
+
+        def generate(self, prompts, settings=None):
+            self.asked.append(settings)
+            return [self.line]
+
+    writer = Scripted(" Kindness is never wasted.")
+    plain = GenerationSettings(seed=5, form="fable")
+    fable = "A mouse freed a lion from a net. The lion thanked her."
+    out = writer.with_morals([(PROMPT, "fable", "", 8)], [fable], plain)
+    assert out == [f"{fable}\n\n{MORAL_LEAD} Kindness is never wasted."]
+    asked = writer.asked[0]
+    assert asked.lead == f"{fable}\n\n{MORAL_LEAD}" and asked.seed == 8 and asked.form == "fable"
+    assert asked.max_new_tokens == MORAL_TOKENS and asked.stop == ("\n",) and asked.trim_to_sentence
+    untouched = [("fable", "A mouse freed a lion. She learned that the small can help."),  # it has its moral
+                 ("fable", "A mouse freed a lion and the lion"),  # stopped mid-sentence: no moral after that
+                 ("story", "A mouse freed a lion from a net. The lion thanked her."),
+                 ("poem", "A mouse\nfreed a lion\nfrom a net.")]
+    for form, text in untouched:
+        assert writer.with_morals([(PROMPT, form, "", 0)], [text], plain) == [text]
+    assert writer.with_morals([(PROMPT, "fable", "", 0)], [fable], plain.replace(lead="Once,")) == [fable]  # Continue
+    assert Scripted(" and then the").with_morals([(PROMPT, "fable", "", 0)], [fable], plain) == [fable]  # not whole
+    assert len(writer.asked) == 1
+
+
+def test_a_fables_moral_is_the_same_streamed_batched_or_alone(lora_writer, monkeypatch):
+    from models.layout import PromptLayout
+
+    writer, _ = lora_writer
+    settings = GenerationSettings(max_new_tokens=12, seed=4, form="fable")
+    monkeypatch.setattr(PromptLayout, "moral_missing", lambda *a: False)
+    as_written = writer.generate([PROMPT], settings)[0]
+    monkeypatch.setattr(PromptLayout, "moral_missing", lambda self, form, text, settings: form == "fable"
+                        and not settings.lead and bool(text.strip()))  # the tiny model rarely ends a sentence
+    text = writer.generate([PROMPT], settings)[0]
+    assert text == as_written + writer.moral_for(PROMPT, as_written, settings)
+    assert "".join(writer.stream(PROMPT, settings)) == text
+    assert writer.generate_rows([("Another prompt.", 9), (PROMPT, 4)], settings)[1] == text
+    assert writer.generate_requests([("A third one.", "story", ""), (PROMPT, "fable", "")], settings)[1] == text
