@@ -94,6 +94,12 @@ class WriterModel(ABC):
         part's (see :func:`words_scored`).
         """
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids the model can write (``logit_bias`` ids must be below it); 0 when it cannot tell."""
+        tokenizer = getattr(self, "tokenizer", None)
+        return len(tokenizer) if tokenizer is not None else 0
+
     def generate_rows(self, rows: Sequence[tuple[str, int]], settings: GenerationSettings | None = None) -> list[str]:
         """One text per ``(prompt, seed)`` row, each as ``generate([prompt], settings with that seed)`` gives it.
 

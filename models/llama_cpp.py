@@ -8,7 +8,7 @@ adapter merged in, see :mod:`weights.export`); :class:`LlamaCppWriter` serves th
   with the model's own tokenizer, and written ids are decoded by it, so both runtimes read and write the
   same tokens for the same request (stop strings, trimming and ``target_words`` are the shared text code);
 - **llama.cpp's sampler chain** in the order of our sampler (:func:`models.sampling.sample_next`):
-  repetition penalty over the written tokens, temperature, min-p, top-k, top-p, then a seeded draw
+  logit bias, repetition penalty over the written tokens, temperature, min-p, top-k, top-p, then a seeded draw
   (:func:`sampler_chain`). The filters keep the same token sets as ours on the same logits (tested); the
   draw is llama.cpp's own generator, so a seed writes the same text on this runtime every time (streamed
   or not), not the same text as on the torch runtime;
@@ -72,11 +72,17 @@ def sampler_chain(settings: SamplingParams, n_vocab: int, seed: int | None, hist
         A ``llama_cpp._internals.LlamaSampler``.
 
     Raises:
-        ValueError: If DRY is asked for without a vocabulary.
+        ValueError: If DRY is asked for without a vocabulary, or a biased token id is not in it.
     """
     from llama_cpp._internals import LlamaSampler
 
     chain = LlamaSampler()
+    if settings.logit_bias:
+        outside = sorted(i for i in settings.logit_bias if i >= n_vocab)
+        if outside:
+            raise ValueError(f"logit_bias: token id(s) {outside[:5]} are not in the model's vocabulary of "
+                             f"{n_vocab} tokens")
+        chain.add_logit_bias(n_vocab, {int(k): float(v) for k, v in settings.logit_bias.items()})
     if settings.repetition_penalty != 1.0:
         chain.add_penalties(n_vocab, max(1, history), float(settings.repetition_penalty), 0.0, 0.0)
     if settings.dry_multiplier > 0:
@@ -330,6 +336,11 @@ class LlamaCppWriter(PromptLayout):
                 chain.close()
 
     # --- the contract ----------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """The GGUF model's vocabulary size (``logit_bias`` ids must be below it)."""
+        return self.n_vocab
+
     def generate(self, prompts: Sequence[str], settings: GenerationSettings | None = None) -> list[str]:
         """One piece per prompt, one after another (each seeded with ``settings.seed``)."""
         settings = settings or GenerationSettings()

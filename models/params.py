@@ -26,6 +26,9 @@ from pydantic.fields import FieldInfo
 MAX_SEED = 2**63 - 1
 MAX_STOPS, MAX_STOP_CHARS = 4, 64  # stop strings per request, characters per stop string
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+MAX_BIASES, MAX_TOKEN_ID = 300, 10_000_000  # logit_bias entries per request (as OpenAI), the largest id accepted
+TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]
+Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
 class SamplingParams(BaseModel):
@@ -64,6 +67,11 @@ class SamplingParams(BaseModel):
     stop: tuple[StopString, ...] = Field((), max_length=MAX_STOPS, strict=False, title="Stop at",
                                          description=f"Up to {MAX_STOPS} strings; the text ends before the first "
                                                      "one written (it is not included).")
+    logit_bias: dict[TokenId, Bias] = Field(
+        default_factory=dict, max_length=MAX_BIASES, strict=False, title="Logit bias",
+        description=f"Up to {MAX_BIASES} token ids (the served model's tokenizer) with a bias from -100 to 100 added "
+                    "to their logits before sampling, as OpenAI's logit_bias: -100 bans a token, 100 all but forces "
+                    "it. An id the model does not have is refused.")
     seed: int = Field(0, ge=0, le=MAX_SEED, title="Seed",
                       description="Random seed; the same seed and settings write the same text.")
     num_beams: int = Field(1, ge=1, le=16, title="Beams",

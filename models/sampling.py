@@ -6,13 +6,29 @@ Each function takes the validated :class:`models.params.SamplingParams` (or the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from models.params import SamplingParams
+
+
+def apply_logit_bias(logits: torch.Tensor, bias: Mapping[int, float]) -> torch.Tensor:
+    """``logits`` ``(B, V)`` with ``bias[id]`` added to each biased token's logit (OpenAI's ``logit_bias``).
+
+    Raises:
+        ValueError: If an id is not in the vocabulary (naming it and the vocabulary's size).
+    """
+    if not bias:
+        return logits
+    outside = sorted(i for i in bias if i >= logits.size(-1))
+    if outside:
+        raise ValueError(f"logit_bias: token id(s) {outside[:5]} are not in the model's vocabulary of "
+                         f"{logits.size(-1)} tokens")
+    ids = torch.tensor(list(bias), dtype=torch.long)
+    return logits.index_add(-1, ids, torch.tensor(list(bias.values()), dtype=logits.dtype).expand(logits.size(0), -1))
 
 
 def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor | None, penalty: float) -> torch.Tensor:
@@ -110,7 +126,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float, min_p: float =
 def sample_next(logits: torch.Tensor, settings: SamplingParams,
                 generator: torch.Generator | Sequence[torch.Generator],
                 previous: torch.Tensor | None = None) -> torch.Tensor:
-    """The shared sampler: repetition penalty, DRY, temperature, min-p, top-k, top-p, XTC, then one draw per row.
+    """The shared sampler: logit bias, repetition penalty, DRY, temperature, min-p, top-k, top-p, XTC, one draw per row.
 
     Each row draws from its own generator (inverse-CDF sampling with one uniform number per row), so a
     row's text does not depend on the other rows of the batch, and the filtering runs batched.
@@ -127,7 +143,8 @@ def sample_next(logits: torch.Tensor, settings: SamplingParams,
     gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
     if len(gens) != logits.size(0):
         raise ValueError(f"sample_next needs one generator per row: {len(gens)} for {logits.size(0)} rows")
-    logits = apply_repetition_penalty(logits.float(), previous, settings.repetition_penalty)
+    logits = apply_logit_bias(logits.float(), settings.logit_bias)
+    logits = apply_repetition_penalty(logits, previous, settings.repetition_penalty)
     logits = apply_dry(logits, previous, settings.dry_multiplier, settings.dry_base, settings.dry_allowed_length)
     logits = filter_logits(logits / settings.temperature, settings.top_k, settings.top_p, settings.min_p)
     if settings.xtc_probability > 0:  # its own draw per row, only when on (seeds write what they wrote before)
@@ -175,7 +192,8 @@ def token_chances(logits: torch.Tensor, ids: Sequence[int], settings: SamplingPa
         text = decode(list(ids[: t + 1])).rstrip("\ufffd")
         piece = text[len(shown):] if text.startswith(shown) else decode([int(token)])
         shown = text if text.startswith(shown) else shown + piece
-        row = apply_repetition_penalty(logits[t: t + 1], previous[:, :t] if t else None, settings.repetition_penalty)
+        row = apply_repetition_penalty(apply_logit_bias(logits[t: t + 1], settings.logit_bias),
+                                       previous[:, :t] if t else None, settings.repetition_penalty)
         row = filter_logits(row / settings.temperature, settings.top_k, settings.top_p, settings.min_p)
         probs = torch.softmax(row, dim=-1)[0]
         best = torch.topk(probs, min(top, probs.numel()))

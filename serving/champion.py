@@ -81,7 +81,7 @@ class Provenance:
 class LoadedModel:
     """A model ready to generate, its provenance, when it was loaded and the forms and genres it knows.
 
-    ``controls`` is read from the tokenizer once here rather than on every request.
+    ``controls`` and ``vocab_size`` are read from the model once here rather than on every request.
     """
 
     model: Any
@@ -89,10 +89,12 @@ class LoadedModel:
     load_seconds: float
     loaded_at: float = field(default_factory=time.time)
     controls: dict[str, list[str]] = field(init=False)
+    vocab_size: int = field(init=False)
 
     def __post_init__(self) -> None:
-        """Reads the model's form and genre control values."""
+        """Reads the model's form and genre control values and its vocabulary size (0: unknown)."""
         self.controls = self.model.controls()
+        self.vocab_size = int(getattr(self.model, "vocab_size", 0) or 0)
 
 
 def tracking_uri() -> str:

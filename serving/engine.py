@@ -344,7 +344,8 @@ class Engine:
             NotReadyError: If no model is loaded.
             RequestError: If the model does not know the request's form or genre.
         """
-        return self.planner.plan(request, (loaded or self.loaded).controls, chat)
+        model = loaded or self.loaded
+        return self.planner.plan(request, model.controls, chat, vocab_size=model.vocab_size)
 
     def _run_rows(self, settings: Any, rows: list[tuple[str, int]]) -> list[str]:
         return self.loaded.model.generate_rows(rows, settings)

@@ -18,10 +18,11 @@ token, which clients send as their API key). How the fields map:
   ``top_logprobs``), non-streamed only: each token's log-probability under the request's sampling settings
   (temperature, penalty and filters, so a token the filters cut gets OpenAI's floor of -9999) and the top
   alternatives, from :meth:`models.contract.WriterModel.token_chances` (the text read again by the model).
+- ``logit_bias`` as OpenAI has it (token ids of the served model's tokenizer, as strings, with a bias from
+  -100 to 100; at most 300), applied by both runtimes' samplers; an id the model does not have is a 400.
 - Refused with a 400 error object naming the parameter: ``presence_penalty``/``frequency_penalty`` other
   than 0 (use ``repetition_penalty``), ``logprobs`` with ``stream``, ``echo``, ``best_of`` > 1, ``suffix``,
-  ``logit_bias``, tools, a response format other than text, more than one prompt, token-id prompts and
-  unknown fields.
+  tools, a response format other than text, more than one prompt, token-id prompts and unknown fields.
 - ``stream: true`` sends server-sent events in OpenAI's chunk format; the chunk that ends a choice carries
   its ``finish_reason``, the last one the request's ``usage`` (with ``stream_options.include_usage`` it comes
   as a separate chunk with no choices, as OpenAI sends it), then ``data: [DONE]``.
@@ -112,7 +113,11 @@ class _OpenAIFields(BaseModel):
     stream_options: dict[str, Any] | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | None = Field(
+        None, description="Token ids (the served model's tokenizer, as strings) with a bias from -100 to 100 added "
+                          "to their logits: -100 bans a token, 100 all but forces it; at most 300.",
+        json_schema_extra={"maxProperties": 300, "additionalProperties": {"type": "number", "minimum": -100,
+                                                                          "maximum": 100}})
     user: str | None = None
     # the project's own
     form: str | None = None
@@ -177,8 +182,6 @@ def _refuse_unsupported(req: _Extras) -> None:
         if getattr(req, name):
             raise OpenAIError(400, f"{name} is not supported; use repetition_penalty (1 = none, 1.1-1.3 to "
                                    "discourage repeats) as an extra body field", name, "unsupported_parameter")
-    if req.logit_bias:
-        raise OpenAIError(400, "logit_bias is not supported", "logit_bias", "unsupported_parameter")
     unsupported: dict[str, bool] = {}
     if isinstance(req, CompletionRequest):
         unsupported = {"echo": req.echo,
@@ -301,6 +304,11 @@ def generate_request(planner: RequestPlanner, req: _Extras, prompt: str,
     fields.update({k: getattr(req, k) for k in PASSED_ON if getattr(req, k) is not None})
     if req.temperature == 0:  # OpenAI's greedy decoding
         fields.update(temperature=1.0, top_k=1)
+    if req.logit_bias:  # OpenAI's keys are token ids written as strings
+        bad = [key for key in req.logit_bias if not key.isdigit()]
+        if bad:
+            raise OpenAIError(400, f"logit_bias keys must be token ids (digits), got {bad[:3]}", "logit_bias")
+        fields["logit_bias"] = {int(key): bias for key, bias in req.logit_bias.items()}
     if req.stop is not None:
         fields["stop"] = [req.stop] if isinstance(req.stop, str) else list(req.stop)
         if len(fields["stop"]) > MAX_STOPS:
@@ -533,7 +541,6 @@ _OPERATIONS = {"/v1/completions": ("CompletionRequest", "Write a piece for a pro
 
 _ACCEPTED_ONLY: dict[str, dict[str, Any]] = {
     "presence_penalty": {"type": "number", "enum": [0]}, "frequency_penalty": {"type": "number", "enum": [0]},
-    "logit_bias": {"type": "object", "maxProperties": 0, "nullable": True},
     "echo": {"type": "boolean", "enum": [False]}, "best_of": {"type": "integer", "enum": [1], "nullable": True},
     "suffix": {"type": "string", "maxLength": 0, "nullable": True},
     "tools": {"type": "array", "maxItems": 0, "nullable": True},

@@ -86,7 +86,7 @@ BATCH_FIXED = ("trim_to_sentence", "target_words", "num_beams")  # what a batch 
 BatchGeneration = create_model(
     "BatchGeneration", __base__=_BatchBase, __module__=__name__, __doc__=_BatchBase.__doc__,
     **choice_fields(SAMPLING_FIELDS),
-    **choice_fields(("max_new_tokens", "stop", "seed", *BATCH_FIXED), optional=False,
+    **choice_fields(("max_new_tokens", "stop", "seed", "logit_bias", *BATCH_FIXED), optional=False,
                     max_new_tokens={"default": 160}, trim_to_sentence={"default": True}))
 
 
@@ -131,7 +131,8 @@ class RequestPlanner:
         return [(first + i) % (MAX_SEED + 1) for i in range(request.num_drafts)]
 
     def settings(self, asked: Any, seed: int, controls: dict[str, list[str]], *, form: str | None = None,
-                 genre: str | None = None, chat: Chat | None = None, **fixed: Any) -> GenerationSettings:
+                 genre: str | None = None, chat: Chat | None = None, vocab_size: int = 0,
+                 **fixed: Any) -> GenerationSettings:
         """The model's generation settings for what was asked (form and genre checked against the model).
 
         Sampling: the profile's defaults, then the preset, then the fields ``asked`` sets.
@@ -143,29 +144,36 @@ class RequestPlanner:
             form: The form (default: ``asked.form``).
             genre: The genre (default: ``asked.genre``).
             chat: A conversation's system message, earlier turns and lead (chat-layout families read it).
+            vocab_size: The model's vocabulary size (0: unknown); ``logit_bias`` ids must be below it.
             **fixed: Further settings the caller fixes (batch inference: ``trim_to_sentence``, ...).
 
         Raises:
-            RequestError: If the model does not know the form or genre.
+            RequestError: If the model does not know the form or genre, or a ``logit_bias`` token id.
         """
         from models.contract import GenerationSettings
 
         form = form if form is not None else getattr(asked, "form", "story")
         genre = (genre if genre is not None else getattr(asked, "genre", "")) or ""
         check_controls(controls, form, genre)
+        bias = dict(getattr(asked, "logit_bias", None) or {})
+        outside = sorted(i for i in bias if vocab_size and i >= vocab_size)
+        if outside:
+            raise RequestError("logit_bias", f"token id(s) {outside[:5]} are not in this model's vocabulary of "
+                                             f"{vocab_size} tokens")
         sampling = resolve_sampling(self.defaults.model_dump(), asked.preset,
                                     {k: getattr(asked, k) for k in SAMPLING_FIELDS})
         chat = chat or Chat()
         return GenerationSettings(max_new_tokens=asked.max_new_tokens, seed=seed, form=form, genre=genre,
                                   stop=tuple(asked.stop), system=chat.system, history=chat.history, lead=chat.lead,
-                                  **sampling, **fixed)
+                                  logit_bias=bias, **sampling, **fixed)
 
-    def plan(self, request: Any, controls: dict[str, list[str]], chat: Chat | None = None) -> Plan:
+    def plan(self, request: Any, controls: dict[str, list[str]], chat: Chat | None = None,
+             vocab_size: int = 0) -> Plan:
         """The request's seeds, its settings (first seed) and its ``(prompt, seed)`` rows.
 
         Raises:
-            RequestError: If the model does not know the form or genre.
+            RequestError: If the model does not know the form or genre, or a ``logit_bias`` token id.
         """
         seeds = self.seeds(request)
-        settings = self.settings(request, seeds[0], controls, chat=chat)
+        settings = self.settings(request, seeds[0], controls, chat=chat, vocab_size=vocab_size)
         return Plan(seeds, settings, [(request.prompt, s) for s in seeds])

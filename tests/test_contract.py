@@ -16,6 +16,7 @@ from tests.conftest import names
     ("max_new_tokens", 0), ("max_new_tokens", 10_000), ("repetition_penalty", 0.5), ("seed", -3),
     ("num_beams", 0), ("form", ""), ("seed", 1.5), ("max_new_tokens", True), ("min_p", 1.0), ("min_p", -0.1),
     ("stop", ("",)), ("stop", ("a", "b", "c", "d", "e")), ("stop", ("x" * 65,)), ("stop", "END"),
+    ("logit_bias", {3: 101.0}), ("logit_bias", {-1: 1.0}), ("logit_bias", {i: 1.0 for i in range(301)}),
 ])
 def test_out_of_range_settings_name_the_field(field, value):
     with pytest.raises(ValidationError) as caught:
@@ -166,3 +167,18 @@ def test_a_preset_supplies_what_the_settings_do_not_set():
     assert settings.temperature == 0.5 and settings.min_p == 0.05 and settings.top_k == 0  # the dict wins
     with pytest.raises(ValueError, match=names("'calm'", "steady", "balanced", "wild")):
         GenerationSettings.from_dict({"preset": "calm"})
+
+
+def test_logit_bias_bans_and_forces_tokens_and_refuses_an_id_the_vocabulary_lacks():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    drawn = set()
+    banned = GenerationSettings(top_k=0, top_p=1.0, logit_bias={0: -100, 1: -100})
+    forced = GenerationSettings(top_k=0, top_p=1.0, logit_bias={3: 100})
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        drawn.add(int(sample_next(logits, banned, gen)[0]))
+        assert int(sample_next(logits, forced, gen)[0]) == 3
+    assert drawn == {2, 3}
+    assert GenerationSettings.model_validate_json('{"logit_bias": {"7": -5}}').logit_bias == {7: -5.0}  # JSON keys
+    with pytest.raises(ValueError, match=names("logit_bias", "[9]", "4")):
+        sample_next(logits, GenerationSettings(logit_bias={9: 1.0}), gen)

@@ -21,7 +21,7 @@ from models.configs import TransformerConfig
 from models.contract import GenerationSettings
 from models.families import load_model, runtime_of
 from models.llama_cpp import LlamaCppWriter, RuntimeLoadError, chain_keeps, check_gguf, llama_seed
-from models.sampling import apply_repetition_penalty, filter_logits
+from models.sampling import apply_logit_bias, apply_repetition_penalty, filter_logits
 from models.transformer import TransformerWriter, build_transformer
 
 PROMPTS = ["A fox finds a key under the bridge.", "The sea at night, and a lamp."]
@@ -109,14 +109,18 @@ def test_a_stop_string_and_a_lead_work_on_llama_cpp(runtimes):
     {"temperature": 0.8, "top_k": 0, "top_p": 0.9, "min_p": 0.0, "repetition_penalty": 1.0},
     {"temperature": 1.3, "top_k": 0, "top_p": 1.0, "min_p": 0.1, "repetition_penalty": 1.0},
     {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.3},
+    {"temperature": 0.8, "top_k": 5, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0, "logit_bias": "likeliest"},
 ])
 def test_llama_cpps_filters_keep_the_tokens_our_sampler_keeps(case):
     rng = np.random.default_rng(7)
     logits = (rng.standard_normal(300) * 3).astype(np.float32)
     previous = [int(i) for i in np.argsort(-logits)[:6:2]]  # some of the likeliest tokens were already written
+    if case.get("logit_bias"):  # the two likeliest banned, an unlikely one raised into the top 5
+        order = [int(i) for i in np.argsort(-logits)]
+        case = {**case, "logit_bias": {order[0]: -100.0, order[1]: -100.0, order[200]: 30.0}}
     settings = GenerationSettings(**case)
-    ours = apply_repetition_penalty(torch.from_numpy(logits)[None], torch.tensor([previous]),
-                                    settings.repetition_penalty)
+    ours = apply_repetition_penalty(apply_logit_bias(torch.from_numpy(logits)[None], settings.logit_bias),
+                                    torch.tensor([previous]), settings.repetition_penalty)
     ours = filter_logits(ours / settings.temperature, settings.top_k, settings.top_p, settings.min_p)[0]
     expected = sorted(int(i) for i in torch.nonzero(torch.isfinite(ours)).flatten())
     assert chain_keeps(settings, logits, previous) == expected

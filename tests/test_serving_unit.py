@@ -393,6 +393,21 @@ def test_a_lora_champion_is_served_with_its_base_named_and_batched_like_the_othe
         generate(plain, GenerateRequest(prompt="A fox", form="limerick"))
 
 
+def test_a_logit_bias_id_the_served_model_lacks_is_a_request_error_and_a_known_one_is_applied(writer):
+    engine = engine_for(writer, batching=False)
+    with pytest.raises(RequestError) as err:
+        generate(engine, GenerateRequest(prompt="A fox", logit_bias={writer.vocab_size: -100}))
+    assert err.value.field == "logit_bias" and str(writer.vocab_size) in str(err.value)
+    plain = generate(engine, GenerateRequest(prompt="A fox finds a key.", max_new_tokens=12, seed=3))
+    from models.tokenizer import decode_ids, encode_text
+
+    word = encode_text(writer.tokenizer, "fox")[0]  # forced: every token written is this one
+    forced = generate(engine, GenerateRequest(prompt="A fox finds a key.", max_new_tokens=12, seed=3,
+                                              logit_bias={word: 100}))
+    assert forced.drafts[0].text != plain.drafts[0].text and forced.settings["logit_bias"] == {word: 100.0}
+    assert forced.drafts[0].text.replace(decode_ids(writer.tokenizer, [word]).strip(), "").strip() == ""
+
+
 def test_openai_fields_map_onto_the_generate_request():
     from serving.openai_compat import ChatRequest, CompletionRequest, OpenAIError, generate_request
 
@@ -405,6 +420,12 @@ def test_openai_fields_map_onto_the_generate_request():
     assert generate_request(planner, CompletionRequest(model="m", prompt="x"), "x").max_new_tokens == 128
     chat = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}], max_completion_tokens=12)
     assert generate_request(planner, chat, "x").max_new_tokens == 12
+    biased = generate_request(planner, CompletionRequest(model="m", prompt="x", logit_bias={"12": -100}), "x")
+    assert biased.logit_bias == {12: -100.0}  # OpenAI's string ids
+    for bad in ({"twelve": 1}, {"12": 500}):
+        with pytest.raises(OpenAIError) as err:
+            generate_request(planner, CompletionRequest(model="m", prompt="x", logit_bias=bad), "x")
+        assert err.value.status == 400 and err.value.param.startswith("logit_bias")
     with pytest.raises(OpenAIError) as err:
         generate_request(planner, CompletionRequest(model="m", prompt="x", frequency_penalty=0.5), "x")
     assert err.value.param == "frequency_penalty" and "repetition_penalty" in err.value.message
