@@ -12,9 +12,11 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 
 
 def signature() -> Any:
-    """Input: a ``prompt`` string column; output: the text; params: every generation setting.
+    """Input: a ``prompt`` string column; output: the text; params: every generation setting MLflow can type.
 
-    MLflow passes params to ``predict`` only when the signature declares them (and drops unknown ones).
+    MLflow passes params to ``predict`` only when the signature declares them (and drops unknown ones). Its
+    params are scalars or lists; a mapping (``logit_bias``) has no param type, so it is left out: the pyfunc
+    writes without a logit bias (the HTTP API takes one).
     """
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
@@ -24,6 +26,8 @@ def signature() -> Any:
     params = []
     for name in GenerationSettings.model_fields:
         value = getattr(defaults, name)
+        if isinstance(value, dict):  # no MLflow param type for a mapping
+            continue
         if isinstance(value, tuple):  # a list of strings (stop)
             params.append(ParamSpec(name, "string", list(value), shape=(-1,)))
         else:

@@ -26,7 +26,7 @@ def mlflow_store(tmp_path, monkeypatch):
 
 def test_signature_declares_every_generation_setting():
     names = {p.name for p in signature().params.params}
-    assert names == set(GenerationSettings.model_fields)
+    assert names == set(GenerationSettings.model_fields) - {"logit_bias"}  # a mapping has no MLflow param type
 
 
 def test_pyfunc_round_trip_with_params(mlflow_store, tiny_tokenizer, tmp_path):
