@@ -177,7 +177,7 @@ def joined(text: str, added: str) -> str:
     return text.rstrip() + " " + added
 
 
-def _added(before: str, after: str) -> str | None:
+def added_text(before: str, after: str) -> str | None:
     """What a turn appended (with its separating space), or None when it replaced the text."""
     base = before.rstrip()
     return after[len(base):] if base and after.startswith(base) else None
@@ -188,7 +188,7 @@ def apply_turn(story: dict[str, Any], before: str, after: str, meta: dict[str, A
 
     ``meta`` records how the turn was written (kind, seed, settings, provenance, the prompt it was given).
     """
-    turn = {**meta, "before": before, "after": after, "added": _added(before, after), "at": time.time()}
+    turn = {**meta, "before": before, "after": after, "added": added_text(before, after), "at": time.time()}
     return {**story, "text": after, "turns": [*story.get("turns", []), turn], "redo": [], "updated": time.time()}
 
 
@@ -223,7 +223,7 @@ def redo(story: dict[str, Any], current: str) -> dict[str, Any]:
     turn = undone.pop()
     added = turn.get("added")
     text = current.rstrip() + added if added and current.strip() else turn["after"]
-    redone = {**turn, "before": current, "after": text, "added": _added(current, text)}
+    redone = {**turn, "before": current, "after": text, "added": added_text(current, text)}
     return {**story, "text": text, "turns": [*story.get("turns", []), redone], "redo": undone,
             "updated": time.time()}
 

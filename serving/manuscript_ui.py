@@ -14,6 +14,7 @@ browser; the browser's copy keeps a story while the story database is down.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,11 +24,12 @@ import gradio as gr
 from pydantic import ValidationError
 
 from models.contract import GenerationSettings
+from models.params import MAX_SEED
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError
 from serving.manuscript import chances_html, export_story, lorebook_text, new_story, save_story, story_choices
 from serving.planner import Chat
-from serving.session import ManuscriptSession, Reader, TurnKind
+from serving.session import ManuscriptSession, Reader, Turn, TurnKind
 from serving.story_sync import SERVER_PREFIX, StorySync
 from serving.ui_helpers import Controls, provenance_line, shown_errors
 from workspace.traffic import FeedbackIn
@@ -82,6 +84,10 @@ class ManuscriptTab:
             self.cont = gr.Button("Continue", elem_id="ms-continue")
             self.back = gr.Button("Undo", elem_id="ms-undo")
             self.forth = gr.Button("Redo", elem_id="ms-redo")
+            self.retry = gr.Button("Retry", elem_id="ms-retry")
+            self.earlier = gr.Button("◀", elem_id="ms-previous-draft", scale=0, min_width=48)
+            self.later = gr.Button("▶", elem_id="ms-next-draft", scale=0, min_width=48)
+        self.drafts = gr.Markdown(elem_id="ms-drafts")
         self.provenance = gr.Markdown(elem_id="ms-provenance")
         self.show = gr.Checkbox(False, label="Show token probabilities of the last passage", elem_id="show-probs")
         self.probs = gr.HTML(visible=False, elem_id="probs")
@@ -144,9 +150,33 @@ class ManuscriptTab:
     def take_turn(self, kind: TurnKind, given: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
         """Writes one model turn into the manuscript, streaming it in; then saves the story."""
         engine, session = self.get_engine(), self.session(given)
-        reader, prompt = self.reader(engine), given[self.prompt]
-        turn = session.start_turn(kind, prompt, reader)
+        reader = self.reader(engine)
+        yield from self.write_turn(engine, session, reader, session.start_turn(kind, given[self.prompt], reader),
+                                   given)
+
+    def retry_turn(self, given: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
+        """Retry: the last model turn written again with the next seed; its drafts stay to swipe between."""
+        engine, session = self.get_engine(), self.session(given)
+        reader = self.reader(engine)
+        turn, replaced = session.retry_turn(reader)
+        tried = len(replaced.get("alternatives") or [replaced])
+        seed = (int(replaced.get("seed") or 0) + tried) % (MAX_SEED + 1)  # a new seed even with "reuse seed" on
+        yield from self.write_turn(engine, session, reader, turn, given, seed=seed, replaces=replaced)
+
+    def swipe(self, given: dict[Any, Any], step: int) -> dict[Any, Any]:
+        """Shows the last turn's previous (``step`` -1) or next (1) draft in its place."""
+        session = self.session(given).swipe(step)
+        return {self.text: session.text, **self.kept(given, session), self.drafts: session.drafts_line(),
+                self.budget: self.budget_line(session, given[self.prompt]),
+                self.probs: self.chances(session, given[self.show])}
+
+    def write_turn(self, engine: Engine, session: ManuscriptSession, reader: Reader, turn: Turn,
+                   given: dict[Any, Any], seed: int | None = None,
+                   replaces: dict[str, Any] | None = None) -> Iterator[dict[Any, Any]]:
+        """Streams ``turn`` into the manuscript (``seed`` in place of the controls' one), then saves the story."""
         request = self.controls.request(engine.planner, given, prompt=turn.context.prompt, num_drafts=1)
+        if seed is not None:
+            request = request.model_copy(update={"seed": seed})
         story_key = str(session.story.get("server_id") or session.story.get("id") or "")
         settings, pieces = engine.stream(request, Chat(lead=turn.lead) if turn.wrote_on else None, "ui_manuscript",
                                          story_id=story_key or None)  # one story stays with one model (canary)
@@ -156,9 +186,9 @@ class ManuscriptTab:
             yield {self.text: turn.grown(written)}
         prov = pieces.provenance.as_dict()
         dumped = settings.model_dump()
-        session.finish_turn(turn, written, dumped, prov, provenance_line(prov, dumped), pieces.request_id)
+        session.finish_turn(turn, written, dumped, prov, provenance_line(prov, dumped), pieces.request_id, replaces)
         yield {self.text: session.text, **self.kept(given, session, "turn"), self.provenance: session.last_provenance,
-               self.budget: session.budget_line(reader, turn.story_prompt),
+               self.budget: session.budget_line(reader, turn.story_prompt), self.drafts: session.drafts_line(),
                self.probs: self.chances(session, given[self.show])}
 
     def generate_turn(self, given: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
@@ -193,7 +223,7 @@ class ManuscriptTab:
         """Undo (or redo) the last model turn."""
         session = self.session(given)
         session = session.redo() if forward else session.undo()
-        return {self.text: session.text, **self.kept(given, session),
+        return {self.text: session.text, **self.kept(given, session), self.drafts: session.drafts_line(),
                 self.budget: self.budget_line(session, given[self.prompt]),
                 self.probs: self.chances(session, given[self.show])}
 
@@ -228,6 +258,7 @@ class ManuscriptTab:
             raise gr.Error("choose a saved story first", print_exception=False)
         session = ManuscriptSession.for_limits(chosen, self.limits)
         return {self.story: session.story, self.text: session.text, self.memory: session.memory,
+                self.drafts: session.drafts_line(),
                 self.note: session.note, self.title: session.story.get("title", ""),
                 self.lore: lorebook_text(session.lorebook), self.depth: session.note_depth,
                 self.budget: self.budget_line(session, session.prompt), self.provenance: session.last_provenance,
@@ -237,6 +268,7 @@ class ManuscriptTab:
     def start_new(self) -> dict[Any, Any]:
         """An empty story in the boxes."""
         return {self.story: new_story(), self.text: "", self.memory: "", self.note: "", self.title: "", self.lore: "",
+                self.drafts: "",
                 self.depth: 1, self.budget: "", self.provenance: "", self.probs: gr.update(visible=False)}
 
     def exported(self, given: dict[Any, Any]) -> str | None:
@@ -250,14 +282,18 @@ class ManuscriptTab:
         """Connects the components' events to the handlers."""
         turn_in = {*self.controls.inputs, self.text, self.memory, self.note, self.title, self.story, self.stories,
                    self.show, self.lore, self.depth}
-        turn_out = [self.text, self.story, self.stories, self.saved, self.provenance, self.budget, self.probs]
+        turn_out = [self.text, self.story, self.stories, self.saved, self.provenance, self.budget, self.drafts,
+                    self.probs]
         self.write.click(shown_errors(self.generate_turn), turn_in, turn_out, concurrency_limit=4)
         self.cont.click(shown_errors(self.continue_turn), turn_in, turn_out, concurrency_limit=4)
+        self.retry.click(shown_errors(self.retry_turn), turn_in, turn_out, concurrency_limit=4)
         back_in = {self.text, self.memory, self.note, self.title, self.story, self.stories, self.show, self.prompt,
                    self.lore, self.depth}
-        back_out = [self.text, self.story, self.stories, self.saved, self.budget, self.probs]
+        back_out = [self.text, self.story, self.stories, self.saved, self.budget, self.drafts, self.probs]
         self.back.click(shown_errors(self.undo), back_in, back_out)
         self.forth.click(shown_errors(self.redo), back_in, back_out)
+        for button, step in ((self.earlier, -1), (self.later, 1)):
+            button.click(shown_errors(functools.partial(self.swipe, step=step)), back_in, back_out)
         budget_in = {self.text, self.memory, self.note, self.story, self.prompt, self.lore, self.depth}
         for box in (self.text, self.memory, self.note, self.prompt, self.lore, self.depth):
             box.change(self.show_budget, budget_in, self.budget, trigger_mode="always_last", show_progress="hidden")
@@ -266,10 +302,10 @@ class ManuscriptTab:
             box.blur(shown_errors(self.keep_edits), edits_in, [self.story, self.stories, self.saved])
         self.open_story.click(shown_errors(self.reopen), {self.saved, self.stories, self.show},
                               [self.story, self.text, self.memory, self.note, self.title, self.lore, self.depth,
-                               self.budget, self.provenance, self.probs, self.prompt])
+                               self.budget, self.provenance, self.probs, self.prompt, self.drafts])
         self.fresh_story.click(self.start_new, None, [self.story, self.text, self.memory, self.note, self.title,
                                                       self.lore, self.depth, self.budget, self.provenance,
-                                                      self.probs])
+                                                      self.probs, self.drafts])
         self.show.change(shown_errors(self.show_chances), {self.story, self.show}, self.probs)
         for trigger in (self.story, self.fmt):
             trigger.change(self.exported, {self.story, self.fmt}, self.download)

@@ -20,6 +20,7 @@ from serving.manuscript import (
     NOTE_FORMAT,
     Context,
     active_lore,
+    added_text,
     apply_turn,
     build_context,
     joined,
@@ -92,9 +93,17 @@ class Turn:
 
     def grown(self, written: str) -> str:
         """The manuscript once ``written`` (so far) is in it."""
-        if self.kind == "generate":
-            return written.strip()
-        return self.before.rstrip() + written if self.wrote_on else joined(self.before, written.lstrip())
+        return grown_text(self.kind, self.before, written, self.wrote_on)
+
+
+def grown_text(kind: str, before: str, written: str, wrote_on: bool) -> str:
+    """The manuscript ``before`` once a turn of ``kind`` put ``written`` in it (Generate replaces the text)."""
+    if kind == "generate":
+        return written.strip()
+    return before.rstrip() + written if wrote_on else joined(before, written.lstrip())
+
+
+MAX_ALTERNATIVES = 16  # drafts a turn keeps to swipe between (the story schema's limit)
 
 
 @dataclass
@@ -243,7 +252,8 @@ class ManuscriptSession:
         return Turn(kind, story_prompt, self.context(reader, self.text, self.note), self.text)
 
     def finish_turn(self, turn: Turn, written: str, settings: Mapping[str, Any], provenance: Mapping[str, Any],
-                    provenance_line: str, request_id: str = "") -> dict[str, Any]:
+                    provenance_line: str, request_id: str = "", replaces: Mapping[str, Any] | None = None
+                    ) -> dict[str, Any]:
         """Puts the written text into the story as an undoable turn; returns the turn's record.
 
         Args:
@@ -253,14 +263,66 @@ class ManuscriptSession:
             provenance: What wrote it (the served model's provenance).
             provenance_line: The provenance as one line for the writer.
             request_id: The request log's id of the generation ('' when unknown), for the writer's feedback.
+            replaces: The turn a Retry wrote this one in place of (:meth:`retry_turn`): its drafts stay as
+                ``alternatives`` to swipe between (:meth:`swipe`), this one last and ``kept``.
         """
         kept = {k: v for k, v in settings.items() if k != "lead"}
         meta = {"kind": turn.kind, "seed": kept.get("seed"), "settings": kept, "provenance": dict(provenance),
                 "provenance_line": provenance_line, "prompt": turn.context.prompt,
                 "written": written if turn.wrote_on else written.strip(), "wrote_on": turn.wrote_on,
                 "story_prompt": turn.story_prompt, "request_id": request_id}
+        if replaces is not None:
+            drafts = [*(replaces.get("alternatives") or [replaces.get("written", "")]), meta["written"]]
+            meta.update(alternatives=drafts[-MAX_ALTERNATIVES:], kept=min(len(drafts), MAX_ALTERNATIVES) - 1)
         self.story = apply_turn({**self.story, "prompt": turn.story_prompt}, turn.before, turn.grown(written), meta)
         return meta
+
+    def retry_turn(self, reader: Reader) -> tuple[Turn, dict[str, Any]]:
+        """Takes the last model turn out to write it again (Retry); returns the new turn and the one it replaces.
+
+        The turn's text leaves the manuscript as an undo takes it (the writer's edits before it stay) but is
+        not put on the redo list: :meth:`finish_turn` keeps it, and every earlier draft, as ``alternatives``.
+
+        Raises:
+            ValueError: If there is no model turn to write again.
+        """
+        turns = self.story.get("turns") or []
+        if not turns:
+            raise ValueError("nothing to retry: write a model turn first (Generate or Continue)")
+        last = dict(turns[-1])
+        undone = undo(self.story, self.text)
+        self.story = {**undone, "redo": list(self.story.get("redo") or [])}
+        return self.start_turn(last.get("kind", "continue"), last.get("story_prompt") or self.prompt, reader), last
+
+    def drafts_line(self) -> str:
+        """"Draft 2 of 3" for the last turn when it has drafts to swipe between; '' otherwise."""
+        turns = self.story.get("turns") or []
+        drafts = (turns[-1].get("alternatives") or []) if turns else []
+        if len(drafts) < 2:
+            return ""
+        return f"Draft {int(turns[-1].get('kept', len(drafts) - 1)) + 1} of {len(drafts)} of the last turn"
+
+    def swipe(self, step: int) -> ManuscriptSession:
+        """Puts the last turn's next (``step`` 1) or previous (-1) draft in the manuscript in place of this one.
+
+        Raises:
+            ValueError: If the last turn has one draft, or the manuscript changed after it (a swipe would lose
+                the writer's edits).
+        """
+        turns = list(self.story.get("turns") or [])
+        drafts = (turns[-1].get("alternatives") or []) if turns else []
+        if len(drafts) < 2:
+            raise ValueError("the last turn has no other draft: Retry writes one")
+        last = turns[-1]
+        if self.text.rstrip() != str(last.get("after", "")).rstrip():
+            raise ValueError("the manuscript changed after the last turn: a swipe would lose your edits (Undo the "
+                             "turn, or keep editing)")
+        kept = (int(last.get("kept", len(drafts) - 1)) + step) % len(drafts)
+        before = str(last.get("before", ""))
+        text = grown_text(last.get("kind", "continue"), before, drafts[kept], bool(last.get("wrote_on")))
+        turns[-1] = {**last, "written": drafts[kept], "after": text, "added": added_text(before, text), "kept": kept}
+        self.story = {**self.story, "text": text, "turns": turns}
+        return self
 
     def edited_turn(self) -> dict[str, Any] | None:
         """The writer's rewrite of the last Generate turn, as ``/feedback`` fields, once; None when there is none.

@@ -275,3 +275,39 @@ def test_a_rewritten_generate_turn_becomes_edited_feedback_once_and_other_edits_
     assert session.edit(text="Something else entirely.").edited_turn() is None
     old = ManuscriptSession({"text": "Other words.", "turns": [{"kind": "generate", "written": "A piece."}]})
     assert old.edited_turn() is None  # a turn from before the request log had ids
+
+
+def test_retry_keeps_every_draft_of_a_turn_to_swipe_between_and_a_swipe_never_loses_an_edit():
+    from serving.session import MAX_ALTERNATIVES, ManuscriptSession
+
+    _, causal = _readers()
+    settings = GenerationSettings(seed=7).model_dump()
+    session = ManuscriptSession(max_prompt_chars=1000).edit(text="The mill stood still.")
+    with pytest.raises(ValueError, match=names("retry")):
+        session.retry_turn(causal)
+    session.finish_turn(session.start_turn("continue", "A mill in winter.", causal), " Nobody came.", settings, {}, "")
+    session.edit(text="The old mill stood still. Nobody came.")  # the writer's edit before the turn ...
+    turn, replaced = session.retry_turn(causal)
+    assert session.text == "The old mill stood still." and replaced["written"] == " Nobody came."  # ... stays
+    assert turn.kind == "continue" and session.story["redo"] == []  # the retried text is a draft, not a redo
+    session.finish_turn(turn, " Snow fell.", settings, {}, "", replaces=replaced)
+    last = session.story["turns"][-1]
+    assert session.text == "The old mill stood still. Snow fell." and len(session.story["turns"]) == 1
+    assert (last["alternatives"], last["kept"]) == ([" Nobody came.", " Snow fell."], 1)
+    assert session.drafts_line() == "Draft 2 of 2 of the last turn"
+    assert session.swipe(-1).text == "The old mill stood still. Nobody came." and session.drafts_line().startswith(
+        "Draft 1 of 2")
+    assert session.swipe(1).text == "The old mill stood still. Snow fell."
+    assert session.undo().text == "The old mill stood still." and session.drafts_line() == ""
+    session.redo()
+    session.edit(text=session.text + " I wrote this.")
+    with pytest.raises(ValueError, match=names("edits")):
+        session.swipe(1)  # the writer's words after the turn would be lost
+    generated = ManuscriptSession(max_prompt_chars=1000)
+    generated.finish_turn(generated.start_turn("generate", "A mill.", causal), "Piece one.", settings, {}, "")
+    for i in range(MAX_ALTERNATIVES + 2):  # a Generate turn replaces the text; the drafts are capped
+        turn, replaced = generated.retry_turn(causal)
+        generated.finish_turn(turn, f"Piece {i + 2}.", settings, {}, "", replaces=replaced)
+    drafts = generated.story["turns"][-1]["alternatives"]
+    assert len(drafts) == MAX_ALTERNATIVES and drafts[-1] == generated.text == f"Piece {MAX_ALTERNATIVES + 3}."
+    assert generated.swipe(1).text == drafts[0]  # past the last draft: back to the first

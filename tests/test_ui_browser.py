@@ -135,6 +135,23 @@ def test_the_manuscript_is_edited_continued_undone_saved_and_reopened(served, pa
     page.locator("#ms-redo").click()
     page.wait_for_function("([el, want]) => el.value === want", arg=[manuscript.element_handle(), continued],
                            timeout=30_000)
+
+    # Retry writes the continuation again with the next seed; the two drafts are swiped between with ◀ ▶
+    page.locator("#ms-retry").click()
+    page.locator("#ms-drafts").filter(has_text="Draft 2 of 2").wait_for(timeout=60_000)
+    page.wait_for_timeout(500)  # the turn's last update
+    retried = manuscript.input_value()
+    assert retried.startswith(edited.rstrip()) and retried != continued
+    page.locator("#ms-previous-draft").click()
+    page.wait_for_function("([el, want]) => el.value === want", arg=[manuscript.element_handle(), continued],
+                           timeout=30_000)
+    assert "Draft 1 of 2" in page.locator("#ms-drafts").inner_text()
+    page.locator("#ms-next-draft").click()
+    page.wait_for_function("([el, want]) => el.value === want", arg=[manuscript.element_handle(), retried],
+                           timeout=30_000)
+    page.locator("#ms-previous-draft").click()  # the first draft is the one kept for the rest of the test
+    page.wait_for_function("([el, want]) => el.value === want", arg=[manuscript.element_handle(), continued],
+                           timeout=30_000)
     page.wait_for_timeout(1000)  # the browser stores the story
 
     # a reload starts empty; the saved story is listed and reopens with its text and memory
