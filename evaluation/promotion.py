@@ -90,13 +90,18 @@ def content_fingerprint(directory: Path) -> str:
 
 def registered_with_fingerprint(client: Any, name: str, fingerprint: str) -> Any | None:
     """The newest version (an MLflow ``ModelVersion``) of ``name`` tagged with this content fingerprint, or None."""
+    return registered_with_tag(client, name, "content_fingerprint", fingerprint)
+
+
+def registered_with_tag(client: Any, name: str, tag: str, value: str) -> Any | None:
+    """The newest version (an MLflow ``ModelVersion``) of ``name`` whose tag ``tag`` is ``value``, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
-        found = client.search_model_versions(f"name = '{name}' and tags.content_fingerprint = '{fingerprint}'")
+        found = client.search_model_versions(f"name = '{name}' and tags.{tag} = '{value}'")
     except MlflowException:  # no such registered model yet
         return None
-    ready = [v for v in found if (v.tags or {}).get("content_fingerprint") == fingerprint]
+    ready = [v for v in found if (v.tags or {}).get(tag) == value]
     return max(ready, key=lambda v: int(v.version)) if ready else None
 
 

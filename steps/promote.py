@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 from zenml import get_step_context, step
+from zenml.artifacts.unmaterialized_artifact import UnmaterializedArtifact
 
 from core.paths import REGISTERED_NAME
 from infra.zenml_utils import update_model_version
@@ -20,10 +21,10 @@ def promote(
     selection: dict[str, Any],
     samples: pd.DataFrame,
     open_samples: pd.DataFrame,
-    seq2seq_model: Path,
-    transformer_model: Path,
-    gan_model: Path,
-    base_model: Path | None = None,
+    seq2seq_model: UnmaterializedArtifact,
+    transformer_model: UnmaterializedArtifact,
+    gan_model: UnmaterializedArtifact,
+    base_model: UnmaterializedArtifact,
     registered_model: str = REGISTERED_NAME,
 ) -> tuple[Annotated[dict[str, Any], "promotion"], Annotated[dict[str, list[str]], "champion_samples"]]:
     """Registers new candidates (tagged; a model the registry holds is reused), compares the winner with the champion.
@@ -34,10 +35,10 @@ def promote(
         selection: The selection (winner, reasons, suite settings, fingerprints).
         samples: This run's test-prompt samples (the champion's, when it is one of this run's models).
         open_samples: This run's open-prompt samples (likewise).
-        seq2seq_model: The attention seq2seq model directory.
-        transformer_model: The Transformer model directory.
-        gan_model: The GAN model directory.
-        base_model: The untuned base (a candidate when the evaluation scored it).
+        seq2seq_model: The attention seq2seq model directory's artifact (unpacked only if it must be registered).
+        transformer_model: The Transformer model directory's artifact (likewise).
+        gan_model: The GAN model directory's artifact (likewise).
+        base_model: The untuned base's artifact (a candidate when the evaluation scored it).
         registered_model: The MLflow registered model's name.
 
     Returns:
@@ -46,16 +47,16 @@ def promote(
     """
     import mlflow
 
-    from evaluation.champion import promote_candidates
+    from evaluation.champion import StoredModel, promote_candidates
     from evaluation.promotion import decision_json
 
     try:
         run_id = str(get_step_context().pipeline_run.id)
     except RuntimeError:  # called through .entrypoint() in tests
         run_id = "no-zenml-run"
-    candidates = {"seq2seq": seq2seq_model, "transformer": transformer_model, "gan": gan_model,
-                  **({"base": base_model} if base_model is not None else {})}
-    candidates = {c: d for c, d in candidates.items() if c in set(metrics["candidate"])}  # those evaluated
+    artifacts = {"seq2seq": seq2seq_model, "transformer": transformer_model, "gan": gan_model, "base": base_model}
+    candidates = {c: StoredModel(str(a.id), lambda a=a: Path(a.load())) for c, a in artifacts.items()
+                  if c in set(metrics["candidate"])}  # those evaluated
     decision, champion_samples = promote_candidates(candidates, metrics, selection, split, run_id, registered_model,
                                                     samples, open_samples)
     mlflow.log_text(decision_json(decision), "promotion.json")

@@ -261,6 +261,24 @@ def test_promote_candidates_loads_the_champion_and_generates_for_the_report(regi
         third, _ = promote_candidates(dirs2, metrics, selection, tiny_corpus, "run-3", name="writer")
     assert third.versions["seq2seq"] != first.versions["seq2seq"]
     assert len(client.search_model_versions("name='writer'")) == 2
+    # a pipeline hands models over as artifacts: the first time as this artifact its content is read (and
+    # the version found by it gets the artifact's id); from then on the directory is never unpacked
+    from evaluation.champion import ARTIFACT_TAG, StoredModel
+
+    opened = []
+    artifact = StoredModel("art-1", lambda: opened.append(1) or dirs2["seq2seq"])
+    with mlflow.start_run():
+        fourth, _ = promote_candidates({"seq2seq": artifact}, metrics, selection, tiny_corpus, "run-4", name="writer")
+    assert fourth.versions == third.versions and opened == [1]
+    assert client.get_model_version("writer", third.versions["seq2seq"]).tags[ARTIFACT_TAG] == "art-1"
+
+    def unpacked():
+        raise AssertionError("a model the registry holds as this artifact is unpacked")
+
+    with mlflow.start_run():
+        fifth, _ = promote_candidates({"seq2seq": StoredModel("art-1", unpacked)}, metrics, selection, tiny_corpus,
+                                      "run-5", name="writer")
+    assert fifth.versions == third.versions and len(client.search_model_versions("name='writer'")) == 2
     loaded = mlflow.pyfunc.load_model("models:/writer@champion")
     assert isinstance(loaded.predict({"prompt": "A fox."}, params={"max_new_tokens": 5})[0], str)
 
