@@ -85,3 +85,13 @@ def test_dpo_moves_the_model_towards_the_chosen_side_and_keeps_the_reference(lor
         assert float(_logps(writer.model, [encoded], writer.pad_id)[0]) == pytest.approx(reference_before, abs=1e-4)
     with pytest.raises(ValueError, match="at least one"):
         train_dpo(writer, pairs.head(0), DPOConfig())
+
+
+def test_a_piece_cut_off_mid_sentence_is_scored_without_an_end_token(lora_writer):
+    from training.dpo import encode_side
+
+    writer = lora_writer
+    finished, finished_labels = encode_side(writer, "A fox.", "The fox slept.", "story", "")
+    cut, cut_labels = encode_side(writer, "A fox.", "The fox slept and the", "story", "")
+    assert finished[-1] == writer.eos_id and finished_labels[-1] == writer.eos_id  # it ended: its end is scored
+    assert cut[-1] != writer.eos_id and len(cut) == len(cut_labels)  # the limit cut it: no end the model never wrote

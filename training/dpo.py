@@ -36,14 +36,26 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     return -F.logsigmoid(margin).mean(), margin.detach()
 
 
+def encode_side(writer: Any, prompt: str, text: str, form: str, genre: str) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` of one side of a pair; a piece cut off mid-sentence gets no end token.
+
+    A piece the token limit cut off was never ended by the model. Scored with an end token after its broken
+    sentence, a rejected cut-off piece would teach the model that ending is what is wrong, and DPO on such
+    pairs made the writer stop mid-sentence more often, not less (complete endings 83 % → 59 % on the open
+    prompts). Without the end token the pair says what is wrong: the piece ran on.
+    """
+    from models.text import ends_complete
+
+    ids, labels, _ = writer.encode_scored(prompt, text, form, genre)
+    if not ends_complete(text) and ids and ids[-1] == writer.eos_id:
+        ids, labels = ids[:-1], labels[:-1]
+    return ids, labels
+
+
 def _encode(writer: Any, pairs: pd.DataFrame) -> list[tuple[tuple[list[int], list[int]], tuple[list[int], list[int]]]]:
-    out = []
-    for prompt, form, genre, chosen, rejected in zip(pairs["prompt"], pairs["form"], pairs["genre"], pairs["chosen"],
-                                                     pairs["rejected"], strict=True):
-        c_ids, c_labels, _ = writer.encode_scored(prompt, chosen, form, genre)
-        r_ids, r_labels, _ = writer.encode_scored(prompt, rejected, form, genre)
-        out.append(((c_ids, c_labels), (r_ids, r_labels)))
-    return out
+    return [(encode_side(writer, prompt, chosen, form, genre), encode_side(writer, prompt, rejected, form, genre))
+            for prompt, form, genre, chosen, rejected in zip(pairs["prompt"], pairs["form"], pairs["genre"],
+                                                             pairs["chosen"], pairs["rejected"], strict=True)]
 
 
 def _logps(model: Any, rows: list[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
