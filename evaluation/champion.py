@@ -139,7 +139,7 @@ def promote_candidates(model_dirs: dict[str, Path | StoredModel], metrics: pd.Da
     compared = champion is not None and str(champion.version) != versions.get(winner or "")
     suite = None
     if compared or (champion is not None and not sampled):  # the suite (and torch with it) is needed
-        from evaluation.suite import SuiteConfig
+        from evaluation.config import SuiteConfig  # not evaluation.suite: that imports torch
 
         suite = SuiteConfig(**selection["suite"])
     if sampled:
@@ -150,10 +150,13 @@ def promote_candidates(model_dirs: dict[str, Path | StoredModel], metrics: pd.Da
         from evaluation.suite import generate_samples, open_prompts
         from evaluation.suite import open_samples as open_samples_of
 
-        champion_model = load_registered(name, str(champion.version))
-        champion_samples = {"test": generate_samples(champion_model, test_part(split).head(suite.sample_prompts),
-                                                     suite)[0],
-                            "open": open_samples_of(champion_model, open_prompts(suite), suite)[0]}
+        def sample_champion() -> dict[str, list[str]]:
+            nonlocal champion_model
+            champion_model = load_registered(name, str(champion.version))
+            return {"test": generate_samples(champion_model, test_part(split).head(suite.sample_prompts), suite)[0],
+                    "open": open_samples_of(champion_model, open_prompts(suite), suite)[0]}
+
+        champion_samples = cached_samples(name, str(champion.version), selection, sample_champion)
 
     def rescore(version: str) -> dict[str, Any]:
         from evaluation.candidates import reference_model, story_scores, test_part
@@ -174,6 +177,41 @@ def promote_candidates(model_dirs: dict[str, Path | StoredModel], metrics: pd.Da
                       suite.chance if suite is not None else 0.0)  # chance only matters when compared
     log.info("promotion: %s", decision.reason)
     return decision, champion_samples
+
+
+def cached_samples(name: str, version: str, selection: dict[str, Any],
+                   make: Callable[[], dict[str, list[str]]]) -> dict[str, list[str]]:
+    """The champion's samples for the report, written once per registry version and evaluation, then read again.
+
+    A champion from another run (another profile) is not one of this run's models, so the report needs its
+    samples written anew: 1.5 min on every otherwise cached rerun. A registry version's model never changes,
+    so they are kept under a key of the registry (tracking URI), the version and the evaluation's
+    fingerprints and suite (beside the checkpoint cache, as the measure check's results are).
+    """
+    import hashlib
+    import json
+    import os
+    import tempfile
+
+    import mlflow
+
+    from weights.checkpoints import cache_root
+
+    payload = json.dumps({"registry": mlflow.get_tracking_uri(), "name": name, "version": version,
+                          "evaluation": selection.get("evaluation_fingerprint", ""),
+                          "test": selection.get("test_fingerprint", ""), "suite": selection.get("suite", {})},
+                         sort_keys=True, default=str)
+    folder = cache_root().parent / "champion-samples"
+    path = folder / f"{hashlib.sha256(payload.encode()).hexdigest()[:20]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    made = make()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(dir=folder, suffix=".part")
+    with os.fdopen(fd, "w") as out:
+        json.dump(made, out)
+    os.replace(scratch, path)  # whole or not at all
+    return made
 
 
 def base_tags(model_dir: Path) -> dict[str, str]:

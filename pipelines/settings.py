@@ -41,6 +41,8 @@ def typed_sections(step: Any) -> dict[str, type]:
         options = typing.get_args(hint) if isinstance(hint, UnionType) or typing.get_origin(hint) is typing.Union \
             else (hint,)
         for option in options:
+            if option.__module__.startswith("zenml."):  # an artifact handed over (UnmaterializedArtifact), not settings
+                continue
             if isinstance(option, type) and (dataclasses.is_dataclass(option) or issubclass(option, BaseModel)):
                 found[name] = option
     return found

@@ -320,3 +320,21 @@ def test_update_tags_writes_only_what_changed():
     assert writes == []  # a cached rerun: the same values, no registry round trip
     assert update_tags(client, "cw", version, {"metric.ppl_word": "11.0", "passed_gates": "True", "new": "x"}) == 2
     assert writes == [("7", "metric.ppl_word", "11.0"), ("7", "new", "x")]
+
+
+def test_a_champion_from_another_run_is_sampled_once_per_version_and_evaluation(tmp_path, monkeypatch):
+    from evaluation.champion import cached_samples
+
+    monkeypatch.setenv("CW_CHECKPOINT_CACHE", str(tmp_path / "checkpoints"))
+    made = []
+
+    def sample() -> dict:
+        made.append(1)
+        return {"test": ["a piece"], "open": [f"an open piece {len(made)}"]}
+
+    selection = {"evaluation_fingerprint": "e1", "test_fingerprint": "t1", "suite": {"seed": 0}}
+    first = cached_samples("writer", "3", selection, sample)
+    assert cached_samples("writer", "3", selection, sample) == first and made == [1]  # read again, not written
+    assert cached_samples("writer", "4", selection, sample)["open"] == ["an open piece 2"]  # another version
+    assert cached_samples("writer", "3", {**selection, "evaluation_fingerprint": "e2"}, sample) != first  # changed
+    assert len(list((tmp_path / "champion-samples").glob("*.json"))) == 3 and not list(tmp_path.rglob("*.part"))
