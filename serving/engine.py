@@ -168,6 +168,20 @@ async def iterate_in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
         stop.set()  # the client went away: let the worker finish its current step and end
 
 
+def logged_settings(settings: Any) -> dict[str, Any]:
+    """A request's settings as the request log keeps them: flat values (``logit_bias`` as its number of tokens).
+
+    The log's rows become a table (the monitoring pipeline's Parquet artifact), where a mapping per row has no
+    column type: an empty ``logit_bias`` could not be written at all.
+    """
+    if settings is None:
+        return {}
+    dumped = settings.model_dump()
+    if "logit_bias" in dumped:
+        dumped["logit_bias"] = len(dumped["logit_bias"] or {})
+    return dumped
+
+
 def outcome_of(exc: BaseException) -> str:
     """The request log's outcome for a failure: a request the planner refused is 4xx, a cancel is cancelled."""
     if isinstance(exc, RequestError):
@@ -366,7 +380,7 @@ class Engine:
                 id=request_id, endpoint=endpoint, outcome=outcome,  # type: ignore[arg-type]
                 model_version=prov.version if prov else "", model_alias=prov.alias if prov else "",
                 runtime=self.config.model.runtime, form=getattr(request, "form", ""),
-                genre=getattr(request, "genre", ""), settings=settings.model_dump() if settings is not None else {},
+                genre=getattr(request, "genre", ""), settings=logged_settings(settings),
                 prompt_chars=len(getattr(request, "prompt", "")), output_chars=sum(len(t) for t in texts),
                 drafts=len(texts), tokens=tokens, latency_ms=round((time.perf_counter() - started) * 1000, 3),
                 first_chunk_ms=first_chunk_ms, story_id=story_id, error=error or None,

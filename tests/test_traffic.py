@@ -146,6 +146,12 @@ def test_the_engine_logs_served_refused_and_cancelled_requests(writer):
     assert ok.id == response.request_id and ok.outcome == "ok" and ok.drafts == 2 and ok.model_version == "3"
     assert ok.tokens == sum(d.tokens for d in response.drafts) and ok.latency_ms > 0
     assert ok.settings["max_new_tokens"] == 8 and ok.prompt_chars == len("A fox finds a key.")
+    assert ok.settings["logit_bias"] == 0  # flat: the monitoring pipeline writes the rows as a Parquet table
+    import io
+
+    import pandas as pd
+
+    pd.DataFrame({"settings": [ok.settings]}).to_parquet(io.BytesIO())
     with pytest.raises(RequestError):
         asyncio.run(engine.generate_async(GenerateRequest(prompt="A fox.", form="limerick")))
     assert rows[-1].outcome == "4xx" and "limerick" in rows[-1].error

@@ -92,6 +92,6 @@ def test_a_time_budget_stops_every_process_at_the_same_step(tiny_corpus, tiny_to
 def test_a_failing_worker_fails_the_training_with_its_error(tiny_corpus, tiny_tokenizer, monkeypatch):
     monkeypatch.setenv("CW_TORCH_THREADS", "0")  # every worker refuses it when it sets its threads
     train, val = parts(tiny_corpus)
-    with pytest.raises(RuntimeError, match=names("torchrun exit 1", "rank", "ValueError", "CW_TORCH_THREADS")):
+    with pytest.raises(RuntimeError, match=names("torchrun exit 1", "ValueError", "CW_TORCH_THREADS")):
         transformer_ddp.train(scratch(tiny_tokenizer), train.head(16), val.head(8),
                               TransformerTrainConfig(epochs=1, batch_size=8, progress_bar=False, processes=2))
