@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from models.configs import TransformerConfig
 from models.contract import GenerationSettings, WriterModel
-from models.text import ends_complete, finish_text, states_moral, words_scored
+from models.text import ends_complete, finish_text, states_moral, stream_text, words_scored
 from models.tokenizer import control_ids, control_values, decode_ids, encode_text
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,16 @@ class PromptLayout(WriterModel):
                                  trim_to_sentence=True, target_words=0)
         line = self.generate([prompt], asked)[0].strip()
         return f"\n\n{MORAL_LEAD} {line}" if line and ends_complete(line) else ""
+
+    def stream_ids(self, prompt: str, tokens: Iterable[int], settings: GenerationSettings) -> Iterator[str]:
+        """The text of sampled ``tokens`` as it comes (stop strings, trimming), then a fable's moral if it lacks one."""
+        written = ""
+        for piece in stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
+                                 settings.stop):
+            written += piece
+            yield piece
+        if self.moral_missing(settings.form, written, settings):
+            yield self.moral_for(prompt, written, settings)
 
     def with_morals(self, requests: Sequence[tuple[str, str, str, int]], texts: Sequence[str],
                     settings: GenerationSettings) -> list[str]:

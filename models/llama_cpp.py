@@ -40,9 +40,7 @@ import numpy as np
 from models.configs import TransformerConfig
 from models.contract import GenerationSettings
 from models.layout import PromptLayout, read_saved
-from models.params import SamplingParams
-from models.text import stream_text
-from models.tokenizer import decode_ids
+from models.params import SamplingParams, check_logit_bias
 
 log = logging.getLogger(__name__)
 NO_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
@@ -78,10 +76,7 @@ def sampler_chain(settings: SamplingParams, n_vocab: int, seed: int | None, hist
 
     chain = LlamaSampler()
     if settings.logit_bias:
-        outside = sorted(i for i in settings.logit_bias if i >= n_vocab)
-        if outside:
-            raise ValueError(f"logit_bias: token id(s) {outside[:5]} are not in the model's vocabulary of "
-                             f"{n_vocab} tokens")
+        check_logit_bias(settings.logit_bias, n_vocab)
         chain.add_logit_bias(n_vocab, {int(k): float(v) for k, v in settings.logit_bias.items()})
     if settings.repetition_penalty != 1.0:
         chain.add_penalties(n_vocab, max(1, history), float(settings.repetition_penalty), 0.0, 0.0)
@@ -351,14 +346,8 @@ class LlamaCppWriter(PromptLayout):
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yields text as it is sampled; the pieces join to ``generate([prompt], settings)[0]``."""
         settings = settings or GenerationSettings()
-        tokens = self._sample_ids(self.request_prefix(prompt, settings), settings, settings.seed)
-        written = ""
-        for piece in stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
-                                 settings.stop):
-            written += piece
-            yield piece
-        if self.moral_missing(settings.form, written, settings):
-            yield self.moral_for(prompt, written, settings)
+        yield from self.stream_ids(prompt, self._sample_ids(self.request_prefix(prompt, settings), settings,
+                                                            settings.seed), settings)
 
     def _logits_after(self, prefix: list[int], ids: list[int]) -> np.ndarray:
         """``(len(ids), V)`` logits: row ``t`` predicts ``ids[t]`` after ``prefix`` (teacher forcing)."""

@@ -31,6 +31,14 @@ TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]
 Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
+def check_logit_bias(bias: Any, vocab_size: int) -> None:
+    """Raises ValueError naming the ``logit_bias`` ids a vocabulary of ``vocab_size`` tokens lacks (0: unknown)."""
+    outside = sorted(i for i in bias if vocab_size and i >= vocab_size)
+    if outside:
+        raise ValueError(f"logit_bias: token id(s) {outside[:5]} are not in the model's vocabulary of "
+                         f"{vocab_size} tokens")
+
+
 class SamplingParams(BaseModel):
     """How a piece is sampled: every field a writer can set, with its bounds (strict types: ``True`` is no seed)."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from models.params import SamplingParams
+from models.params import SamplingParams, check_logit_bias
 
 
 def apply_logit_bias(logits: torch.Tensor, bias: Mapping[int, float]) -> torch.Tensor:
@@ -23,10 +23,7 @@ def apply_logit_bias(logits: torch.Tensor, bias: Mapping[int, float]) -> torch.T
     """
     if not bias:
         return logits
-    outside = sorted(i for i in bias if i >= logits.size(-1))
-    if outside:
-        raise ValueError(f"logit_bias: token id(s) {outside[:5]} are not in the model's vocabulary of "
-                         f"{logits.size(-1)} tokens")
+    check_logit_bias(bias, logits.size(-1))
     ids = torch.tensor(list(bias), dtype=torch.long)
     return logits.index_add(-1, ids, torch.tensor(list(bias.values()), dtype=logits.dtype).expand(logits.size(0), -1))
 

@@ -48,8 +48,7 @@ from models.contract import GenerationSettings
 from models.layout import IGNORE, PromptLayout, has_chat_template, read_saved
 from models.manifest import write_manifest
 from models.sampling import sample_next
-from models.text import stream_text
-from models.tokenizer import PAD, SEP, check_special_tokens, decode_ids, form_token, genre_token
+from models.tokenizer import PAD, SEP, check_special_tokens, form_token, genre_token
 
 log = logging.getLogger(__name__)
 GGUF_FILE = "gguf/model.gguf"  # inside a saved model directory: what the llama.cpp runtime serves
@@ -101,14 +100,7 @@ class TransformerWriter(PromptLayout):
         if settings.num_beams > 1:  # beam search has no stable prefix until it ends
             yield self.generate([prompt], settings)[0]
             return
-        tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
-        written = ""
-        for piece in stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
-                                 settings.stop):
-            written += piece
-            yield piece
-        if self.moral_missing(settings.form, written, settings):
-            yield self.moral_for(prompt, written, settings)
+        yield from self.stream_ids(prompt, (int(step[0]) for step in self._sample_iter([prompt], settings)), settings)
 
     def teacher_logits(self, prompt: str, text: str, settings: GenerationSettings) -> tuple[torch.Tensor, list[int]]:
         """The logits for each token of ``text`` after the request's prefix (teacher forcing), and the ids.

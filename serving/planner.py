@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from models.params import MAX_SEED, SAMPLING_FIELDS, choice_fields
+from models.params import MAX_SEED, SAMPLING_FIELDS, check_logit_bias, choice_fields
 from models.presets import PresetName, resolve_sampling
 from serving.config import Defaults, Limits, ServingConfig
 from serving.schemas import RequestBase, request_model
@@ -156,10 +156,10 @@ class RequestPlanner:
         genre = (genre if genre is not None else getattr(asked, "genre", "")) or ""
         check_controls(controls, form, genre)
         bias = dict(getattr(asked, "logit_bias", None) or {})
-        outside = sorted(i for i in bias if vocab_size and i >= vocab_size)
-        if outside:
-            raise RequestError("logit_bias", f"token id(s) {outside[:5]} are not in this model's vocabulary of "
-                                             f"{vocab_size} tokens")
+        try:
+            check_logit_bias(bias, vocab_size)
+        except ValueError as exc:
+            raise RequestError("logit_bias", str(exc).removeprefix("logit_bias: ")) from None
         sampling = resolve_sampling(self.defaults.model_dump(), asked.preset,
                                     {k: getattr(asked, k) for k in SAMPLING_FIELDS})
         chat = chat or Chat()
