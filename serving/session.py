@@ -274,7 +274,9 @@ class ManuscriptSession:
         if replaces is not None:
             drafts = [*(replaces.get("alternatives") or [replaces.get("written", "")]), meta["written"]]
             meta.update(alternatives=drafts[-MAX_ALTERNATIVES:], kept=min(len(drafts), MAX_ALTERNATIVES) - 1)
-        self.story = apply_turn({**self.story, "prompt": turn.story_prompt}, turn.before, turn.grown(written), meta)
+        # the text is grown from the draft as kept, so a swipe back to it gives the very same text
+        self.story = apply_turn({**self.story, "prompt": turn.story_prompt}, turn.before, turn.grown(meta["written"]),
+                                meta)
         return meta
 
     def retry_turn(self, reader: Reader) -> tuple[Turn, dict[str, Any]]:

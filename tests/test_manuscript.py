@@ -311,3 +311,18 @@ def test_retry_keeps_every_draft_of_a_turn_to_swipe_between_and_a_swipe_never_lo
     drafts = generated.story["turns"][-1]["alternatives"]
     assert len(drafts) == MAX_ALTERNATIVES and drafts[-1] == generated.text == f"Piece {MAX_ALTERNATIVES + 3}."
     assert generated.swipe(1).text == drafts[0]  # past the last draft: back to the first
+
+
+def test_a_swipe_back_to_a_draft_gives_the_text_that_draft_wrote_to_the_character():
+    from serving.session import ManuscriptSession
+
+    piece, _ = _readers()  # a family that does not write on from the text: its drafts are kept stripped
+    settings = GenerationSettings(seed=7).model_dump()
+    session = ManuscriptSession(max_prompt_chars=1000).edit(text="The mill stood still.")
+    session.finish_turn(session.start_turn("continue", "A mill.", piece), "Nobody came.\n", settings, {}, "")
+    first = session.text
+    turn, replaced = session.retry_turn(piece)
+    session.finish_turn(turn, " Snow fell. \n\n", settings, {}, "", replaces=replaced)
+    second = session.text
+    assert (first, second) == ("The mill stood still. Nobody came.", "The mill stood still. Snow fell.")
+    assert session.swipe(-1).text == first and session.swipe(1).text == second
