@@ -15,7 +15,10 @@ browser; the browser's copy keeps a story while the story database is down.
 from __future__ import annotations
 
 import functools
+import re
+import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,10 @@ class ManuscriptTab:
     def __init__(self, get_engine: Callable[[], Engine], config: ServingConfig, controls: Controls,
                  sync: StorySync | None = None) -> None:
         self.get_engine, self.limits, self.controls, self.sync = get_engine, config.limits, controls, sync
+        # one folder for the tab's downloads, a subfolder per story rewritten in place (a folder per change
+        # filled /tmp), removed with the tab or at exit; Gradio serves its own copy of each file
+        self.exports = Path(tempfile.mkdtemp(prefix="cw-exports-"))
+        weakref.finalize(self, shutil.rmtree, self.exports, True)
         self.prompt = controls.fields["prompt"]
         gr.Markdown(INTRO)
         self.story = gr.State(new_story())
@@ -274,7 +281,9 @@ class ManuscriptTab:
     def exported(self, given: dict[Any, Any]) -> str | None:
         """The story as a file to download (None while it is empty)."""
         try:
-            return str(export_story(given[self.story], given[self.fmt], Path(tempfile.mkdtemp(prefix="cw-story-"))))
+            story = given[self.story]
+            folder = self.exports / (re.sub(r"[^A-Za-z0-9_-]+", "-", str(story.get("id") or "")) or "story")
+            return str(export_story(story, given[self.fmt], folder))
         except ValueError:
             return None
 

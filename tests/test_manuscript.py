@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -326,3 +327,24 @@ def test_a_swipe_back_to_a_draft_gives_the_text_that_draft_wrote_to_the_characte
     second = session.text
     assert (first, second) == ("The mill stood still. Nobody came.", "The mill stood still. Snow fell.")
     assert session.swipe(-1).text == first and session.swipe(1).text == second
+
+
+def test_the_download_is_rewritten_in_one_folder_per_story_and_the_folder_goes_with_the_tab():
+    import gc
+
+    from serving.config import load_serving_config
+    from serving.ui import build_ui
+
+    blocks = build_ui(lambda: None, load_serving_config(env={}))  # the engine is not asked for an export
+    tab = next(fn for fn in blocks.fns.values() if getattr(fn.fn, "__name__", "") == "exported").fn.__self__
+    story = {**new_story("The Mill"), "text": "The mill stood still."}
+    paths = [tab.exported({tab.story: {**story, "text": story["text"] + " More." * i}, tab.fmt: "md"})
+             for i in range(5)]
+    other = tab.exported({tab.story: {**new_story("The Mill"), "text": "Another."}, tab.fmt: "json"})
+    assert len(set(paths)) == 1 and "More. More. More. More." in Path(paths[0]).read_text()
+    assert sorted(p.name for p in tab.exports.iterdir()) == sorted([story["id"], other.split("/")[-2]])
+    assert tab.exported({tab.story: new_story(), tab.fmt: "md"}) is None  # nothing to download yet
+    folder = tab.exports
+    del tab, blocks
+    gc.collect()
+    assert not folder.exists()
