@@ -158,6 +158,8 @@ class ManuscriptTab:
         """Writes one model turn into the manuscript, streaming it in; then saves the story."""
         engine, session = self.get_engine(), self.session(given)
         reader = self.reader(engine)
+        if kind == "continue":  # the writer goes on with the draft in the manuscript: it was the one kept
+            self.send_verdict(session.kept_draft(going_on=True), session.mark_kept)
         yield from self.write_turn(engine, session, reader, session.start_turn(kind, given[self.prompt], reader),
                                    given)
 
@@ -238,21 +240,30 @@ class ManuscriptTab:
         """Saves the writer's edits (an untouched new story is not saved).
 
         When the edit rewrote the last Generate turn, the rewrite is also sent, once, as ``edited`` feedback
-        (the rewrite preferred over the piece as written) for preference training.
+        (the rewrite preferred over the piece as written) for preference training; when the writer wrote on
+        after one of that turn's drafts (Retry made several), that draft is sent, once, as ``kept`` over the others.
         """
         session = self.session(given)
         if not session.worth_saving():
             return {}
-        rewrite = session.edited_turn() if self.sync is not None else None
-        if rewrite is not None and self.sync is not None:
-            try:
-                said = self.sync.feedback(FeedbackIn(**rewrite))
-            except ValidationError:  # a rewrite the feedback cannot hold (e.g. only control characters)
-                said = "not kept"
-            if not said.startswith("not kept"):
-                session.mark_edited()
-                gr.Info(said)
+        self.send_verdict(session.edited_turn(), session.mark_edited)
+        self.send_verdict(session.kept_draft(), session.mark_kept)
         return self.kept(given, session)
+
+    def send_verdict(self, fields: dict[str, Any] | None, mark: Callable[[], None]) -> None:
+        """Stores a verdict the writer's actions gave (``fields`` for ``/feedback``), then ``mark``s it as sent.
+
+        Nothing is sent without one, or while the stories are kept in the browser only.
+        """
+        if fields is None or self.sync is None:
+            return
+        try:
+            said = self.sync.feedback(FeedbackIn(**fields))
+        except ValidationError:  # a draft the feedback cannot hold (e.g. only control characters)
+            said = "not kept"
+        if not said.startswith("not kept"):
+            mark()
+            gr.Info(said)
 
     def reopen(self, given: dict[Any, Any]) -> dict[Any, Any]:
         """Opens the saved story chosen in the dropdown."""

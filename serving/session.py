@@ -273,7 +273,11 @@ class ManuscriptSession:
                 "story_prompt": turn.story_prompt, "request_id": request_id}
         if replaces is not None:
             drafts = [*(replaces.get("alternatives") or [replaces.get("written", "")]), meta["written"]]
-            meta.update(alternatives=drafts[-MAX_ALTERNATIVES:], kept=min(len(drafts), MAX_ALTERNATIVES) - 1)
+            earlier = list(replaces.get("request_ids") or ([] if replaces.get("alternatives") else
+                                                            [str(replaces.get("request_id") or "")]))
+            earlier = earlier if len(earlier) == len(drafts) - 1 else [""] * (len(drafts) - 1)  # from older stories
+            meta.update(alternatives=drafts[-MAX_ALTERNATIVES:], kept=min(len(drafts), MAX_ALTERNATIVES) - 1,
+                        request_ids=[*earlier, request_id][-MAX_ALTERNATIVES:])
         # the text is grown from the draft as kept, so a swipe back to it gives the very same text
         self.story = apply_turn({**self.story, "prompt": turn.story_prompt}, turn.before, turn.grown(meta["written"]),
                                 meta)
@@ -322,7 +326,10 @@ class ManuscriptSession:
         kept = (int(last.get("kept", len(drafts) - 1)) + step) % len(drafts)
         before = str(last.get("before", ""))
         text = grown_text(last.get("kind", "continue"), before, drafts[kept], bool(last.get("wrote_on")))
-        turns[-1] = {**last, "written": drafts[kept], "after": text, "added": added_text(before, text), "kept": kept}
+        ids = list(last.get("request_ids") or [])
+        request_id = ids[kept] if len(ids) == len(drafts) else ""  # a feedback verdict names the draft's own row
+        turns[-1] = {**last, "written": drafts[kept], "after": text, "added": added_text(before, text), "kept": kept,
+                     "request_id": request_id}
         self.story = {**self.story, "text": text, "turns": turns}
         return self
 
@@ -348,6 +355,48 @@ class ManuscriptSession:
                 "prompt": str(last.get("story_prompt") or self.prompt)[:4000],
                 "form": str(settings.get("form") or "story"), "genre": str(settings.get("genre") or ""),
                 "text": written[:20_000], "edited": now[:20_000]}
+
+    def kept_draft(self, going_on: bool = False) -> dict[str, Any] | None:
+        """The draft the writer moved on with, of the last Generate turn's drafts, as ``/feedback`` fields, once.
+
+        After Retry wrote a Generate turn again, the writer swipes between its drafts; the one in the
+        manuscript when the writer goes on (Continue, or words of their own saved after it) is the one kept,
+        preferred over every other draft (a ``kept`` verdict, as the Drafts tab's "Keep"). A Continue turn's
+        drafts write on from the writer's text, not for the prompt, so they make no pair. None when there is
+        nothing to send: one draft, no request id for the kept one, or a verdict already sent (:meth:`mark_kept`).
+
+        Args:
+            going_on: Whether the writer is taking the next turn now (else the manuscript must hold words of
+                the writer's own after the draft).
+        """
+        turns = self.story.get("turns") or []
+        if not turns:
+            return None
+        last = turns[-1]
+        drafts = [str(d) for d in last.get("alternatives") or []]
+        kept = int(last.get("kept", len(drafts) - 1))
+        if last.get("kind") != "generate" or last.get("kept_sent") or len(drafts) < 2 or not last.get("request_id"):
+            return None
+        text = drafts[kept].strip()
+        now = self.text.strip()
+        if not now.startswith(text) or (now == text and not going_on):  # a rewrite is an edited verdict
+            return None
+        others = list(dict.fromkeys(d.strip() for i, d in enumerate(drafts) if i != kept and d.strip()
+                                    and d.strip() != text))
+        if not text or not others:
+            return None
+        settings = last.get("settings") or {}
+        return {"request_id": str(last["request_id"]), "kind": "kept", "draft": 0,
+                "prompt": str(last.get("story_prompt") or self.prompt)[:4000],
+                "form": str(settings.get("form") or "story"), "genre": str(settings.get("genre") or ""),
+                "text": text[:20_000], "others": [o[:20_000] for o in others]}
+
+    def mark_kept(self) -> None:
+        """Records on the last turn that its kept draft was sent as feedback (it is sent once)."""
+        turns = list(self.story.get("turns") or [])
+        if turns:
+            turns[-1] = {**turns[-1], "kept_sent": True}
+            self.story = {**self.story, "turns": turns}
 
     def mark_edited(self) -> None:
         """Records on the last turn that the writer's rewrite of it was stored as feedback (it is sent once)."""

@@ -348,3 +348,31 @@ def test_the_download_is_rewritten_in_one_folder_per_story_and_the_folder_goes_w
     del tab, blocks
     gc.collect()
     assert not folder.exists()
+
+
+def test_the_draft_kept_after_a_retry_is_a_verdict_only_for_a_generate_turn_the_writer_went_on_with():
+    from serving.session import ManuscriptSession
+
+    piece, causal = _readers()
+    settings = GenerationSettings(seed=7).model_dump()
+    rid = ["a" * 32, "b" * 32]
+    session = ManuscriptSession(max_prompt_chars=1000)
+    session.finish_turn(session.start_turn("generate", "A mill.", piece), "Nobody came.", settings, {}, "", rid[0])
+    assert session.kept_draft(going_on=True) is None  # one draft: nothing was chosen
+    turn, replaced = session.retry_turn(piece)
+    session.finish_turn(turn, "Snow fell.", settings, {}, "", rid[1], replaces=replaced)
+    assert session.story["turns"][-1]["request_ids"] == rid and session.kept_draft() is None  # not gone on yet
+    assert session.swipe(-1).story["turns"][-1]["request_id"] == rid[0]  # a swipe names the draft's own row
+    verdict = session.kept_draft(going_on=True)
+    assert verdict is not None and (verdict["kind"], verdict["request_id"], verdict["text"], verdict["others"]) == (
+        "kept", rid[0], "Nobody came.", ["Snow fell."])
+    assert session.edit(text="Somebody came at last.").kept_draft(going_on=True) is None  # a rewrite: edited
+    session.edit(text="Nobody came. I waited.")
+    assert session.kept_draft() is not None
+    session.mark_kept()
+    assert session.kept_draft(going_on=True) is None  # once
+    cont = ManuscriptSession(max_prompt_chars=1000).edit(text="The mill stood still.")
+    cont.finish_turn(cont.start_turn("continue", "A mill.", causal), " Nobody came.", settings, {}, "", rid[0])
+    turn, replaced = cont.retry_turn(causal)
+    cont.finish_turn(turn, " Snow fell.", settings, {}, "", rid[1], replaces=replaced)
+    assert cont.kept_draft(going_on=True) is None  # a Continue turn's drafts answer no prompt: no pair

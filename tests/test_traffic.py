@@ -311,6 +311,41 @@ def test_the_manuscript_tab_sends_a_writers_rewrite_of_a_generated_piece_once(tm
     assert len(read_feedback(store.engine)) == 1  # sent once
 
 
+def test_the_manuscript_tab_sends_the_draft_a_writer_went_on_with_as_kept_over_the_others_once(tmp_path, writer):
+    from models.contract import GenerationSettings
+    from serving.session import ManuscriptSession
+    from serving.story_sync import StorySync
+    from serving.ui import build_ui
+    from workspace.store import StoryStore
+
+    store = StoryStore(f"sqlite:///{tmp_path / 'ws.db'}")
+    engine, _ = logged_engine(writer)
+    blocks = build_ui(lambda: engine, load_serving_config(env={}), StorySync(lambda: store))
+    tab = next(fn for fn in blocks.fns.values()
+               if getattr(fn.fn, "__name__", "") == "keep_edits").fn.__wrapped__.__self__
+    settings = GenerationSettings(form="fable").model_dump()
+    session = ManuscriptSession(max_prompt_chars=4000)
+    ids = [new_request_id() for _ in range(3)]
+    session.finish_turn(session.start_turn("generate", "A fox finds a key.", session_reader()), "The fox found a key.",
+                        settings, {}, "", ids[0])
+    for i, piece in enumerate(["A key lay in the snow.", "The crow kept the key."], start=1):  # two Retries
+        turn, replaced = session.retry_turn(session_reader())
+        session.finish_turn(turn, piece, settings, {}, "", ids[i], replaces=replaced)
+    session.swipe(-1)  # the writer goes back to the second draft ...
+    given = {tab.story: session.story, tab.stories: {}, tab.text: session.text, tab.memory: "", tab.note: "",
+             tab.title: "", tab.lore: "", tab.depth: 1}
+    assert tab.keep_edits(given)[tab.story]["turns"][-1]["kept_sent"] is False  # ... and only looks at it
+    assert read_feedback(store.engine).empty
+    out = tab.keep_edits({**given, tab.text: session.text + " It was cold."})  # ... then writes on after it
+    stored = read_feedback(store.engine)
+    assert list(stored["kind"]) == ["kept"] and stored.loc[0, "request_id"] == ids[1]  # the kept draft's own row
+    assert stored.loc[0, "text"] == "A key lay in the snow." and stored.loc[0, "form"] == "fable"
+    assert sorted(stored.loc[0, "others"]) == ["The crow kept the key.", "The fox found a key."]
+    assert out[tab.story]["turns"][-1]["kept_sent"] is True
+    tab.keep_edits({**given, tab.story: out[tab.story], tab.text: session.text + " It was very cold."})
+    assert len(read_feedback(store.engine)) == 1  # sent once
+
+
 def session_reader():
     from serving.session import Reader
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +25,8 @@ class Turn(BaseModel):
     """One model turn: what was written, with what, and what the writer did with it.
 
     ``alternatives`` are the drafts a Regenerate made (``kept`` is the one in the text); ``feedback`` is
-    ``up``/``down``/'' and ``edited`` whether the writer's rewrite of the turn's text was sent as feedback.
+    ``up``/``down``/'' and ``edited`` whether the writer's rewrite of the turn's text was sent as feedback,
+    ``kept_sent`` whether the draft the writer moved on with was.
     """
 
     model_config = FORBID
@@ -38,6 +39,9 @@ class Turn(BaseModel):
     provenance: dict[str, Any] = Field(default_factory=dict)
     alternatives: list[str] = Field(default_factory=list, max_length=16)
     kept: int = 0
+    # the request log's row of each alternative ('' when unknown), and whether the kept one was sent as feedback
+    request_ids: list[Annotated[str, Field(pattern="^([0-9a-f]{32}|)$")]] = Field(default_factory=list, max_length=16)
+    kept_sent: bool = False
     feedback: str = Field("", pattern="^(up|down|)$")
     edited: bool = False
     before: str = ""  # the manuscript before and after the turn (what undo and redo restore)
