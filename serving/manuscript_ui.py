@@ -37,6 +37,7 @@ from serving.story_sync import SERVER_PREFIX, StorySync
 from serving.ui_helpers import Controls, provenance_line, shown_errors
 from workspace.traffic import FeedbackIn
 
+WRITING = "✍ Writing…"  # the provenance line while a turn is written (the turn's own line replaces it)
 STORAGE_KEY = "creative-writer-stories"
 STORAGE_SECRET = "creative-writer-local-stories"  # not a protection: see the module docstring
 INTRO = ("One text you edit freely. **Generate** writes a piece for the prompt above (with the memory in front). "
@@ -190,6 +191,7 @@ class ManuscriptTab:
         settings, pieces = engine.stream(request, Chat(lead=turn.lead) if turn.wrote_on else None, "ui_manuscript",
                                          story_id=story_key or None)  # one story stays with one model (canary)
         written = ""
+        yield {self.provenance: WRITING}  # not the last turn's line while this one is written
         for piece in pieces:
             written += piece
             yield {self.text: turn.grown(written)}

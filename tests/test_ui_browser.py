@@ -113,9 +113,12 @@ def test_the_manuscript_is_edited_continued_undone_saved_and_reopened(served, pa
     page.locator("#budget").filter(has_text="tokens").wait_for(timeout=30_000)
     assert "memory" in page.locator("#budget").inner_text()
     page.locator("#ms-continue").click()
-    page.wait_for_function("([el, old]) => el.value.length > old.length + 3 && el.value.startsWith(old.trimEnd())",
-                           arg=[manuscript.element_handle(), edited], timeout=60_000)
-    page.locator("#ms-provenance").filter(has_text="Written by seq2seq").wait_for(timeout=60_000)
+    # the turn is over when the text has grown and the provenance line is the turn's own again (it reads
+    # "Writing…" from the turn's first update to its last; before the first, it is still the Generate turn's)
+    page.wait_for_function("([el, old, prov]) => el.value.length > old.length + 3 && el.value.startsWith("
+                           "old.trimEnd()) && prov.innerText.includes('Written by seq2seq')",
+                           arg=[manuscript.element_handle(), edited, page.locator("#ms-provenance").element_handle()],
+                           timeout=60_000)
     page.wait_for_timeout(500)  # the turn's last update
     continued = manuscript.input_value()
 
