@@ -14,6 +14,11 @@ from core.paths import PROJECT_ROOT
 os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `-n 2` (CI): two test processes share the cores, so each one, and every run.py, server and benchmark
+    # it starts, gets one torch thread (two torch processes that each use every core collapse: core.threads)
+    os.environ.setdefault("CW_TORCH_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
 
