@@ -24,7 +24,6 @@ from evaluation.promotion import (
     content_fingerprint,
     current_champion,
     decide,
-    metric_tags,
     register_candidates,
     registered_with_fingerprint,
     registered_with_tag,
@@ -32,6 +31,7 @@ from evaluation.promotion import (
 )
 from evaluation.selection import SelectionRule
 from models.manifest import read_manifest
+from registry.tags import metric_tags
 
 log = logging.getLogger(__name__)
 REGISTERED_MODEL = REGISTERED_NAME
@@ -146,11 +146,12 @@ def promote_candidates(model_dirs: dict[str, Path | StoredModel], metrics: pd.Da
         same = own[str(champion.version)]
         champion_samples = {"test": list(samples[same]), "open": list(open_samples[same])}
     elif champion is not None:
-        from evaluation.candidates import test_part
-        from evaluation.suite import generate_samples, open_prompts
-        from evaluation.suite import open_samples as open_samples_of
-
         def sample_champion() -> dict[str, list[str]]:
+            # imported only to sample: the suite imports torch (2.2 s), and the samples are usually cached
+            from evaluation.candidates import test_part
+            from evaluation.suite import generate_samples, open_prompts
+            from evaluation.suite import open_samples as open_samples_of
+
             nonlocal champion_model
             champion_model = load_registered(name, str(champion.version))
             return {"test": generate_samples(champion_model, test_part(split).head(suite.sample_prompts), suite)[0],

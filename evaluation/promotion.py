@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from registry.tags import tagged_metrics
+
 log = logging.getLogger(__name__)
 CHAMPION, PREVIOUS = "champion", "previous-champion"
 
@@ -53,12 +55,6 @@ def current_champion(client: Any, name: str) -> Any | None:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-
-
-def metric_tags(metrics: dict[str, Any]) -> dict[str, str]:
-    """``metric.<name>`` tags of the numeric metrics."""
-    return {f"metric.{k}": f"{v:.6g}" for k, v in metrics.items() if isinstance(v, int | float)
-            and not isinstance(v, bool)}
 
 
 def register_candidates(name: str, model_uris: dict[str, str], tags: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -161,8 +157,6 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
         _tag(client, name, version, decision)
         return decision
     if champion is not None:
-        from registry.mlflow_model import tagged_metrics  # imports torch: only when a champion is compared
-
         tags = dict(champion.tags or {})
         recorded = tagged_metrics(tags)
         needed = {"ppl_word", "ranking_acc", "distinct2", "repetition", "open_repetition", *QUALITY,

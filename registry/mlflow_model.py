@@ -74,15 +74,3 @@ def saved_model_dir(mlflow_model: Path) -> Path:
     if "model_dir" not in artifacts:
         raise ValueError(f"{mlflow_model} is not a creative-writer pyfunc (no 'model_dir' artifact in MLmodel)")
     return Path(mlflow_model) / artifacts["model_dir"]["path"]
-
-
-def tagged_metrics(tags: dict[str, str]) -> dict[str, float]:
-    """The ``metric.<name>`` tags of a registry version as numbers (tags that are not numbers skipped)."""
-    out = {}
-    for key, value in tags.items():
-        if key.startswith("metric."):
-            try:
-                out[key[len("metric."):]] = float(value)
-            except ValueError:
-                continue
-    return out

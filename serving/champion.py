@@ -20,7 +20,7 @@ from typing import Any
 
 from core.paths import REGISTERED_NAME
 from models.families import load_model, runtime_of
-from registry.mlflow_model import tagged_metrics
+from registry.tags import tagged_metrics
 from serving.config import ModelSource
 
 log = logging.getLogger(__name__)

@@ -165,7 +165,7 @@ def _row(ppl, use=1.0):
 
 
 def _run(client, model_uri, ppl, winner="w", fingerprint="fp1", rescore=None, use=1.0):
-    from evaluation.promotion import metric_tags
+    from registry.tags import metric_tags
 
     row = _row(ppl, use)
     versions = register_candidates("cw", {"w": model_uri, "other": model_uri},

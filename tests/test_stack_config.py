@@ -114,3 +114,15 @@ print(calls, "mlflow.pytorch" in sys.modules, "torch" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split("\n")[0] == "[{'disable': True}] False False"
+
+
+def test_the_promotion_and_the_tags_it_reads_import_no_torch():
+    """A cached rerun whose champion came from another run compares its recorded metrics and reads its cached
+    samples: the modules on that path must not import torch (2.2 s of the rerun's 10 s)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, evaluation.champion, evaluation.promotion, evaluation.config, registry.tags; "
+              "print(sorted(m for m in ('torch', 'transformers', 'evaluation.suite') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
