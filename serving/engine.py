@@ -312,6 +312,18 @@ class Engine:
         log.info("canary: the challenger %s", self.challenger_status)
         return challenger
 
+    def writer_of(self, provenance: dict[str, Any]) -> LoadedModel:
+        """The loaded model that wrote a response with ``provenance`` (the challenger's version, else the champion).
+
+        Raises:
+            NotReadyError: If no model is loaded.
+        """
+        champion, challenger = self.loaded, self._challenger
+        if challenger is not None and str(provenance.get("version")) == str(challenger.provenance.version) \
+                and provenance.get("alias") == challenger.provenance.alias:
+            return challenger
+        return champion
+
     def route(self, key: str) -> LoadedModel:
         """The model that writes for ``key`` (a story id, else the request's id).
 

@@ -343,6 +343,11 @@ def _sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def fingerprint_of(provenance: dict[str, Any]) -> str:
+    """``system_fingerprint``: the family and registry version of the model that wrote (``transformer-v14``)."""
+    return f"{provenance.get('family', '?')}-v{provenance.get('version', '?')}"
+
+
 class OpenAICompat:
     """The ``/v1`` endpoints over an engine (mounted by :mod:`serving.service`).
 
@@ -366,9 +371,6 @@ class OpenAICompat:
             raise OpenAIError(404, f"the model {name!r} is not served here; this server serves {served!r} "
                                    "(GET /v1/models)", "model", "model_not_found")
 
-    def _fingerprint(self, engine: Engine) -> str:
-        prov = engine.loaded.provenance
-        return f"{prov.family}-v{prov.version}"
 
     async def _parse(self, request: Request, kind: type[_Extras]) -> _Extras:
         body = await request.body()
@@ -441,9 +443,10 @@ class OpenAICompat:
             return OpenAIError(400, str(exc), FROM_GENERATE.get(exc.field, exc.field), "invalid_value").response()
         top = _logprobs_asked(req)
         reports: list[Any] = [None] * len(response.drafts)
+        loaded = engine.writer_of(response.provenance)  # with a canary, the challenger may have written it
         if top is not None:  # one teacher-forced pass per choice, off the event loop
             model = loaded.model
-            settings = engine.plan(gen, conversation).settings
+            settings = engine.plan(gen, conversation, loaded).settings
             reports = [await asyncio.to_thread(
                 model.token_chances, gen.prompt, draft.text, settings.replace(seed=draft.seed), top)
                 for draft in response.drafts]
@@ -458,7 +461,7 @@ class OpenAICompat:
             choices.append(choice)
         body = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
                 "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-                "model": self.model_id(engine), "system_fingerprint": self._fingerprint(engine),
+                "model": self.model_id(engine), "system_fingerprint": fingerprint_of(response.provenance),
                 "choices": choices, "usage": _usage(loaded.model.count_tokens(prompt), completion),
                 "seed": response.drafts[0].seed}
         return JSONResponse(body)
@@ -469,7 +472,7 @@ class OpenAICompat:
         seeds = engine.planner.seeds(gen)
         single = gen.model_copy(update={"num_drafts": 1, "seed": seeds[0]})
         _, first = engine.stream(single, conversation, endpoint)  # raises RequestError here, as a 400
-        model, fingerprint = self.model_id(engine), self._fingerprint(engine)
+        model, fingerprint = self.model_id(engine), fingerprint_of(first.provenance.as_dict())
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
                 "object": "chat.completion.chunk" if chat else "text_completion", "created": int(time.time()),
                 "model": model, "system_fingerprint": fingerprint, "seed": seeds[0]}

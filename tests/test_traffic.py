@@ -283,6 +283,38 @@ def test_the_ui_sends_a_writers_verdict_on_a_draft_and_refuses_one_it_cannot_mak
 
 
 
+def test_the_openai_endpoints_name_and_score_with_the_challenger_when_it_wrote(writer):
+    import json
+    from dataclasses import replace
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from serving.champion import Provenance
+    from serving.openai_compat import OpenAICompat, add_routes
+
+    challenger_prov = Provenance(family="seq2seq", registered_name="cw", version="4", alias="challenger",
+                                 mlflow_run_id="r4", training_run_id="t4", source="models:/cw/4", metrics={})
+    config = load_serving_config(env={"CW_CHALLENGER_SHARE": "1"})  # every request goes to the challenger
+    engine = Engine(replace(config, batching=replace(config.batching, enabled=False)),
+                    loader=lambda source: LoadedModel(writer, challenger_prov if source.alias == "challenger" else PROV,
+                                                      0.1))
+    assert engine.load()
+    assert engine.writer_of({"version": "4", "alias": "challenger"}) is engine.route("any")
+    assert engine.writer_of({"version": "3", "alias": "champion"}) is engine.loaded
+    app = FastAPI()
+    add_routes(app, OpenAICompat(lambda: engine))
+    client = TestClient(app)
+    body = {"model": "cw", "prompt": "A fox finds a key.", "max_tokens": 6, "seed": 1, "logprobs": 1}
+    answer = client.post("/v1/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["system_fingerprint"] == "seq2seq-v4"  # not the champion's v3
+    assert answer.json()["choices"][0]["logprobs"]["tokens"]
+    streamed = client.post("/v1/completions", json={**body, "stream": True, "logprobs": None})
+    first = json.loads(next(line for line in streamed.text.splitlines() if line.startswith("data: {"))[6:])
+    assert first["system_fingerprint"] == "seq2seq-v4"
+
+
 def test_the_manuscript_tab_sends_a_writers_rewrite_of_a_generated_piece_once(tmp_path, writer):
     from models.contract import GenerationSettings
     from serving.session import ManuscriptSession
