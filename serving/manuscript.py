@@ -252,6 +252,11 @@ def story_choices(stories: dict[str, Any] | None) -> list[tuple[str, str]]:
             for s in ordered]
 
 
+def file_stem(text: str) -> str:
+    """``text`` as a safe file or folder name: letters, digits, ``_`` and ``-`` (at most 40; 'story' if none)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:40] or "story"
+
+
 def export_story(story: dict[str, Any], fmt: str, folder: Path) -> Path:
     """Writes the story as Markdown (text, then every model turn's provenance) or JSON (everything).
 
@@ -260,7 +265,7 @@ def export_story(story: dict[str, Any], fmt: str, folder: Path) -> Path:
     """
     if not story.get("text", "").strip():
         raise ValueError("the manuscript is empty: nothing to export")
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", story_title(story)).strip("-")[:40] or "story"
+    name = file_stem(story_title(story))
     folder.mkdir(parents=True, exist_ok=True)
     turns = [{k: v for k, v in t.items() if k not in ("before", "after")} for t in story.get("turns", [])]
     if fmt == "json":

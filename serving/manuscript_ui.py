@@ -15,7 +15,6 @@ browser; the browser's copy keeps a story while the story database is down.
 from __future__ import annotations
 
 import functools
-import re
 import shutil
 import tempfile
 import weakref
@@ -30,7 +29,15 @@ from models.contract import GenerationSettings
 from models.params import MAX_SEED
 from serving.config import ServingConfig
 from serving.engine import Engine, NotReadyError
-from serving.manuscript import chances_html, export_story, lorebook_text, new_story, save_story, story_choices
+from serving.manuscript import (
+    chances_html,
+    export_story,
+    file_stem,
+    lorebook_text,
+    new_story,
+    save_story,
+    story_choices,
+)
 from serving.planner import Chat
 from serving.session import ManuscriptSession, Reader, Turn, TurnKind
 from serving.story_sync import SERVER_PREFIX, StorySync
@@ -295,8 +302,7 @@ class ManuscriptTab:
         """The story as a file to download (None while it is empty)."""
         try:
             story = given[self.story]
-            folder = self.exports / (re.sub(r"[^A-Za-z0-9_-]+", "-", str(story.get("id") or "")) or "story")
-            return str(export_story(story, given[self.fmt], folder))
+            return str(export_story(story, given[self.fmt], self.exports / file_stem(str(story.get("id") or ""))))
         except ValueError:
             return None
 

@@ -371,7 +371,6 @@ class OpenAICompat:
             raise OpenAIError(404, f"the model {name!r} is not served here; this server serves {served!r} "
                                    "(GET /v1/models)", "model", "model_not_found")
 
-
     async def _parse(self, request: Request, kind: type[_Extras]) -> _Extras:
         body = await request.body()
         try:

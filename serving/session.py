@@ -350,11 +350,22 @@ class ManuscriptSession:
         if (last.get("kind") != "generate" or not last.get("request_id") or last.get("edited") or not written
                 or not now or now == written or now.startswith(written)):
             return None
-        settings = last.get("settings") or {}
-        return {"request_id": str(last["request_id"]), "kind": "edited", "draft": 0,
-                "prompt": str(last.get("story_prompt") or self.prompt)[:4000],
+        return self._verdict(last, "edited", written, edited=now[:20_000])
+
+    def _verdict(self, turn: dict[str, Any], kind: str, text: str, **more: Any) -> dict[str, Any]:
+        """The ``/feedback`` fields of a ``kind`` verdict on ``text``, a draft of the Generate ``turn``."""
+        settings = turn.get("settings") or {}
+        return {"request_id": str(turn["request_id"]), "kind": kind, "draft": 0,
+                "prompt": str(turn.get("story_prompt") or self.prompt)[:4000],
                 "form": str(settings.get("form") or "story"), "genre": str(settings.get("genre") or ""),
-                "text": written[:20_000], "edited": now[:20_000]}
+                "text": text[:20_000], **more}
+
+    def _mark_last(self, flag: str) -> None:
+        """Sets ``flag`` on the last turn: its verdict was stored as feedback (each is sent once)."""
+        turns = list(self.story.get("turns") or [])
+        if turns:
+            turns[-1] = {**turns[-1], flag: True}
+            self.story = {**self.story, "turns": turns}
 
     def kept_draft(self, going_on: bool = False) -> dict[str, Any] | None:
         """The draft the writer moved on with, of the last Generate turn's drafts, as ``/feedback`` fields, once.
@@ -385,25 +396,15 @@ class ManuscriptSession:
                                     and d.strip() != text))
         if not text or not others:
             return None
-        settings = last.get("settings") or {}
-        return {"request_id": str(last["request_id"]), "kind": "kept", "draft": 0,
-                "prompt": str(last.get("story_prompt") or self.prompt)[:4000],
-                "form": str(settings.get("form") or "story"), "genre": str(settings.get("genre") or ""),
-                "text": text[:20_000], "others": [o[:20_000] for o in others]}
+        return self._verdict(last, "kept", text, others=[o[:20_000] for o in others])
 
     def mark_kept(self) -> None:
         """Records on the last turn that its kept draft was sent as feedback (it is sent once)."""
-        turns = list(self.story.get("turns") or [])
-        if turns:
-            turns[-1] = {**turns[-1], "kept_sent": True}
-            self.story = {**self.story, "turns": turns}
+        self._mark_last("kept_sent")
 
     def mark_edited(self) -> None:
         """Records on the last turn that the writer's rewrite of it was stored as feedback (it is sent once)."""
-        turns = list(self.story.get("turns") or [])
-        if turns:
-            turns[-1] = {**turns[-1], "edited": True}
-            self.story = {**self.story, "turns": turns}
+        self._mark_last("edited")
 
     def undo(self) -> ManuscriptSession:
         """Takes the last model turn back (see :func:`serving.manuscript.undo`)."""

@@ -315,9 +315,8 @@ def test_the_openai_endpoints_name_and_score_with_the_challenger_when_it_wrote(w
     assert first["system_fingerprint"] == "seq2seq-v4"
 
 
-def test_the_manuscript_tab_sends_a_writers_rewrite_of_a_generated_piece_once(tmp_path, writer):
-    from models.contract import GenerationSettings
-    from serving.session import ManuscriptSession
+def manuscript_tab(tmp_path, writer):
+    """The UI's Manuscript tab over a logged engine, its stories and feedback in a SQLite workspace."""
     from serving.story_sync import StorySync
     from serving.ui import build_ui
     from workspace.store import StoryStore
@@ -327,6 +326,14 @@ def test_the_manuscript_tab_sends_a_writers_rewrite_of_a_generated_piece_once(tm
     blocks = build_ui(lambda: engine, load_serving_config(env={}), StorySync(lambda: store))
     tab = next(fn for fn in blocks.fns.values()
                if getattr(fn.fn, "__name__", "") == "keep_edits").fn.__wrapped__.__self__
+    return store, tab
+
+
+def test_the_manuscript_tab_sends_a_writers_rewrite_of_a_generated_piece_once(tmp_path, writer):
+    from models.contract import GenerationSettings
+    from serving.session import ManuscriptSession
+
+    store, tab = manuscript_tab(tmp_path, writer)
     session = ManuscriptSession(max_prompt_chars=4000)
     turn = session.start_turn("generate", "A fox finds a key.", session_reader())
     rid = new_request_id()
@@ -346,15 +353,8 @@ def test_the_manuscript_tab_sends_a_writers_rewrite_of_a_generated_piece_once(tm
 def test_the_manuscript_tab_sends_the_draft_a_writer_went_on_with_as_kept_over_the_others_once(tmp_path, writer):
     from models.contract import GenerationSettings
     from serving.session import ManuscriptSession
-    from serving.story_sync import StorySync
-    from serving.ui import build_ui
-    from workspace.store import StoryStore
 
-    store = StoryStore(f"sqlite:///{tmp_path / 'ws.db'}")
-    engine, _ = logged_engine(writer)
-    blocks = build_ui(lambda: engine, load_serving_config(env={}), StorySync(lambda: store))
-    tab = next(fn for fn in blocks.fns.values()
-               if getattr(fn.fn, "__name__", "") == "keep_edits").fn.__wrapped__.__self__
+    store, tab = manuscript_tab(tmp_path, writer)
     settings = GenerationSettings(form="fable").model_dump()
     session = ManuscriptSession(max_prompt_chars=4000)
     ids = [new_request_id() for _ in range(3)]

@@ -21,6 +21,9 @@ class LoreEntry(BaseModel):
     pinned: bool = False  # always included, keys or not
 
 
+RequestId = Annotated[str, Field(pattern="^([0-9a-f]{32}|)$")]  # a request log row's id, or '' when unknown
+
+
 class Turn(BaseModel):
     """One model turn: what was written, with what, and what the writer did with it.
 
@@ -40,7 +43,7 @@ class Turn(BaseModel):
     alternatives: list[str] = Field(default_factory=list, max_length=16)
     kept: int = 0
     # the request log's row of each alternative ('' when unknown), and whether the kept one was sent as feedback
-    request_ids: list[Annotated[str, Field(pattern="^([0-9a-f]{32}|)$")]] = Field(default_factory=list, max_length=16)
+    request_ids: list[RequestId] = Field(default_factory=list, max_length=16)
     kept_sent: bool = False
     feedback: str = Field("", pattern="^(up|down|)$")
     edited: bool = False
@@ -52,7 +55,7 @@ class Turn(BaseModel):
     wrote_on: bool = False  # whether it continued the manuscript's text
     story_prompt: str = ""
     provenance_line: str = ""
-    request_id: str = Field("", pattern="^([0-9a-f]{32}|)$")  # the request log's row (feedback names it)
+    request_id: RequestId = ""  # the request log's row (feedback names it)
 
 
 class StoryFields(BaseModel):
