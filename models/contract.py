@@ -153,6 +153,21 @@ class WriterModel(ABC):
         logits, ids = self.teacher_logits(prompt, text, settings)
         return token_chances(logits, ids, settings, lambda kept: self.tokenizer.decode(kept), top)  # type: ignore[attr-defined]
 
+    def word_token_ids(self, word: str) -> list[int]:
+        """The first token of ``word`` in running text, under the model's own tokenizer (for ``word_bias``).
+
+        One id per way the word appears: as written and capitalised, at a line's start and after a space
+        (a leading token that is only a space is skipped). Empty when the tokenizer gives nothing.
+        """
+        ids: list[int] = []
+        for form in dict.fromkeys((word, f" {word}", word[:1].upper() + word[1:], f" {word[:1].upper()}{word[1:]}")):
+            tokens = self.tokenizer(form, add_special_tokens=False)["input_ids"]  # type: ignore[attr-defined]
+            if len(tokens) > 1 and not self.tokenizer.decode(tokens[:1]).strip():  # type: ignore[attr-defined]
+                tokens = tokens[1:]
+            if tokens and tokens[0] not in ids:
+                ids.append(int(tokens[0]))
+        return ids
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the model's own tokenizer (no special tokens)."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[attr-defined]

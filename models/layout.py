@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from models.banning import Rewindable, without_phrases
 from models.configs import TransformerConfig
 from models.contract import GenerationSettings, WriterModel
 from models.text import ends_complete, finish_text, states_moral, stream_text, words_scored
@@ -247,6 +248,17 @@ class PromptLayout(WriterModel):
             self._warn_once("max_new", "max_new_tokens %d cut to %d so that prompt + piece fit the context of %d",
                             settings.max_new_tokens, budget, self.config.context)
         return budget
+
+    def phrase_free(self, sampler: Rewindable, max_new: int, settings: GenerationSettings) -> Iterator[int]:
+        """Sampled ids in which none of ``settings.banned_phrases`` appears (:func:`models.banning.without_phrases`).
+
+        Raises:
+            ValueError: With beam search, which has no single sequence to go back on.
+        """
+        if settings.num_beams > 1:
+            raise ValueError("banned_phrases work with sampling only: set num_beams 1 or leave banned_phrases out")
+        return without_phrases(sampler, lambda ids: decode_ids(self.tokenizer, ids), settings.banned_phrases,
+                               max_new, self.stop_ids)
 
     # --- a fable's moral -------------------------------------------------------------------------------
     def moral_missing(self, form: str, text: str, settings: GenerationSettings) -> bool:

@@ -103,6 +103,41 @@ def sampler_chain(settings: SamplingParams, n_vocab: int, seed: int | None, hist
 XTC_SEED_SALT = 0x5EED_C0DE
 
 
+class _ContextRow:
+    """The request in llama.cpp's context, sampled with the chain, able to go back (a ``Rewindable``).
+
+    A token banned at a position is removed from that position's logits (-inf) before the chain samples.
+    Going back cuts the context and builds the chain again over the tokens kept, so the repetition penalty's
+    and DRY's history holds only text that stays.
+    """
+
+    def __init__(self, writer: LlamaCppWriter, prefix: Sequence[int], settings: SamplingParams, seed: int,
+                 history: int) -> None:
+        self.writer, self.prefix, self.settings, self.seed, self.history = writer, list(prefix), settings, seed, history
+        self.chain = self._chain(())
+
+    def _chain(self, written: Sequence[int]) -> Any:
+        chain = sampler_chain(self.settings, self.writer.n_vocab, self.seed, self.history, self.writer.llm._model.vocab)
+        for token in written:
+            chain.accept(int(token))
+        return chain
+
+    def sample(self, banned: frozenset[int]) -> int:
+        llm = self.writer.llm
+        if banned:
+            row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(self.writer.n_vocab,))
+            row[sorted(banned)] = -np.inf
+        return int(self.chain.sample(llm._ctx, -1))
+
+    def read(self, token: int) -> None:
+        self.writer._decode([int(token)])
+
+    def rewind(self, written: Sequence[int]) -> None:
+        self.writer._prime([*self.prefix, *written])
+        self.chain.close()
+        self.chain = self._chain(written)
+
+
 class _VocabOf:
     """What ``LlamaSampler.add_dry`` reads of a model: its ``vocab`` pointer."""
 
@@ -319,6 +354,13 @@ class LlamaCppWriter(PromptLayout):
         max_new = self.new_token_budget(len(prefix), settings)
         with self._lock:
             self._prime(prefix)
+            if settings.banned_phrases:
+                sampler = _ContextRow(self, prefix, settings, seed, max_new)
+                try:
+                    yield from self.phrase_free(sampler, max_new, settings)
+                finally:
+                    sampler.chain.close()
+                return
             chain = sampler_chain(settings, self.n_vocab, seed, max_new, self.llm._model.vocab)
             try:
                 for _ in range(max_new):

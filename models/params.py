@@ -26,6 +26,10 @@ from pydantic.fields import FieldInfo
 MAX_SEED = 2**63 - 1
 MAX_STOPS, MAX_STOP_CHARS = 4, 64  # stop strings per request, characters per stop string
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+MAX_BANNED, MAX_BANNED_CHARS = 32, 64  # banned phrases per request, characters per phrase
+BannedPhrase = Annotated[str, Field(min_length=1, max_length=MAX_BANNED_CHARS, pattern=r"\w")]
+MAX_WORD_BIASES, MAX_WORD_CHARS = 50, 40  # word_bias entries per request, characters per word
+BiasedWord = Annotated[str, Field(min_length=1, max_length=MAX_WORD_CHARS, pattern=r"^\S+$")]
 MAX_BIASES, MAX_TOKEN_ID = 300, 10_000_000  # logit_bias entries per request (as OpenAI), the largest id accepted
 TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]
 Bias = Annotated[float, Field(ge=-100, le=100)]
@@ -80,6 +84,10 @@ class SamplingParams(BaseModel):
         description=f"Up to {MAX_BIASES} token ids (the served model's tokenizer) with a bias from -100 to 100 added "
                     "to their logits before sampling, as OpenAI's logit_bias: -100 bans a token, 100 all but forces "
                     "it. An id the model does not have is refused.")
+    banned_phrases: tuple[BannedPhrase, ...] = Field(
+        (), max_length=MAX_BANNED, strict=False, title="Banned phrases",
+        description=f"Up to {MAX_BANNED} phrases the model never writes (case-insensitive, whole words): when one "
+                    "appears, the sampler goes back to where it began and samples again (see models.banning).")
     seed: int = Field(0, ge=0, le=MAX_SEED, title="Seed",
                       description="Random seed; the same seed and settings write the same text.")
     num_beams: int = Field(1, ge=1, le=16, title="Beams",
@@ -165,6 +173,21 @@ def choice_fields(names: tuple[str, ...] | list[str], *, optional: bool = True,
     return out
 
 
+def word_bias_field() -> tuple[Any, FieldInfo]:
+    """The ``word_bias`` request field: logit bias by word, for writers (``pydantic.create_model`` form).
+
+    Not a :class:`SamplingParams` field: the server turns each word into token ids with the tokenizer of the
+    model that writes (:meth:`models.contract.WriterModel.word_token_ids`) and adds them to ``logit_bias``
+    (an id ``logit_bias`` sets itself keeps its own bias).
+    """
+    return (dict[BiasedWord, Bias], Field(
+        default_factory=dict, max_length=MAX_WORD_BIASES, strict=False, title="Word bias",
+        description=f"Up to {MAX_WORD_BIASES} words (no spaces) with a bias from -100 to 100, as logit_bias but by "
+                    "word: the first token of the word as it starts a sentence or follows a space, in the writing "
+                    "model's tokenizer. -100 keeps the word out (and other words that begin with the same token; "
+                    "banned_phrases is exact), a few points make it likelier."))
+
+
 class _Group(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -180,5 +203,6 @@ def chosen(values: Any) -> dict[str, Any]:
             if getattr(values, name, None) is not None}
 
 
-__all__ = ["MAX_SEED", "MAX_STOPS", "MAX_STOP_CHARS", "SAMPLING_FIELDS", "Sampling", "SamplingParams", "StopString",
-           "ValidationError", "bounds", "choice_fields", "chosen", "default", "step"]
+__all__ = ["MAX_BANNED", "MAX_BANNED_CHARS", "MAX_SEED", "MAX_STOPS",
+           "MAX_STOP_CHARS", "SAMPLING_FIELDS", "Sampling", "SamplingParams", "StopString",
+           "ValidationError", "bounds", "choice_fields", "chosen", "default", "step", "word_bias_field"]

@@ -152,6 +152,21 @@ def sample_next(logits: torch.Tensor, settings: SamplingParams,
     return (cdf < u).sum(dim=-1).clamp(max=logits.size(-1) - 1)
 
 
+def draw_one(logits: torch.Tensor, settings: SamplingParams, generator: torch.Generator, written: Sequence[int],
+             banned: Sequence[int] = ()) -> int:
+    """One row's next token (:func:`sample_next` on ``(V,)`` or ``(1, V)`` logits), never one of ``banned``.
+
+    ``written`` are the tokens written so far (the penalties' history). The banned-phrase sampler
+    (:mod:`models.banning`) draws with it on the torch runtimes.
+    """
+    row = logits.reshape(1, -1).float()
+    if banned:
+        row = row.clone()
+        row[0, list(banned)] = -math.inf
+    history = torch.tensor([list(written)], dtype=torch.long).reshape(1, -1)
+    return int(sample_next(row, settings, [generator], history)[0])
+
+
 @dataclass(frozen=True)
 class TokenChance:
     """One written token and how likely the sampler found it.

@@ -32,10 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from models.banning import without_phrases
 from models.configs import Seq2SeqConfig
 from models.contract import GenerationSettings, WriterModel
 from models.manifest import write_manifest
-from models.sampling import beam_search, sample_next
+from models.sampling import beam_search, draw_one, sample_next
 from models.text import finish_text, stream_text, words_scored
 from models.tokenizer import control_ids, decode_ids, encode_text, load_tokenizer, save_tokenizer
 
@@ -231,7 +232,7 @@ class Seq2SeqWriter(WriterModel):
     def generate(self, prompts: Sequence[str], settings: GenerationSettings | None = None) -> list[str]:
         """Generates one piece per prompt (batched; each row has its own seeded generator)."""
         settings = settings or GenerationSettings()
-        if settings.num_beams > 1:
+        if settings.num_beams > 1 and not settings.banned_phrases:  # (with them, _sample says beams cannot)
             return [self._beam(p, settings) for p in prompts]
         ids = self._sample(list(prompts), settings)
         texts = [decode_ids(self.tokenizer, row) for row in ids]
@@ -250,10 +251,11 @@ class Seq2SeqWriter(WriterModel):
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yields text as it is generated; the pieces join to ``generate([prompt], settings)[0]``."""
         settings = settings or GenerationSettings()
-        if settings.num_beams > 1:  # beam search has no stable prefix until it ends
+        if settings.num_beams > 1 and not settings.banned_phrases:  # beam search has no stable prefix until it ends
             yield self.generate([prompt], settings)[0]
             return
-        tokens = (int(step[0]) for step in self._sample_iter([prompt], settings))
+        tokens = (self._phrase_free_ids(prompt, settings, settings.seed) if settings.banned_phrases
+                  else (int(step[0]) for step in self._sample_iter([prompt], settings)))
         yield from stream_text(tokens, lambda ids: decode_ids(self.tokenizer, ids), settings.trim_to_sentence,
                                settings.stop)
 
@@ -333,8 +335,21 @@ class Seq2SeqWriter(WriterModel):
             history = torch.cat([history, nxt.unsqueeze(1)], dim=1)
             tokens = nxt
 
+    @torch.inference_mode()
+    def _phrase_free_ids(self, prompt: str, settings: GenerationSettings, seed: int) -> Iterator[int]:
+        """One row's sampled ids with ``settings.banned_phrases`` kept out (see :mod:`models.banning`)."""
+        if settings.num_beams > 1:
+            raise ValueError("banned_phrases work with sampling only: set num_beams 1 or leave banned_phrases out")
+        src, src_len = self._batch_src([prompt], [settings.form], [settings.genre])
+        row = _StateRow(self.net, self.net.encode(src, src_len), self.config.bos_id, settings, seed)
+        yield from without_phrases(row, lambda ids: decode_ids(self.tokenizer, ids), settings.banned_phrases,
+                                   settings.max_new_tokens, [self.config.eos_id])
+
     def _sample(self, prompts: list[str], settings: GenerationSettings,
                 seeds: Sequence[int] | None = None) -> list[list[int]]:
+        if settings.banned_phrases:  # one row at a time: each goes back on its own decoder states
+            return [list(self._phrase_free_ids(p, settings, s))
+                    for p, s in zip(prompts, seeds or [settings.seed] * len(prompts), strict=True)]
         rows: list[list[int]] = [[] for _ in prompts]
         finished = [False] * len(prompts)
         for step in self._sample_iter(prompts, settings, seeds):
@@ -371,6 +386,31 @@ class Seq2SeqWriter(WriterModel):
         src_tokens = [self.tokenizer.decode([t]) for t in src[0].tolist()]
         out_tokens = [self.tokenizer.decode([t]) for t in ids] + ["<eos>"]
         return src_tokens, out_tokens[: weights.size(1)], weights[0].float()
+
+
+class _StateRow:
+    """One row of the decoder that can go back (a :class:`models.banning.Rewindable`): its state per position."""
+
+    def __init__(self, net: Seq2Seq, state: Any, bos_id: int, settings: GenerationSettings, seed: int) -> None:
+        self.net, self.settings = net, settings
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.written: list[int] = []
+        self.steps = [self._step(bos_id, state)]  # steps[k]: (logits, state) after k written tokens
+
+    def _step(self, token: int, state: Any) -> tuple[torch.Tensor, Any]:
+        logits, state, _ = self.net.decode(torch.tensor([[int(token)]]), state)
+        return logits[0, -1], state
+
+    def sample(self, banned: frozenset[int]) -> int:
+        return draw_one(self.steps[-1][0], self.settings, self.generator, self.written, sorted(banned))
+
+    def read(self, token: int) -> None:
+        self.written.append(int(token))
+        self.steps.append(self._step(token, self.steps[-1][1]))
+
+    def rewind(self, written: Sequence[int]) -> None:
+        self.written = list(written)
+        del self.steps[len(written) + 1:]
 
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,7 +47,7 @@ from models.configs import TransformerConfig
 from models.contract import GenerationSettings
 from models.layout import IGNORE, PromptLayout, has_chat_template, read_saved
 from models.manifest import write_manifest
-from models.sampling import sample_next
+from models.sampling import draw_one, sample_next
 from models.tokenizer import PAD, SEP, check_special_tokens, form_token, genre_token
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,12 @@ class TransformerWriter(PromptLayout):
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yields text as it is sampled; the pieces join to ``generate([prompt], settings)[0]``."""
         settings = settings or GenerationSettings()
-        if settings.num_beams > 1:  # beam search has no stable prefix until it ends
+        if settings.num_beams > 1 and not settings.banned_phrases:  # beam search has no stable prefix until it ends
             yield self.generate([prompt], settings)[0]
             return
-        yield from self.stream_ids(prompt, (int(step[0]) for step in self._sample_iter([prompt], settings)), settings)
+        tokens = (self._phrase_free_ids(prompt, settings.seed, settings=settings) if settings.banned_phrases
+                  else (int(step[0]) for step in self._sample_iter([prompt], settings)))
+        yield from self.stream_ids(prompt, tokens, settings)
 
     def teacher_logits(self, prompt: str, text: str, settings: GenerationSettings) -> tuple[torch.Tensor, list[int]]:
         """The logits for each token of ``text`` after the request's prefix (teacher forcing), and the ids.
@@ -278,6 +280,12 @@ class TransformerWriter(PromptLayout):
         """Generated ids per prompt, cut before the first end token."""
         if not prompts:
             return []
+        if settings.banned_phrases:  # one row at a time: a row goes back on its own KV cache
+            seeds = seeds or [settings.seed] * len(prompts)
+            forms = forms or [settings.form] * len(prompts)
+            genres = genres or [settings.genre] * len(prompts)
+            return [list(self._phrase_free_ids(*row, settings=settings))
+                    for row in zip(prompts, seeds, forms, genres, strict=True)]
         if settings.num_beams > 1:
             return self._beam_ids(prompts, settings)
         rows: list[list[int]] = [[] for _ in prompts]
@@ -288,6 +296,14 @@ class TransformerWriter(PromptLayout):
                 if not finished[i]:
                     rows[i].append(tid)
         return rows
+
+    @torch.inference_mode()
+    def _phrase_free_ids(self, prompt: str, seed: int, form: str | None = None, genre: str | None = None, *,
+                         settings: GenerationSettings) -> Iterator[int]:
+        """One row's sampled ids with ``settings.banned_phrases`` kept out (see :mod:`models.banning`)."""
+        prefix = self.request_prefix(prompt, settings, form, genre)
+        max_new = self.new_token_budget(len(prefix), settings)
+        yield from self.phrase_free(_CacheRow(self.model, prefix, settings, seed), max_new, settings)
 
     def _beam_ids(self, prompts: list[str], settings: GenerationSettings) -> list[list[int]]:
         input_ids, mask, max_new = self._prefixes(prompts, settings)
@@ -303,6 +319,38 @@ class TransformerWriter(PromptLayout):
 
 
 # --- building ------------------------------------------------------------------------------------------
+class _CacheRow:
+    """One row sampled over its own KV cache that can go back (a :class:`models.banning.Rewindable`)."""
+
+    def __init__(self, model: Any, prefix: Sequence[int], settings: GenerationSettings, seed: int) -> None:
+        self.model, self.prefix, self.settings = model, list(prefix), settings
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.written: list[int] = []
+        self.past: Any = None
+        self._read([*self.prefix])
+
+    def _read(self, ids: list[int]) -> None:
+        out = self.model(input_ids=torch.tensor([ids], device=self.model.device), past_key_values=self.past,
+                         use_cache=True)
+        self.past, self.logits = out.past_key_values, out.logits[0, -1].float().cpu()
+
+    def sample(self, banned: frozenset[int]) -> int:
+        return draw_one(self.logits, self.settings, self.generator, self.written, sorted(banned))
+
+    def read(self, token: int) -> None:
+        self.written.append(int(token))
+        self._read([int(token)])
+
+    def rewind(self, written: Sequence[int]) -> None:
+        """Crops the cache to the prefix and ``written`` less its last token, then reads that token again."""
+        self.written = list(written)
+        sequence = [*self.prefix, *self.written]
+        extra = self.past.get_seq_length() - (len(sequence) - 1)
+        if extra > 0:
+            self.past.crop(-extra)  # a negative count: that many tokens off the end
+        self._read(sequence[-1:])
+
+
 def collate_examples(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pads ``(input_ids, labels)`` pairs into ``input_ids``, ``attention_mask`` and ``labels``."""
     width = max(len(ids) for ids, _ in pairs)

@@ -132,6 +132,7 @@ def generate_for_prompts(model: Any, prompts: pd.DataFrame, generation: BatchGen
         try:
             planned.append(planner.settings(generation, generation.seed, controls, form=form, genre=genre,
                                             vocab_size=int(getattr(model, "vocab_size", 0) or 0),
+                                            words=getattr(model, "word_token_ids", None),
                                             **generation.fixed()))
         except RequestError as exc:  # the group's first row is the file's first row with this problem
             raise ValueError(f"prompt {group['id'].iloc[0]}: {exc}") from None

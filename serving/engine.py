@@ -371,7 +371,8 @@ class Engine:
             RequestError: If the model does not know the request's form or genre.
         """
         model = loaded or self.loaded
-        return self.planner.plan(request, model.controls, chat, vocab_size=model.vocab_size)
+        return self.planner.plan(request, model.controls, chat, vocab_size=model.vocab_size,
+                                 words=model.model.word_token_ids)
 
     def _run_rows(self, settings: Any, rows: list[tuple[str, int]]) -> list[str]:
         return self.loaded.model.generate_rows(rows, settings)

@@ -13,7 +13,8 @@ token, which clients send as their API key). How the fields map:
   0 is greedy decoding (top-k 1).
 - Extra body fields: ``form``, ``genre``, ``preset``, ``top_k``, ``min_p``, ``repetition_penalty`` and the
   DRY and XTC settings (``dry_multiplier``, ``dry_base``, ``dry_allowed_length``, ``xtc_threshold``,
-  ``xtc_probability``).
+  ``xtc_probability``), ``banned_phrases`` (never written: the sampler backtracks) and ``word_bias`` (logit
+  bias by word, turned into the writing model's token ids).
 - ``logprobs`` (completions: an integer, the alternatives per token; chat: ``logprobs: true`` with
   ``top_logprobs``), non-streamed only: each token's log-probability under the request's sampling settings
   (temperature, penalty and filters, so a token the filters cut gets OpenAI's floor of -9999) and the top
@@ -49,7 +50,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from core.paths import REGISTERED_NAME
-from models.params import MAX_STOPS, choice_fields
+from models.params import MAX_STOPS, choice_fields, word_bias_field
 from serving.config import Limits
 from serving.engine import Engine, NotReadyError, OverloadedError, iterate_in_thread
 from serving.planner import Chat, RequestError, RequestPlanner
@@ -63,7 +64,8 @@ TO_GENERATE = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new
 FROM_GENERATE = {"max_new_tokens": "max_tokens", "num_drafts": "n"}
 EXTRA_SAMPLING = ("top_k", "min_p", "repetition_penalty", "dry_multiplier", "dry_base", "dry_allowed_length",
                   "xtc_threshold", "xtc_probability")  # SamplingParams fields OpenAI has no name for
-PASSED_ON = ("temperature", "top_p", "seed", "form", "genre", "preset", *EXTRA_SAMPLING)
+PASSED_ON = ("temperature", "top_p", "seed", "form", "genre", "preset", *EXTRA_SAMPLING, "banned_phrases",
+             "word_bias")
 Count = Callable[[str, str, int], None]  # (endpoint, outcome, tokens) -> None
 
 
@@ -127,8 +129,9 @@ class _OpenAIFields(BaseModel):
 
 _Extras = create_model(
     "_Extras", __base__=_OpenAIFields, __module__=__name__, __doc__=_OpenAIFields.__doc__,
-    **choice_fields(("temperature", "top_p", "seed", *EXTRA_SAMPLING),
-                    temperature={"ge": 0, "description": "0 is greedy; otherwise as in /generate."}))
+    **choice_fields(("temperature", "top_p", "seed", *EXTRA_SAMPLING, "banned_phrases"),
+                    temperature={"ge": 0, "description": "0 is greedy; otherwise as in /generate."}),
+    word_bias=(word_bias_field()[0] | None, Field(None, description=word_bias_field()[1].description)))
 
 
 class CompletionRequest(_Extras):  # type: ignore[valid-type, misc]

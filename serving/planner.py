@@ -14,12 +14,13 @@ inference profile's :class:`BatchGeneration`.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from models.params import MAX_SEED, SAMPLING_FIELDS, check_logit_bias, choice_fields
+from models.params import MAX_SEED, SAMPLING_FIELDS, check_logit_bias, choice_fields, word_bias_field
 from models.presets import PresetName, resolve_sampling
 from serving.config import Defaults, Limits, ServingConfig
 from serving.schemas import RequestBase, request_model
@@ -86,8 +87,11 @@ BATCH_FIXED = ("trim_to_sentence", "target_words", "num_beams")  # what a batch 
 BatchGeneration = create_model(
     "BatchGeneration", __base__=_BatchBase, __module__=__name__, __doc__=_BatchBase.__doc__,
     **choice_fields(SAMPLING_FIELDS),
-    **choice_fields(("max_new_tokens", "stop", "seed", "logit_bias", *BATCH_FIXED), optional=False,
-                    max_new_tokens={"default": 160}, trim_to_sentence={"default": True}))
+    **choice_fields(("max_new_tokens", "stop", "seed", "logit_bias", "banned_phrases", *BATCH_FIXED), optional=False,
+                    max_new_tokens={"default": 160}, trim_to_sentence={"default": True}),
+    word_bias=word_bias_field())
+
+WordIds = Callable[[str], list[int]]  # a word -> its token ids in the writing model's tokenizer
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,7 @@ class RequestPlanner:
 
     def settings(self, asked: Any, seed: int, controls: dict[str, list[str]], *, form: str | None = None,
                  genre: str | None = None, chat: Chat | None = None, vocab_size: int = 0,
-                 **fixed: Any) -> GenerationSettings:
+                 words: WordIds | None = None, **fixed: Any) -> GenerationSettings:
         """The model's generation settings for what was asked (form and genre checked against the model).
 
         Sampling: the profile's defaults, then the preset, then the fields ``asked`` sets.
@@ -145,17 +149,20 @@ class RequestPlanner:
             genre: The genre (default: ``asked.genre``).
             chat: A conversation's system message, earlier turns and lead (chat-layout families read it).
             vocab_size: The model's vocabulary size (0: unknown); ``logit_bias`` ids must be below it.
+            words: The writing model's ``word_token_ids`` (``word_bias`` becomes ``logit_bias`` with it).
             **fixed: Further settings the caller fixes (batch inference: ``trim_to_sentence``, ...).
 
         Raises:
-            RequestError: If the model does not know the form or genre, or a ``logit_bias`` token id.
+            RequestError: If the model does not know the form or genre, a ``logit_bias`` token id, or cannot
+                turn a ``word_bias`` word into tokens.
         """
         from models.contract import GenerationSettings
 
         form = form if form is not None else getattr(asked, "form", "story")
         genre = (genre if genre is not None else getattr(asked, "genre", "")) or ""
         check_controls(controls, form, genre)
-        bias = dict(getattr(asked, "logit_bias", None) or {})
+        bias = {**word_biases(getattr(asked, "word_bias", None) or {}, words),
+                **(getattr(asked, "logit_bias", None) or {})}  # an id logit_bias names keeps its own bias
         try:
             check_logit_bias(bias, vocab_size)
         except ValueError as exc:
@@ -165,15 +172,31 @@ class RequestPlanner:
         chat = chat or Chat()
         return GenerationSettings(max_new_tokens=asked.max_new_tokens, seed=seed, form=form, genre=genre,
                                   stop=tuple(asked.stop), system=chat.system, history=chat.history, lead=chat.lead,
-                                  logit_bias=bias, **sampling, **fixed)
+                                  logit_bias=bias, banned_phrases=tuple(getattr(asked, "banned_phrases", ()) or ()),
+                                  **sampling, **fixed)
 
     def plan(self, request: Any, controls: dict[str, list[str]], chat: Chat | None = None,
-             vocab_size: int = 0) -> Plan:
+             vocab_size: int = 0, words: WordIds | None = None) -> Plan:
         """The request's seeds, its settings (first seed) and its ``(prompt, seed)`` rows.
 
         Raises:
             RequestError: If the model does not know the form or genre, or a ``logit_bias`` token id.
         """
         seeds = self.seeds(request)
-        settings = self.settings(request, seeds[0], controls, chat=chat, vocab_size=vocab_size)
+        settings = self.settings(request, seeds[0], controls, chat=chat, vocab_size=vocab_size, words=words)
         return Plan(seeds, settings, [(request.prompt, s) for s in seeds])
+
+
+def word_biases(word_bias: dict[str, float], words: WordIds | None) -> dict[int, float]:
+    """``word_bias`` as token ids with their biases (see :func:`models.params.word_bias_field`).
+
+    Raises:
+        RequestError: Naming the word the model's tokenizer cannot write, or when no tokenizer is given.
+    """
+    out: dict[int, float] = {}
+    for word, bias in word_bias.items():
+        ids = words(word) if words is not None else []
+        if not ids:
+            raise RequestError("word_bias", f"'{word}' cannot be turned into this model's tokens")
+        out.update(dict.fromkeys(ids, float(bias)))
+    return out

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from models.params import SAMPLING_FIELDS, choice_fields
+from models.params import SAMPLING_FIELDS, choice_fields, word_bias_field
 from models.presets import PresetName
 from serving.config import Defaults, Limits
 
@@ -79,7 +79,8 @@ def _profile_fields(limits: Limits, defaults: Defaults) -> dict[str, Any]:
         **choice_fields(SAMPLING_FIELDS, **{name: left_out(name) for name in SAMPLING_FIELDS}),
         **choice_fields(("max_new_tokens",), optional=False,
                         max_new_tokens={"default": defaults.max_new_tokens, "le": limits.max_new_tokens}),
-        **choice_fields(("stop", "logit_bias"), optional=False),
+        **choice_fields(("stop", "logit_bias", "banned_phrases"), optional=False),
+        "word_bias": word_bias_field(),
         **choice_fields(("seed",), seed={"description": "Random seed; the same seed and settings write the same "
                                                         "text. Left out: the server picks one and returns it."}),
     }

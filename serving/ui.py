@@ -111,12 +111,18 @@ def settings_panel(config: ServingConfig) -> Controls:
                                      value="", label="Preset (sets the sliders below)", elem_id="preset")
                 sliders = dict(zip(SAMPLING_FIELDS, sampling_sliders(defaults), strict=True))
                 stop = gr.Textbox(label="Stop at (one per line; the text ends before it)", lines=2, elem_id="stop")
+                banned = gr.Textbox(label="Banned phrases (one per line; never written: the model goes back and "
+                                          "writes something else)", lines=2, elem_id="banned-phrases",
+                                    placeholder="shivers down her spine")
+                word_bias = gr.Textbox(label="Word bias (one per line: a word and -100 … 100; -100 keeps it out, "
+                                             "a few points make it likelier)", lines=2, elem_id="word-bias",
+                                       placeholder="suddenly -100\nlantern 3")
             drafts = gr.Slider(1, limits.max_drafts, value=1, step=1, label="Drafts side by side", elem_id="drafts-n")
             with gr.Row():
                 seed = gr.Number(value=None, precision=0, minimum=0, label="Seed", elem_id="seed")
                 reuse = gr.Checkbox(False, label="Reuse seed", elem_id="reuse-seed")
     fields = {"prompt": prompt, "form": form, "genre": genre, "max_new_tokens": max_new, "preset": preset, **sliders,
-              "stop": stop, "num_drafts": drafts}
+              "stop": stop, "banned_phrases": banned, "word_bias": word_bias, "num_drafts": drafts}
     preset.change(use_preset, preset, list(sliders.values()))  # in SAMPLING_FIELDS' order
     return Controls({name: fields[name] for name in CONTROLS}, seed, reuse)
 

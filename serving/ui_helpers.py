@@ -50,12 +50,40 @@ def provenance_line(prov: dict[str, Any], settings: dict[str, Any] | None = None
            f"{at}{run}{quality}{runtime}{how}"
 
 
+def phrase_lines(text: str) -> list[str]:
+    """The UI's banned-phrases box: one phrase per line (empty lines ignored, spaces around a phrase dropped)."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def word_bias_lines(text: str) -> dict[str, float]:
+    """The UI's word-bias box: one ``word bias`` per line (``suddenly -100``, ``dragon: 3``, ``moon=2``).
+
+    Raises:
+        ValueError: Naming the line that is not a word followed by a number.
+    """
+    out: dict[str, float] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.replace(":", " ").replace("=", " ").split()
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            out[parts[0]] = float(parts[1])
+        except ValueError:
+            raise ValueError(f"word bias, line {number} ('{line.strip()}'): write one word and a number from "
+                             "-100 to 100, e.g. 'suddenly -100'") from None
+    return out
+
+
 def stop_strings(text: str) -> list[str]:
     r"""The UI's stop box: one stop string per line (empty lines ignored; ``\n`` stands for a line break)."""
     return [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
 
 
-CONTROLS = ("prompt", "form", "genre", "max_new_tokens", "preset", *SAMPLING_FIELDS, "stop", "num_drafts")
+CONTROLS = ("prompt", "form", "genre", "max_new_tokens", "preset", *SAMPLING_FIELDS, "stop", "banned_phrases",
+            "word_bias", "num_drafts")
+TEXT_CONTROLS = ("prompt", "form", "genre", "preset", "stop", "banned_phrases", "word_bias")  # boxes, not sliders
 """The shared controls above the UI's tabs, by the request field each one sets."""
 
 
@@ -74,10 +102,11 @@ def request_for(planner: RequestPlanner, values: Mapping[str, Any], seed: Any) -
         pydantic.ValidationError: Naming the value that breaks a rule.
         KeyError: If a control in :data:`CONTROLS` has no value.
     """
-    fields = {name: _cast(name, values[name]) for name in CONTROLS if name not in ("prompt", "form", "genre",
-                                                                                     "preset", "stop")}
+    fields = {name: _cast(name, values[name]) for name in CONTROLS if name not in TEXT_CONTROLS}
     return planner.request(prompt=values["prompt"] or "", form=values["form"] or "story", genre=values["genre"] or "",
                            preset=values["preset"] or None, stop=stop_strings(values["stop"] or ""),
+                           banned_phrases=phrase_lines(values.get("banned_phrases") or ""),
+                           word_bias=word_bias_lines(values.get("word_bias") or ""),
                            seed=None if seed in (None, "") else int(seed), **fields)
 
 

@@ -180,3 +180,19 @@ def test_the_ui_sliders_offer_exactly_the_api_bounds():
             GenerateRequest(prompt="A fox.", **{name: int(value) if kind is int else float(value)})
         assert slider.value == getattr(Defaults(), name)
     assert SamplingParams.model_fields["temperature"].metadata  # the bounds live on the one class
+
+
+def test_the_uis_banned_phrases_and_word_bias_boxes_become_request_fields():
+    from models.params import SAMPLING_FIELDS, default
+    from serving.ui_helpers import phrase_lines, request_for, word_bias_lines
+
+    assert phrase_lines("  shivers down her spine \n\n a tapestry of\n") == ["shivers down her spine", "a tapestry of"]
+    assert word_bias_lines("suddenly -100\ndragon: 3\n\nmoon=2.5") == {"suddenly": -100.0, "dragon": 3.0, "moon": 2.5}
+    for bad, line in (("suddenly", 1), ("ok 1\nmuch too many 4", 2), ("dragon: lots", 1)):
+        with pytest.raises(ValueError, match=f"line {line}"):
+            word_bias_lines(bad)
+    values = {"prompt": "A fox.", "form": "story", "genre": "", "max_new_tokens": 10.0, "preset": "", "stop": "",
+              "banned_phrases": "once upon a time", "word_bias": "fox -100", "num_drafts": 1.0,
+              **{name: float(default(name)) for name in SAMPLING_FIELDS}}
+    request = request_for(RequestPlanner(), values, 3)
+    assert request.banned_phrases == ("once upon a time",) and request.word_bias == {"fox": -100.0}

@@ -408,6 +408,28 @@ def test_a_logit_bias_id_the_served_model_lacks_is_a_request_error_and_a_known_o
     assert forced.drafts[0].text.replace(decode_ids(writer.tokenizer, [word]).strip(), "").strip() == ""
 
 
+def test_banned_phrases_and_word_bias_reach_the_writing_models_sampler(writer):
+    from models.banning import find_phrase
+
+    engine = engine_for(writer, batching=False)
+    ask = {"prompt": "A fox finds a key.", "max_new_tokens": 30, "seed": 3}
+    plain = generate(engine, GenerateRequest(**ask)).drafts[0].text
+    word = next(w for w in plain.split()[1:] if w.isalpha() and len(w) > 1)
+    kept_out = generate(engine, GenerateRequest(**ask, banned_phrases=[word]))
+    assert find_phrase(kept_out.drafts[0].text, [word]) == "" and list(kept_out.settings["banned_phrases"]) == [word]
+    ids = writer.word_token_ids(word)  # the word's first token as it starts a line, after a space, capitalised
+    assert ids and all(isinstance(i, int) for i in ids)
+    biased = generate(engine, GenerateRequest(**ask, word_bias={word: -100}))
+    assert biased.settings["logit_bias"] == dict.fromkeys(ids, -100.0)
+    both = generate(engine, GenerateRequest(**ask, word_bias={word: -100}, logit_bias={ids[0]: 5}))
+    assert both.settings["logit_bias"][ids[0]] == 5.0  # an id logit_bias names keeps its own bias
+    for bad in ({"two words": 1}, {"x" * 41: 1}, {"fox": 101}):
+        with pytest.raises(ValidationError):
+            GenerateRequest(prompt="A fox", word_bias=bad)
+    with pytest.raises(ValidationError):
+        GenerateRequest(prompt="A fox", banned_phrases=["?"])  # a phrase needs a letter or digit
+
+
 def test_openai_fields_map_onto_the_generate_request():
     from serving.openai_compat import ChatRequest, CompletionRequest, OpenAIError, generate_request
 
