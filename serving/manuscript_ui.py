@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import shutil
 import tempfile
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,11 +41,12 @@ from serving.manuscript import (
 )
 from serving.planner import Chat
 from serving.session import ManuscriptSession, Reader, Turn, TurnKind
-from serving.story_sync import SERVER_PREFIX, StorySync
+from serving.story_sync import SAVED_DIGEST, SERVER_PREFIX, StorySync, story_digest
 from serving.ui_helpers import Controls, provenance_line, shown_errors
 from workspace.traffic import FeedbackIn
 
 WRITING = "✍ Writing…"  # the provenance line while a turn is written (the turn's own line replaces it)
+AUTOSAVE_SECONDS = 5.0  # how often the tab saves edits not yet saved (also on leaving a box and after every turn)
 STORAGE_KEY = "creative-writer-stories"
 STORAGE_SECRET = "creative-writer-local-stories"  # not a protection: see the module docstring
 INTRO = ("One text you edit freely. **Generate** writes a piece for the prompt above (with the memory in front). "
@@ -71,6 +73,7 @@ class ManuscriptTab:
         # filled /tmp), removed with the tab or at exit; Gradio serves its own copy of each file
         self.exports = Path(tempfile.mkdtemp(prefix="cw-exports-"))
         weakref.finalize(self, shutil.rmtree, self.exports, True)
+        self._writing: dict[str, threading.Lock] = {}  # per story: held while a turn is written or autosaved
         self.prompt = controls.fields["prompt"]
         gr.Markdown(INTRO)
         self.story = gr.State(new_story())
@@ -109,6 +112,7 @@ class ManuscriptTab:
         with gr.Row():
             self.fmt = gr.Radio(["md", "json"], value="md", label="Export as", elem_id="ms-format")
             self.download = gr.DownloadButton("Export story", elem_id="ms-download")
+        self.autosaver = gr.Timer(AUTOSAVE_SECONDS)
         self.wire()
 
     def session(self, given: dict[Any, Any]) -> ManuscriptSession:
@@ -140,14 +144,19 @@ class ManuscriptTab:
         found = self.get_engine().loaded.model.token_chances(prompt, written, GenerationSettings.from_dict(settings))
         return gr.update(value=chances_html(found), visible=True)
 
-    def kept(self, given: dict[Any, Any], session: ManuscriptSession, origin: str = "autosave") -> dict[Any, Any]:
-        """The outputs that save ``session``'s story (on the server and in the browser) and choose it."""
+    def kept(self, given: dict[Any, Any], session: ManuscriptSession, origin: str = "autosave",
+             started_from: str = "") -> dict[Any, Any]:
+        """The outputs that save ``session``'s story (on the server and in the browser) and choose it.
+
+        ``started_from``: the digest of the story a model turn started from (see :meth:`StorySync.save`).
+        """
         story = session.story
         if self.sync is not None:
-            saved = self.sync.save(story, origin)
+            saved = self.sync.save(story, origin, started_from)
             story = saved.story
             if saved.warning:
                 gr.Warning(saved.warning)
+        story = {**story, SAVED_DIGEST: story_digest(story)}  # what was saved (or tried): autosave skips it
         stories = save_story(given[self.stories], story)
         chosen = SERVER_PREFIX + story["server_id"] if story.get("server_id") and not story.get("unsynced") \
             else story["id"]
@@ -190,7 +199,21 @@ class ManuscriptTab:
     def write_turn(self, engine: Engine, session: ManuscriptSession, reader: Reader, turn: Turn,
                    given: dict[Any, Any], seed: int | None = None,
                    replaces: dict[str, Any] | None = None) -> Iterator[dict[Any, Any]]:
-        """Streams ``turn`` into the manuscript (``seed`` in place of the controls' one), then saves the story."""
+        """Streams ``turn`` into the manuscript (``seed`` in place of the controls' one), then saves the story.
+
+        The story's lock is held meanwhile, so an autosave never saves it under the turn (see :meth:`autosave`).
+        """
+        lock = self.writing_lock(given[self.story])
+        lock.acquire()
+        try:
+            yield from self._write_turn(engine, session, reader, turn, given, seed, replaces)
+        finally:
+            lock.release()
+
+    def _write_turn(self, engine: Engine, session: ManuscriptSession, reader: Reader, turn: Turn,
+                    given: dict[Any, Any], seed: int | None,
+                    replaces: dict[str, Any] | None) -> Iterator[dict[Any, Any]]:
+        started_from = story_digest(self.session(given).story)  # what the writer had when the turn was asked for
         request = self.controls.request(engine.planner, given, prompt=turn.context.prompt, num_drafts=1)
         if seed is not None:
             request = request.model_copy(update={"seed": seed})
@@ -205,7 +228,8 @@ class ManuscriptTab:
         prov = pieces.provenance.as_dict()
         dumped = settings.model_dump()
         session.finish_turn(turn, written, dumped, prov, provenance_line(prov, dumped), pieces.request_id, replaces)
-        yield {self.text: session.text, **self.kept(given, session, "turn"), self.provenance: session.last_provenance,
+        yield {self.text: session.text, **self.kept(given, session, "turn", started_from),
+               self.provenance: session.last_provenance,
                self.budget: session.budget_line(reader, turn.story_prompt), self.drafts: session.drafts_line(),
                self.probs: self.chances(session, given[self.show])}
 
@@ -258,6 +282,29 @@ class ManuscriptTab:
         self.send_verdict(session.edited_turn(), session.mark_edited)
         self.send_verdict(session.kept_draft(), session.mark_kept)
         return self.kept(given, session)
+
+    def writing_lock(self, story: dict[str, Any] | None) -> threading.Lock:
+        """The lock of the story (by its id in the tab) that a turn holds while it is written."""
+        return self._writing.setdefault(str((story or {}).get("id") or ""), threading.Lock())
+
+    def autosave(self, given: dict[Any, Any]) -> dict[Any, Any]:
+        """The timer's and a left box's save: the writer's edits, when they changed since the last save.
+
+        Skipped while a model turn is written on this story (the turn saves it at its end), when the UI's
+        state is older than a version this server saved since (the next tick has the new one), and when
+        nothing changed; otherwise as :meth:`keep_edits`.
+        """
+        lock = self.writing_lock(given[self.story])
+        if not lock.acquire(blocking=False):
+            return {}
+        try:
+            session = self.session(given)
+            if (not session.worth_saving() or (self.sync is not None and self.sync.stale(session.story))
+                    or story_digest(session.story) == session.story.get(SAVED_DIGEST)):
+                return {}
+            return self.keep_edits(given)
+        finally:
+            lock.release()
 
     def send_verdict(self, fields: dict[str, Any] | None, mark: Callable[[], None]) -> None:
         """Stores a verdict the writer's actions gave (``fields`` for ``/feedback``), then ``mark``s it as sent.
@@ -327,7 +374,9 @@ class ManuscriptTab:
             box.change(self.show_budget, budget_in, self.budget, trigger_mode="always_last", show_progress="hidden")
         edits_in = {self.text, self.memory, self.note, self.title, self.story, self.stories, self.lore, self.depth}
         for box in (self.text, self.memory, self.note, self.title, self.lore):
-            box.blur(shown_errors(self.keep_edits), edits_in, [self.story, self.stories, self.saved])
+            box.blur(shown_errors(self.autosave), edits_in, [self.story, self.stories, self.saved])
+        self.autosaver.tick(shown_errors(self.autosave), edits_in, [self.story, self.stories, self.saved],
+                            show_progress="hidden")
         self.open_story.click(shown_errors(self.reopen), {self.saved, self.stories, self.show},
                               [self.story, self.text, self.memory, self.note, self.title, self.lore, self.depth,
                                self.budget, self.provenance, self.probs, self.prompt, self.drafts])

@@ -8,11 +8,17 @@ server's copy is the one a writer finds from another browser or machine. A save 
 - a save made on an old version (another tab or device saved since) keeps both: the other save stays the
   story, this text is saved as a new story titled "… (conflicting copy)", and the writer is told;
 - with the database down, the story stays in the browser (marked unsynced), the writer is told, and the
-  next save sends it.
+  next save sends it;
+- a save that changes nothing makes no version, and each saved story carries the digest of what was saved
+  (:func:`story_digest`), so the tab's autosave sends only what changed;
+- a model turn that started from exactly what the server's newest version holds (an autosave saved the
+  writer's edits while the turn was written) is saved on that version, not as a conflicting copy.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from workspace.store import Conflict, StoreError, StoryStore, Unavailable, Write
 from workspace.traffic import FeedbackIn, record_feedback
 
 SERVER_ID, SERVER_VERSION, UNSYNCED = "server_id", "server_version", "unsynced"
+SAVED_DIGEST = "saved_digest"  # the digest of the story's fields as last saved (see story_digest)
 SERVER_PREFIX = "server:"  # a dropdown value naming a story on the server
 
 
@@ -40,6 +47,14 @@ def fields_of(story: dict[str, Any]) -> StoryFields:
         "title": story.get("title") or "", "text": story.get("text") or "", "prompt": story.get("prompt") or "",
         "memory": story.get("memory") or "", "authors_note": story.get("note") or "", "turns": turns("turns"),
         "redo": turns("redo"), "lorebook": story.get("lorebook") or [], "note_depth": int(story.get("note_depth", 1))})
+
+
+def story_digest(story: dict[str, Any]) -> str:
+    """A digest of the story's saved fields: equal digests, nothing to save ('' for a story the store would refuse)."""
+    try:
+        return hashlib.sha256(fields_of(story).model_dump_json().encode()).hexdigest()
+    except ValidationError:
+        return ""
 
 
 def ui_story_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -67,13 +82,28 @@ class StorySync:
 
     def __init__(self, store: Callable[[], StoryStore]) -> None:
         self.store = store
+        self._heads: dict[str, int] = {}  # per server id, the newest version this process saved or opened
+        self._lock = threading.Lock()
+
+    def _seen(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._heads[record["id"]] = max(self._heads.get(record["id"], 0), int(record["version"]))
+
+    def stale(self, story: dict[str, Any]) -> bool:
+        """Whether ``story`` is older than a version this process has saved or opened since (a UI state left behind)."""
+        server_id = story.get(SERVER_ID)
+        return bool(server_id) and int(story.get(SERVER_VERSION) or 0) < self._heads.get(server_id, 0)
 
     def writer(self) -> Writer:
         """The UI's writer: the shared local writer (accounts use the API with their own token)."""
         return self.store().local_writer()
 
-    def save(self, story: dict[str, Any], origin: str = "autosave") -> Saved:
-        """Saves ``story`` on the server (see the module docstring); never raises for the database's state."""
+    def save(self, story: dict[str, Any], origin: str = "autosave", started_from: str = "") -> Saved:
+        """Saves ``story`` on the server (see the module docstring); never raises for the database's state.
+
+        ``started_from`` is the digest of the story a model turn started from: when the server's newest
+        version holds exactly that, the turn is saved on it (the version ``story`` names was left behind).
+        """
         try:
             fields = fields_of(story)
         except ValidationError as exc:
@@ -82,12 +112,12 @@ class StorySync:
             store, writer = self.store(), self.writer()
             if story.get(SERVER_ID):
                 try:
-                    record = store.update(writer, story[SERVER_ID], int(story.get(SERVER_VERSION) or 0),
-                                          fields.model_dump(), origin)
+                    record = self._update(store, writer, story, fields, origin, started_from)
                 except Conflict as exc:
                     copy = fields.model_copy(update={"title": f"{fields.title or 'Untitled'} (conflicting copy)"})
                     record = store.create(writer, copy, origin="conflicting copy")
-                    return Saved(ui_story_of(record),
+                    self._seen(record)
+                    return Saved(self._ui_story(record),
                                  f"this story was saved elsewhere meanwhile (now version {exc.extra['current_version']}"
                                  f"); your text is kept as a new story: {copy.title!r}")
             else:
@@ -96,7 +126,25 @@ class StorySync:
             return Saved({**story, UNSYNCED: True}, f"{exc}: the story is kept in this browser until it is back")
         except StoreError as exc:
             return Saved({**story, UNSYNCED: True}, f"not saved on the server: {exc}")
-        return Saved({**ui_story_of(record), "id": story.get("id") or record["id"][:12]})
+        self._seen(record)
+        return Saved({**self._ui_story(record), "id": story.get("id") or record["id"][:12]})
+
+    @staticmethod
+    def _update(store: StoryStore, writer: Writer, story: dict[str, Any], fields: StoryFields, origin: str,
+                started_from: str) -> dict[str, Any]:
+        try:
+            return store.update(writer, story[SERVER_ID], int(story.get(SERVER_VERSION) or 0), fields.model_dump(),
+                                origin)
+        except Conflict as exc:
+            current = exc.extra["current"]
+            if not started_from or story_digest(ui_story_of(current)) != started_from:
+                raise
+            return store.update(writer, story[SERVER_ID], int(current["version"]), fields.model_dump(), origin)
+
+    @staticmethod
+    def _ui_story(record: dict[str, Any]) -> dict[str, Any]:
+        story = ui_story_of(record)
+        return {**story, SAVED_DIGEST: story_digest(story)}
 
     def feedback(self, verdict: FeedbackIn) -> str:
         """Stores the writer's verdict on a draft; returns a sentence for the writer (never raises)."""
@@ -135,4 +183,6 @@ class StorySync:
         Raises:
             StoreError: If it cannot be read (not found, or the database is down).
         """
-        return ui_story_of(self.store().get(self.writer(), server_id))
+        record = self.store().get(self.writer(), server_id)
+        self._seen(record)
+        return self._ui_story(record)

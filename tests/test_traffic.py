@@ -325,7 +325,7 @@ def manuscript_tab(tmp_path, writer):
     engine, _ = logged_engine(writer)
     blocks = build_ui(lambda: engine, load_serving_config(env={}), StorySync(lambda: store))
     tab = next(fn for fn in blocks.fns.values()
-               if getattr(fn.fn, "__name__", "") == "keep_edits").fn.__wrapped__.__self__
+               if getattr(fn.fn, "__name__", "") == "autosave").fn.__wrapped__.__self__
     return store, tab
 
 
@@ -376,6 +376,50 @@ def test_the_manuscript_tab_sends_the_draft_a_writer_went_on_with_as_kept_over_t
     assert out[tab.story]["turns"][-1]["kept_sent"] is True
     tab.keep_edits({**given, tab.story: out[tab.story], tab.text: session.text + " It was very cold."})
     assert len(read_feedback(store.engine)) == 1  # sent once
+
+
+def test_autosave_sends_only_what_changed_and_never_from_a_state_left_behind(tmp_path, writer):
+    from serving.story_sync import story_digest
+
+    store, tab = manuscript_tab(tmp_path, writer)
+    boxes = {tab.memory: "", tab.note: "", tab.title: "", tab.lore: "", tab.depth: 1, tab.stories: {}}
+    assert tab.autosave({**boxes, tab.story: {"id": "s1", "text": ""}, tab.text: ""}) == {}  # nothing to keep yet
+    first = tab.autosave({**boxes, tab.story: {"id": "s1", "text": ""}, tab.text: "The lamp went out."})[tab.story]
+    story_id = first["server_id"]
+    assert first["server_version"] == 1 and first["saved_digest"] == story_digest(first)
+    assert tab.autosave({**boxes, tab.story: first, tab.text: "The lamp went out."}) == {}  # unchanged: no save
+    second = tab.autosave({**boxes, tab.story: first, tab.text: "The lamp went out. Then the fog came."})[tab.story]
+    assert second["server_version"] == 2
+    # the browser's state still names version 1 after this server saved 2: a tick from it is left out
+    assert tab.autosave({**boxes, tab.story: first, tab.text: "The lamp went out!"}) == {}
+    with tab.writing_lock(second):  # a turn is being written on the story: its own save comes at its end
+        assert tab.autosave({**boxes, tab.story: second, tab.text: "Fog."}) == {}
+    writer_ = store.local_writer()
+    assert [v["version"] for v in store.versions(writer_, story_id)] == [2, 1]
+    same = store.update(writer_, story_id, 2, {"text": "The lamp went out. Then the fog came."})
+    assert same["version"] == 2  # the store makes no version for a save that changes nothing
+
+
+def test_a_turn_started_from_what_an_autosave_saved_meanwhile_is_saved_on_it_not_as_a_copy(tmp_path, writer):
+    from serving.story_sync import story_digest
+
+    store, tab = manuscript_tab(tmp_path, writer)
+    boxes = {tab.memory: "", tab.note: "", tab.title: "", tab.lore: "", tab.depth: 1, tab.stories: {}}
+    v1 = tab.autosave({**boxes, tab.story: {"id": "s2", "text": ""}, tab.text: "A bell rang."})[tab.story]
+    asked = {**boxes, tab.story: v1, tab.text: "A bell rang twice."}  # the writer edits and asks for a turn ...
+    started = story_digest(tab.session(asked).story)
+    v2 = tab.autosave(asked)[tab.story]  # ... while the edit is autosaved (a left box, the timer)
+    assert v2["server_version"] == 2
+    session = tab.session(asked)
+    session.finish_turn(session.start_turn("continue", "A bell.", session_reader()), " Nobody came.", {}, {}, "",
+                        new_request_id())
+    out = tab.kept(asked, session, "turn", started)[tab.story]  # the turn's save, from version 1's state
+    assert out["server_version"] == 3 and out["server_id"] == v1["server_id"] and "Nobody came." in out["text"]
+    assert len(store.list(store.local_writer())) == 1  # no conflicting copy
+    other = store.update(store.local_writer(), v1["server_id"], 3, {"text": "Another device wrote this."})
+    assert other["version"] == 4
+    copy = tab.kept(asked, session, "turn", started)[tab.story]  # a real conflict still keeps both texts
+    assert copy["title"].endswith("(conflicting copy)") and len(store.list(store.local_writer())) == 2
 
 
 def session_reader():

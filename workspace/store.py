@@ -185,7 +185,7 @@ class StoryStore:
 
     def update(self, writer: Writer, story_id: str, edited_version: int, changes: dict[str, Any],
                origin: str = "edit") -> dict[str, Any]:
-        """Saves the edit as a new version, if it was made on the newest one.
+        """Saves the edit as a new version, if it was made on the newest one (an edit that changes nothing makes none).
 
         Args:
             writer: Whose story.
@@ -212,6 +212,8 @@ class StoryStore:
             except ValueError as exc:
                 raise Invalid(str(exc).splitlines()[0]) from None
             self._check(fields)
+            if fields.model_dump() == StoryFields.model_validate(head).model_dump():  # nothing changed: no version
+                return _record(story, self._version(db, story_id, story.head))
             now, version = _now(), story.head + 1
             db.execute(VERSIONS.insert().values(story_id=story_id, version=version, saved_at=now, origin=origin,
                                                 body=fields.model_dump()))
