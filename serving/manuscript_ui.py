@@ -15,6 +15,7 @@ browser; the browser's copy keeps a story while the story database is down.
 from __future__ import annotations
 
 import functools
+import inspect
 import shutil
 import tempfile
 import threading
@@ -43,8 +44,10 @@ from serving.planner import Chat
 from serving.session import ManuscriptSession, Reader, Turn, TurnKind
 from serving.story_sync import SAVED_DIGEST, SERVER_PREFIX, StorySync, story_digest
 from serving.ui_helpers import Controls, provenance_line, shown_errors
+from workspace.store import Writer
 from workspace.traffic import FeedbackIn
 
+WHO = "writer"  # the key of the writer's account in a handler's inputs (see ManuscriptTab.as_writer)
 WRITING = "✍ Writing…"  # the provenance line while a turn is written (the turn's own line replaces it)
 AUTOSAVE_SECONDS = 5.0  # how often the tab saves edits not yet saved (also on leaving a box and after every turn)
 STORAGE_KEY = "creative-writer-stories"
@@ -152,7 +155,7 @@ class ManuscriptTab:
         """
         story = session.story
         if self.sync is not None:
-            saved = self.sync.save(story, origin, started_from)
+            saved = self.sync.save(story, origin, started_from, given.get(WHO))
             story = saved.story
             if saved.warning:
                 gr.Warning(saved.warning)
@@ -161,22 +164,46 @@ class ManuscriptTab:
         chosen = SERVER_PREFIX + story["server_id"] if story.get("server_id") and not story.get("unsynced") \
             else story["id"]
         return {self.story: story, self.stories: stories,
-                self.saved: gr.update(choices=self.choices(stories), value=chosen)}
+                self.saved: gr.update(choices=self.choices(stories, given.get(WHO)), value=chosen)}
 
-    def choices(self, stories: dict[str, Any] | None) -> list[tuple[str, str]]:
-        """The saved stories for the dropdown: the server's and the browser's."""
-        return self.sync.choices(stories) if self.sync is not None else story_choices(stories or {})
+    def choices(self, stories: dict[str, Any] | None, writer: Writer | None = None) -> list[tuple[str, str]]:
+        """The saved stories for the dropdown: the (signed-in) writer's on the server, and the browser's."""
+        return self.sync.choices(stories, writer) if self.sync is not None else story_choices(stories or {})
 
-    def list_saved(self, stories: dict[str, Any] | None) -> Any:
-        """The saved stories for the dropdown (on page load and when the tab is opened)."""
-        return gr.update(choices=self.choices(stories))
+    def list_saved(self, stories: dict[str, Any] | None, request: gr.Request = None) -> Any:  # type: ignore[assignment]
+        """The saved stories for the dropdown (on page load and when the tab is opened), under the writer's name."""
+        writer = self.sync.writer_of(request) if self.sync is not None else None
+        label = f"Saved stories · {writer.name}" if writer is not None else "Saved stories"
+        return gr.update(choices=self.choices(stories, writer), label=label)
+
+    def as_writer(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (a handler of a dict of inputs) told which writer account the request comes from (``given[WHO]``).
+
+        Gradio hands the request to a handler that asks for a ``gr.Request``; a writer signed in with their own
+        token (``/ui/?token=…``) saves, opens and rates their own stories, the others those of the shared writer.
+        """
+        def who(request: Any) -> Writer | None:
+            return self.sync.writer_of(request) if self.sync is not None else None
+
+        if inspect.isgeneratorfunction(fn):
+            def streamed(given: dict[Any, Any], request: gr.Request) -> Iterator[Any]:
+                yield from fn({**given, WHO: who(request)})
+
+            streamed.__name__ = getattr(fn, "__name__", "handler")
+            return streamed
+
+        def plain(given: dict[Any, Any], request: gr.Request) -> Any:
+            return fn({**given, WHO: who(request)})
+
+        plain.__name__ = getattr(fn, "__name__", "handler")
+        return plain
 
     def take_turn(self, kind: TurnKind, given: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
         """Writes one model turn into the manuscript, streaming it in; then saves the story."""
         engine, session = self.get_engine(), self.session(given)
         reader = self.reader(engine)
         if kind == "continue":  # the writer goes on with the draft in the manuscript: it was the one kept
-            self.send_verdict(session.kept_draft(going_on=True), session.mark_kept)
+            self.send_verdict(session.kept_draft(going_on=True), session.mark_kept, given.get(WHO))
         yield from self.write_turn(engine, session, reader, session.start_turn(kind, given[self.prompt], reader),
                                    given)
 
@@ -279,8 +306,8 @@ class ManuscriptTab:
         session = self.session(given)
         if not session.worth_saving():
             return {}
-        self.send_verdict(session.edited_turn(), session.mark_edited)
-        self.send_verdict(session.kept_draft(), session.mark_kept)
+        self.send_verdict(session.edited_turn(), session.mark_edited, given.get(WHO))
+        self.send_verdict(session.kept_draft(), session.mark_kept, given.get(WHO))
         return self.kept(given, session)
 
     def writing_lock(self, story: dict[str, Any] | None) -> threading.Lock:
@@ -306,7 +333,8 @@ class ManuscriptTab:
         finally:
             lock.release()
 
-    def send_verdict(self, fields: dict[str, Any] | None, mark: Callable[[], None]) -> None:
+    def send_verdict(self, fields: dict[str, Any] | None, mark: Callable[[], None],
+                     writer: Writer | None = None) -> None:
         """Stores a verdict the writer's actions gave (``fields`` for ``/feedback``), then ``mark``s it as sent.
 
         Nothing is sent without one, or while the stories are kept in the browser only.
@@ -314,7 +342,7 @@ class ManuscriptTab:
         if fields is None or self.sync is None:
             return
         try:
-            said = self.sync.feedback(FeedbackIn(**fields))
+            said = self.sync.feedback(FeedbackIn(**fields), writer)
         except ValidationError:  # a draft the feedback cannot hold (e.g. only control characters)
             said = "not kept"
         if not said.startswith("not kept"):
@@ -325,7 +353,7 @@ class ManuscriptTab:
         """Opens the saved story chosen in the dropdown."""
         value = given[self.saved] or ""
         if value.startswith(SERVER_PREFIX) and self.sync is not None:
-            chosen: dict[str, Any] | None = self.sync.open(value.removeprefix(SERVER_PREFIX))
+            chosen: dict[str, Any] | None = self.sync.open(value.removeprefix(SERVER_PREFIX), given.get(WHO))
         else:
             chosen = (given[self.stories] or {}).get(value)
         if not chosen:
@@ -359,25 +387,25 @@ class ManuscriptTab:
                    self.show, self.lore, self.depth}
         turn_out = [self.text, self.story, self.stories, self.saved, self.provenance, self.budget, self.drafts,
                     self.probs]
-        self.write.click(shown_errors(self.generate_turn), turn_in, turn_out, concurrency_limit=4)
-        self.cont.click(shown_errors(self.continue_turn), turn_in, turn_out, concurrency_limit=4)
-        self.retry.click(shown_errors(self.retry_turn), turn_in, turn_out, concurrency_limit=4)
+        self.write.click(shown_errors(self.as_writer(self.generate_turn)), turn_in, turn_out, concurrency_limit=4)
+        self.cont.click(shown_errors(self.as_writer(self.continue_turn)), turn_in, turn_out, concurrency_limit=4)
+        self.retry.click(shown_errors(self.as_writer(self.retry_turn)), turn_in, turn_out, concurrency_limit=4)
         back_in = {self.text, self.memory, self.note, self.title, self.story, self.stories, self.show, self.prompt,
                    self.lore, self.depth}
         back_out = [self.text, self.story, self.stories, self.saved, self.budget, self.drafts, self.probs]
-        self.back.click(shown_errors(self.undo), back_in, back_out)
-        self.forth.click(shown_errors(self.redo), back_in, back_out)
+        self.back.click(shown_errors(self.as_writer(self.undo)), back_in, back_out)
+        self.forth.click(shown_errors(self.as_writer(self.redo)), back_in, back_out)
         for button, step in ((self.earlier, -1), (self.later, 1)):
-            button.click(shown_errors(functools.partial(self.swipe, step=step)), back_in, back_out)
+            button.click(shown_errors(self.as_writer(functools.partial(self.swipe, step=step))), back_in, back_out)
         budget_in = {self.text, self.memory, self.note, self.story, self.prompt, self.lore, self.depth}
         for box in (self.text, self.memory, self.note, self.prompt, self.lore, self.depth):
             box.change(self.show_budget, budget_in, self.budget, trigger_mode="always_last", show_progress="hidden")
         edits_in = {self.text, self.memory, self.note, self.title, self.story, self.stories, self.lore, self.depth}
         for box in (self.text, self.memory, self.note, self.title, self.lore):
-            box.blur(shown_errors(self.autosave), edits_in, [self.story, self.stories, self.saved])
-        self.autosaver.tick(shown_errors(self.autosave), edits_in, [self.story, self.stories, self.saved],
-                            show_progress="hidden")
-        self.open_story.click(shown_errors(self.reopen), {self.saved, self.stories, self.show},
+            box.blur(shown_errors(self.as_writer(self.autosave)), edits_in, [self.story, self.stories, self.saved])
+        self.autosaver.tick(shown_errors(self.as_writer(self.autosave)), edits_in,
+                            [self.story, self.stories, self.saved], show_progress="hidden")
+        self.open_story.click(shown_errors(self.as_writer(self.reopen)), {self.saved, self.stories, self.show},
                               [self.story, self.text, self.memory, self.note, self.title, self.lore, self.depth,
                                self.budget, self.provenance, self.probs, self.prompt, self.drafts])
         self.fresh_story.click(self.start_new, None, [self.story, self.text, self.memory, self.note, self.title,

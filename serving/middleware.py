@@ -2,9 +2,11 @@
 
 - With a token configured, every path except the health and metrics probes needs
   ``Authorization: Bearer <token>``; a browser opens the UI once as ``/ui/?token=<token>``, which sets an
-  HTTP-only cookie and redirects to the clean address. Wrong or missing token: 401 with a JSON message.
+  HTTP-only cookie and redirects to the clean address. Wrong or missing token: 401 with a JSON message (a
+  browser asking for the UI gets a sign-in form instead).
 - With writer accounts (:mod:`workspace`), a writer's own token passes the guard too (``writer_token``
-  says whether a token is one); the story routes then know who is writing.
+  says whether a token is one); the story routes then know who is writing, and a writer who opens
+  ``/ui/?token=<their token>`` is signed in to the UI as themselves (the cookie holds their token).
 - A body over ``max_body_bytes`` (``/stories`` and ``/feedback``: ``story_body_bytes``, a manuscript or a
   verdict's drafts are longer than a prompt)
   gets 413 before the application sees it (by ``Content-Length``, or by counting when the body is chunked).
@@ -79,7 +81,15 @@ class GuardMiddleware:
         if bearer and self.writer_token is not None and self.writer_token(bearer):
             return True
         cookie = SimpleCookie(headers.get("cookie", ""))
-        return COOKIE in cookie and hmac.compare_digest(cookie[COOKIE].value, self.token)
+        return COOKIE in cookie and self._known(cookie[COOKIE].value)
+
+    def _known(self, token: str) -> bool:
+        """Whether ``token`` is the shared token or a writer account's."""
+        if not token:
+            return False
+        if hmac.compare_digest(token, self.token):
+            return True
+        return self.writer_token is not None and self.writer_token(token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Checks the token and the body size, then hands over to the app."""
@@ -92,13 +102,17 @@ class GuardMiddleware:
         path: str = scope.get("path", "")
         if self.token and not path.startswith(OPEN_PATHS) and not self._authorised(scope):
             query = dict(parse_qsl(scope.get("query_string", b"").decode()))
-            if path.startswith("/ui") and hmac.compare_digest(query.pop("token", ""), self.token):
+            given = query.pop("token", "")
+            if path.startswith("/ui") and self._known(given):  # the shared token, or a writer's own: signed in
                 clean = path + (f"?{urlencode(query)}" if query else "")
-                cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode()
+                cookie = f"{COOKIE}={given}; Path=/; HttpOnly; SameSite=Strict".encode()
                 await send({"type": "http.response.start", "status": 303,
                             "headers": [(b"location", clean.encode()), (b"set-cookie", cookie),
                                         (b"content-length", b"0")]})
                 await send({"type": "http.response.body", "body": b""})
+                return
+            if path.startswith("/ui") and b"text/html" in dict(scope.get("headers", [])).get(b"accept", b""):
+                await _sign_in_page(send, wrong=bool(given))
                 return
             await _json(send, 401, {"error": "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
                                              "(OpenAI clients: the token is the API key; the UI: open "
@@ -140,6 +154,27 @@ class GuardMiddleware:
             await self._too_large(send, path, cap)
             return None
         return replay
+
+
+SIGN_IN = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in · Creative writer</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>body{font-family:system-ui,sans-serif;
+max-width:28rem;margin:4rem auto;padding:0 1rem}input{width:100%;padding:.5rem;margin:.5rem 0;box-sizing:border-box}
+button{padding:.5rem 1rem}.wrong{color:#b00020}</style></head><body><h1>Creative writer</h1>
+<p>This server asks for a token. Paste your writer token (or the server's shared token) to open your stories.</p>
+{wrong}<form method="get" action="/ui/"><label for="token">Token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<button type="submit">Sign in</button></form></body></html>"""
+
+
+async def _sign_in_page(send: Send, wrong: bool) -> None:
+    """The 401 a browser gets on the UI without a token: a form that signs in with one (``/ui/?token=…``)."""
+    note = '<p class="wrong" id="wrong-token">That token is not known here.</p>' if wrong else ""
+    data = SIGN_IN.replace("{wrong}", note).encode()
+    await send({"type": "http.response.start", "status": 401,
+                "headers": [(b"content-type", b"text/html; charset=utf-8"),
+                            (b"content-length", str(len(data)).encode()), (b"www-authenticate", b"Bearer"),
+                            (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": data})
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:

@@ -94,22 +94,40 @@ class StorySync:
         server_id = story.get(SERVER_ID)
         return bool(server_id) and int(story.get(SERVER_VERSION) or 0) < self._heads.get(server_id, 0)
 
-    def writer(self) -> Writer:
-        """The UI's writer: the shared local writer (accounts use the API with their own token)."""
-        return self.store().local_writer()
+    def writer(self, writer: Writer | None = None) -> Writer:
+        """``writer``, or the shared local writer (an open server, or the shared token)."""
+        return writer or self.store().local_writer()
 
-    def save(self, story: dict[str, Any], origin: str = "autosave", started_from: str = "") -> Saved:
+    def writer_of(self, request: Any) -> Writer | None:
+        """The writer account a UI request comes from: its token in the login cookie or the bearer header.
+
+        None for the shared token or no token (the local writer), and while the database is down.
+        """
+        from serving.middleware import COOKIE
+
+        if request is None:
+            return None
+        given = str(request.headers.get("authorization", "") or "")
+        token = request.cookies.get(COOKIE) or (given[7:].strip() if given.lower().startswith("bearer ") else "")
+        try:
+            return self.store().writer_for_token(token) if token else None
+        except StoreError:
+            return None
+
+    def save(self, story: dict[str, Any], origin: str = "autosave", started_from: str = "",
+             writer: Writer | None = None) -> Saved:
         """Saves ``story`` on the server (see the module docstring); never raises for the database's state.
 
         ``started_from`` is the digest of the story a model turn started from: when the server's newest
         version holds exactly that, the turn is saved on it (the version ``story`` names was left behind).
+        ``writer``: whose story (default: the shared local writer).
         """
         try:
             fields = fields_of(story)
         except ValidationError as exc:
             return Saved({**story, UNSYNCED: True}, f"not saved on the server: {exc.errors()[0]['msg']}")
         try:
-            store, writer = self.store(), self.writer()
+            store, writer = self.store(), self.writer(writer)
             if story.get(SERVER_ID):
                 try:
                     record = self._update(store, writer, story, fields, origin, started_from)
@@ -146,10 +164,10 @@ class StorySync:
         story = ui_story_of(record)
         return {**story, SAVED_DIGEST: story_digest(story)}
 
-    def feedback(self, verdict: FeedbackIn) -> str:
+    def feedback(self, verdict: FeedbackIn, writer: Writer | None = None) -> str:
         """Stores the writer's verdict on a draft; returns a sentence for the writer (never raises)."""
         try:
-            record_feedback(self.store().engine, verdict, self.writer().name)
+            record_feedback(self.store().engine, verdict, self.writer(writer).name)
         except ValueError as exc:
             return f"not kept: {exc}"
         except (StoreError, SQLAlchemyError) as exc:
@@ -158,18 +176,18 @@ class StorySync:
                 "up": "Thanks: noted as a good draft.", "down": "Thanks: noted as a poor draft.",
                 "edited": "Kept: your rewrite over the draft, as a preference for training."}[verdict.kind]
 
-    def listed(self) -> list[dict[str, Any]]:
+    def listed(self, writer: Writer | None = None) -> list[dict[str, Any]]:
         """The writer's stories on the server (``[]`` while the database is down)."""
         try:
-            return self.store().list(self.writer())
+            return self.store().list(self.writer(writer))
         except StoreError:
             return []
 
-    def choices(self, browser: dict[str, Any] | None) -> list[tuple[str, str]]:
+    def choices(self, browser: dict[str, Any] | None, writer: Writer | None = None) -> list[tuple[str, str]]:
         """The dropdown's ``(label, value)``: the server's stories, then the browser's stories not on it."""
         from serving.manuscript import story_choices
 
-        listed = self.listed()
+        listed = self.listed(writer)
         on_server = {s["id"] for s in listed}
         local = {k: v for k, v in (browser or {}).items()
                  if isinstance(v, dict) and (v.get(UNSYNCED) or v.get(SERVER_ID) not in on_server)}
@@ -177,12 +195,12 @@ class StorySync:
                   SERVER_PREFIX + s["id"]) for s in listed]
                 + [(f"{label} · this browser only", value) for label, value in story_choices(local)])
 
-    def open(self, server_id: str) -> dict[str, Any]:
+    def open(self, server_id: str, writer: Writer | None = None) -> dict[str, Any]:
         """The UI's story for a stored one.
 
         Raises:
             StoreError: If it cannot be read (not found, or the database is down).
         """
-        record = self.store().get(self.writer(), server_id)
+        record = self.store().get(self.writer(writer), server_id)
         self._seen(record)
         return self._ui_story(record)

@@ -11,7 +11,6 @@ stack trace.
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import re
@@ -219,7 +218,7 @@ class DraftsTab:
                                         prompt=continuation_prompt(current["texts"][0]), num_drafts=1)
         yield from self.write(request, current["texts"][:1], current.get("prompt", ""))
 
-    def verdict(self, kind: str, which: str, state: dict[str, Any]) -> None:
+    def verdict(self, kind: str, which: str, state: dict[str, Any], request: gr.Request = None) -> None:  # type: ignore[assignment]
         """Sends the writer's verdict on a draft (kept over the others, good or poor) to the workspace."""
         state = state if isinstance(state, dict) else {}
         texts = [t for t in state.get("texts") or [] if isinstance(t, str)]
@@ -242,13 +241,21 @@ class DraftsTab:
                                  text=texts[i][:20_000], others=[o[:20_000] for o in others])
         except ValidationError as exc:
             raise gr.Error(f"this verdict cannot be kept: {exc.errors()[0]['msg']}", print_exception=False) from None
-        said = self.sync.feedback(verdict) if self.sync is not None else "not kept: no workspace"
+        said = (self.sync.feedback(verdict, self.sync.writer_of(request)) if self.sync is not None
+                else "not kept: no workspace")
         (gr.Warning if said.startswith("not kept") else gr.Info)(said)
+
+    def verdict_for(self, kind: str) -> Callable[..., None]:
+        """The handler of one verdict button (it asks Gradio for the request: whose verdict it is)."""
+        def handler(which: str, state: dict[str, Any], request: gr.Request) -> None:
+            self.verdict(kind, which, state, request)
+
+        return handler
 
     def wire(self) -> None:
         """Connects the buttons (and Enter in the prompt box) to the handlers."""
         for button, kind in ((self.keep, "kept"), (self.good, "up"), (self.poor, "down")):
-            button.click(functools.partial(self.verdict, kind), [self.which, self.state], None)
+            button.click(self.verdict_for(kind), [self.which, self.state], None)
         written = [*self.outputs, self.provenance, self.state, self.controls.seed, self.heatmap]
         inputs = self.controls.inputs
         self.generate.click(shown_errors(self.fresh), inputs, written, concurrency_limit=4)
@@ -290,6 +297,7 @@ def build_ui(get_engine: Callable[[], Engine], config: ServingConfig, sync: Stor
                     provenance_line(engine.loaded.provenance.as_dict()).replace("Written by", "Serving"))
 
         blocks.load(known_controls, None, [controls.fields["form"], controls.fields["genre"], drafts.provenance])
+        blocks.drafts_tab, blocks.manuscript_tab = drafts, manuscript  # type: ignore[attr-defined]  # tests, embedding
         blocks.load(manuscript.list_saved, [manuscript.stories], [manuscript.saved])
         # the stories are read again when the tab is opened (another tab or device may have saved)
         manuscript_page.select(manuscript.list_saved, [manuscript.stories], [manuscript.saved])

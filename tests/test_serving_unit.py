@@ -314,6 +314,35 @@ def test_guard_token_cookie_and_body_cap(guarded):
     assert guarded.get("/ui/", cookies={"cw_token": "tok"}).status_code == 200
 
 
+def test_a_writer_signs_in_to_the_ui_with_their_own_token_and_a_browser_gets_a_sign_in_form():
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from serving.middleware import GuardMiddleware
+
+    async def who(request):
+        return PlainTextResponse(request.cookies.get("cw_token", ""))
+
+    app = Starlette(routes=[Route("/ui/", who), Route("/generate", who, methods=["POST"])])
+    client = TestClient(GuardMiddleware(app, token="tok", writer_token=lambda t: t == "ada-token"),
+                        follow_redirects=False)
+    login = client.get("/ui/?token=ada-token")
+    assert login.status_code == 303 and "cw_token=ada-token" in login.headers["set-cookie"]
+    assert "HttpOnly" in login.headers["set-cookie"] and login.headers["location"] == "/ui/"
+    assert client.get("/ui/").text == "ada-token"  # the cookie carries the writer's token: the UI knows who
+    client.cookies.clear()
+    page = client.get("/ui/", headers={"accept": "text/html,application/xhtml+xml"})
+    assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
+    assert '<form method="get" action="/ui/">' in page.text and 'name="token"' in page.text
+    assert 'id="wrong-token"' not in page.text
+    wrong = client.get("/ui/?token=nope", headers={"accept": "text/html"})
+    assert wrong.status_code == 401 and 'id="wrong-token"' in wrong.text
+    assert client.get("/ui/?token=nope").json()["error"].startswith("missing or wrong bearer token")  # scripts: JSON
+    assert client.get("/ui/", cookies={"cw_token": "forged"}).status_code == 401
+
+
 # --- UI helpers -----------------------------------------------------------------------------------------
 def test_ui_export_formats_and_readable_errors(tmp_path):
     from serving.ui import continuation_prompt, export

@@ -256,8 +256,7 @@ def test_the_ui_sends_a_writers_verdict_on_a_draft_and_refuses_one_it_cannot_mak
     engine, _ = logged_engine(writer)
     sync = StorySync(lambda: store)
     blocks = build_ui(lambda: engine, load_serving_config(env={}), sync)
-    drafts = next(fn for fn in blocks.fns.values() if getattr(fn.fn, "func", None) is not None
-                  and getattr(fn.fn.func, "__name__", "") == "verdict").fn.func.__self__
+    drafts = blocks.drafts_tab
     state = {"prompt": "A fox finds a key.", "texts": ["Once a fox.", "Twice a fox."],
              "request_ids": [new_request_id(), new_request_id()], "form": "fable", "genre": ""}
     drafts.verdict("kept", "Draft 2", state)
@@ -324,9 +323,7 @@ def manuscript_tab(tmp_path, writer):
     store = StoryStore(f"sqlite:///{tmp_path / 'ws.db'}")
     engine, _ = logged_engine(writer)
     blocks = build_ui(lambda: engine, load_serving_config(env={}), StorySync(lambda: store))
-    tab = next(fn for fn in blocks.fns.values()
-               if getattr(fn.fn, "__name__", "") == "autosave").fn.__wrapped__.__self__
-    return store, tab
+    return store, blocks.manuscript_tab
 
 
 def test_the_manuscript_tab_sends_a_writers_rewrite_of_a_generated_piece_once(tmp_path, writer):
@@ -420,6 +417,39 @@ def test_a_turn_started_from_what_an_autosave_saved_meanwhile_is_saved_on_it_not
     assert other["version"] == 4
     copy = tab.kept(asked, session, "turn", started)[tab.story]  # a real conflict still keeps both texts
     assert copy["title"].endswith("(conflicting copy)") and len(store.list(store.local_writer())) == 2
+
+
+def test_each_signed_in_writer_saves_opens_and_rates_only_their_own_stories_in_the_ui(tmp_path, writer):
+    from types import SimpleNamespace
+
+    from serving.manuscript_ui import WHO
+    from serving.story_sync import SERVER_PREFIX
+
+    store, tab = manuscript_tab(tmp_path, writer)
+    tokens = {name: store.add_writer(name) for name in ("ada", "bo")}
+
+    def request(token: str = "", bearer: str = ""):  # what Gradio hands a handler: the page's cookies and headers
+        return SimpleNamespace(cookies={"cw_token": token} if token else {},
+                               headers={"authorization": f"Bearer {bearer}"} if bearer else {})
+
+    ada = tab.sync.writer_of(request(tokens["ada"]))
+    assert ada.name == "ada" and tab.sync.writer_of(request(bearer=tokens["bo"])).name == "bo"
+    assert tab.sync.writer_of(request("not-a-writer")) is None and tab.sync.writer_of(request()) is None
+    boxes = {tab.memory: "", tab.note: "", tab.title: "", tab.lore: "", tab.depth: 1, tab.stories: {}}
+    autosave = tab.as_writer(tab.autosave)
+    saved = autosave({**boxes, tab.story: {"id": "a1", "text": ""}, tab.text: "Ada's lighthouse."},
+                     request(tokens["ada"]))[tab.story]
+    assert [s["id"] for s in store.list(store.writer_for_token(tokens["ada"]))] == [saved["server_id"]]
+    assert store.list(store.writer_for_token(tokens["bo"])) == [] and store.list(store.local_writer()) == []
+    listed = tab.list_saved({}, request(tokens["bo"]))
+    assert listed["choices"] == [] and listed["label"] == "Saved stories · bo"
+    assert tab.list_saved({}, request(tokens["ada"]))["label"] == "Saved stories · ada"
+    reopen = tab.as_writer(tab.reopen)
+    given = {tab.saved: SERVER_PREFIX + saved["server_id"], tab.stories: {}, tab.show: False}
+    assert reopen(given, request(tokens["ada"]))[tab.text] == "Ada's lighthouse."
+    with pytest.raises(Exception, match=r"no story|not found|No story"):  # another writer's story is not found
+        reopen(given, request(tokens["bo"]))
+    assert WHO not in given  # the handler's inputs are not changed in place
 
 
 def session_reader():

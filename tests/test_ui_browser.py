@@ -190,3 +190,40 @@ def test_the_manuscript_is_edited_continued_undone_saved_and_reopened(served, pa
         fresh.close()
     versions = httpx.get(served.url + "/stories", timeout=10).json()["stories"]
     assert any(s["title"] == "The Silver Key" and s["version"] >= 3 for s in versions)  # turns and edits saved
+
+
+def test_a_writer_signs_in_and_the_manuscript_autosaves_into_their_own_stories(guarded_empty, page):
+    from workspace.store import StoryStore
+
+    store = StoryStore(f"sqlite:///{guarded_empty.log_path.parent / 'workspace.db'}")
+    token = store.add_writer("ada")
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 1100})
+    try:
+        tab = context.new_page()
+        tab.goto(guarded_empty.url + "/ui/", wait_until="load")  # no token yet: the sign-in form
+        tab.locator("#token").fill(token)
+        tab.get_by_role("button", name="Sign in").click(no_wait_after=True)  # the UI then loads on its own
+        tab.locator("#prompt textarea").wait_for(timeout=30_000)
+        tab.get_by_role("tab", name="Manuscript").click()
+        tab.locator("#stories").filter(has_text="Saved stories · ada").wait_for(timeout=30_000)
+        tab.locator("#story-title").locator("input, textarea").first.fill("Ada's Lamp")
+        tab.locator("#manuscript textarea").fill("The lamp went out at midnight.")  # typed: no box left, no turn
+
+        def stories(bearer: str) -> list[dict]:
+            got = httpx.get(guarded_empty.url + "/stories", headers={"Authorization": f"Bearer {bearer}"}, timeout=10)
+            return got.json()["stories"]
+
+        for _ in range(40):  # the tab's timer saves within AUTOSAVE_SECONDS (5 s)
+            if stories(token):
+                break
+            tab.wait_for_timeout(500)
+        (saved,) = stories(token)
+        assert saved["title"] == "Ada's Lamp" and saved["version"] == 1
+        text = httpx.get(f"{guarded_empty.url}/stories/{saved['id']}", headers={"Authorization": f"Bearer {token}"},
+                         timeout=10).json()["text"]
+        assert text == "The lamp went out at midnight."
+        assert stories("s3cret") == []  # the shared token's writer does not see ada's story
+        tab.wait_for_timeout(6_000)  # a tick with nothing changed saves no new version
+        assert stories(token)[0]["version"] == 1
+    finally:
+        context.close()
