@@ -77,6 +77,7 @@ def turn_end_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
+TOKENS_PER_WORD = 1.35  # English prose under a byte-level BPE (SmolLM2: 1.3-1.4); the wind-down's length in tokens
 FRAME_TOKENS = 64  # the chat template's and the instruction's own tokens around a prompt (SmolLM2: ~40)
 
 
@@ -259,6 +260,15 @@ class PromptLayout(WriterModel):
             raise ValueError("banned_phrases work with sampling only: set num_beams 1 or leave banned_phrases out")
         return without_phrases(sampler, lambda ids: decode_ids(self.tokenizer, ids), settings.banned_phrases,
                                max_new, self.stop_ids)
+
+    def end_boost(self, settings: GenerationSettings, written: int) -> float:
+        """What the end token's logit gains after ``written`` tokens: ``wind_down`` per token past the asked length.
+
+        0 when ``wind_down`` or ``target_words`` is 0 (nothing asked) or the piece is not past the length yet.
+        """
+        if settings.wind_down <= 0 or settings.target_words <= 0:
+            return 0.0
+        return settings.wind_down * max(0, written - round(settings.target_words * TOKENS_PER_WORD))
 
     # --- a fable's moral -------------------------------------------------------------------------------
     def moral_missing(self, form: str, text: str, settings: GenerationSettings) -> bool:

@@ -111,9 +111,10 @@ class _ContextRow:
     and DRY's history holds only text that stays.
     """
 
-    def __init__(self, writer: LlamaCppWriter, prefix: Sequence[int], settings: SamplingParams, seed: int,
+    def __init__(self, writer: LlamaCppWriter, prefix: Sequence[int], settings: GenerationSettings, seed: int,
                  history: int) -> None:
         self.writer, self.prefix, self.settings, self.seed, self.history = writer, list(prefix), settings, seed, history
+        self.written = 0  # tokens read after the prefix (the wind-down's count)
         self.chain = self._chain(())
 
     def _chain(self, written: Sequence[int]) -> Any:
@@ -123,17 +124,16 @@ class _ContextRow:
         return chain
 
     def sample(self, banned: frozenset[int]) -> int:
-        llm = self.writer.llm
-        if banned:
-            row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(self.writer.n_vocab,))
-            row[sorted(banned)] = -np.inf
-        return int(self.chain.sample(llm._ctx, -1))
+        self.writer._boost_end(self.writer.end_boost(self.settings, self.written), banned)
+        return int(self.chain.sample(self.writer.llm._ctx, -1))
 
     def read(self, token: int) -> None:
         self.writer._decode([int(token)])
+        self.written += 1
 
     def rewind(self, written: Sequence[int]) -> None:
         self.writer._prime([*self.prefix, *written])
+        self.written = len(written)
         self.chain.close()
         self.chain = self._chain(written)
 
@@ -363,7 +363,8 @@ class LlamaCppWriter(PromptLayout):
                 return
             chain = sampler_chain(settings, self.n_vocab, seed, max_new, self.llm._model.vocab)
             try:
-                for _ in range(max_new):
+                for step in range(max_new):
+                    self._boost_end(self.end_boost(settings, step))
                     token = int(chain.sample(self.llm._ctx, -1))
                     if token in self.stop_ids:
                         return
@@ -371,6 +372,16 @@ class LlamaCppWriter(PromptLayout):
                     self._decode([token])
             finally:
                 chain.close()
+
+    def _boost_end(self, boost: float, banned: frozenset[int] = frozenset()) -> None:
+        """Adds ``boost`` to the end token's logit and removes ``banned`` in the context's last logits (in place)."""
+        if not boost and not banned:
+            return
+        row = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
+        if boost:
+            row[self.eos_id] += boost
+        if banned:
+            row[sorted(banned)] = -np.inf
 
     # --- the contract ----------------------------------------------------------------------------------
     @property

@@ -76,6 +76,11 @@ class SamplingParams(BaseModel):
                                    json_schema_extra={"x-step": 0.05},
                                    description="How often XTC fires per token (0 = off); more surprising word "
                                                "choices at the cost of some coherence.")
+    wind_down: float = Field(0.0, ge=0, le=2.0, title="Wind-down (0 = off)", json_schema_extra={"x-step": 0.05},
+                             description="Past the asked length (target_words, about 1.35 tokens a word), the end "
+                                         "token's logit grows by this much for every token written beyond it, so a "
+                                         "piece ends near the length asked instead of running on to max_new_tokens "
+                                         "(families with an instruction layout; 0 = off).")
     stop: tuple[StopString, ...] = Field((), max_length=MAX_STOPS, strict=False, title="Stop at",
                                          description=f"Up to {MAX_STOPS} strings; the text ends before the first "
                                                      "one written (it is not included).")
@@ -104,7 +109,8 @@ class SamplingParams(BaseModel):
 
 
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",  # what a preset sets, and
-                   "dry_multiplier", "dry_base", "dry_allowed_length", "xtc_threshold", "xtc_probability")  # more
+                   "dry_multiplier", "dry_base", "dry_allowed_length", "xtc_threshold", "xtc_probability",  # more
+                   "wind_down")
 
 
 def default(name: str) -> Any:

@@ -260,7 +260,10 @@ class TransformerWriter(PromptLayout):
         next_pos = positions[:, -1] + 1
         history = torch.empty((len(prompts), 0), dtype=torch.long)
         done = torch.zeros(len(prompts), dtype=torch.bool)
-        for _ in range(max_new):
+        for step in range(max_new):
+            boost = self.end_boost(settings, step)
+            if boost:
+                logits[:, self.eos_id] += boost
             nxt = sample_next(logits, settings, gens, history)
             if not ignore_end:
                 nxt = torch.where(done, torch.full_like(nxt, self.eos_id), nxt)
@@ -303,7 +306,9 @@ class TransformerWriter(PromptLayout):
         """One row's sampled ids with ``settings.banned_phrases`` kept out (see :mod:`models.banning`)."""
         prefix = self.request_prefix(prompt, settings, form, genre)
         max_new = self.new_token_budget(len(prefix), settings)
-        yield from self.phrase_free(_CacheRow(self.model, prefix, settings, seed), max_new, settings)
+        row = _CacheRow(self.model, prefix, settings, seed,
+                        lambda written: (self.eos_id, self.end_boost(settings, written)))
+        yield from self.phrase_free(row, max_new, settings)
 
     def _beam_ids(self, prompts: list[str], settings: GenerationSettings) -> list[list[int]]:
         input_ids, mask, max_new = self._prefixes(prompts, settings)
@@ -322,8 +327,9 @@ class TransformerWriter(PromptLayout):
 class _CacheRow:
     """One row sampled over its own KV cache that can go back (a :class:`models.banning.Rewindable`)."""
 
-    def __init__(self, model: Any, prefix: Sequence[int], settings: GenerationSettings, seed: int) -> None:
-        self.model, self.prefix, self.settings = model, list(prefix), settings
+    def __init__(self, model: Any, prefix: Sequence[int], settings: GenerationSettings, seed: int,
+                 end_boost: Callable[[int], tuple[int, float]]) -> None:
+        self.model, self.prefix, self.settings, self.end_boost = model, list(prefix), settings, end_boost
         self.generator = torch.Generator().manual_seed(int(seed))
         self.written: list[int] = []
         self.past: Any = None
@@ -335,7 +341,12 @@ class _CacheRow:
         self.past, self.logits = out.past_key_values, out.logits[0, -1].float().cpu()
 
     def sample(self, banned: frozenset[int]) -> int:
-        return draw_one(self.logits, self.settings, self.generator, self.written, sorted(banned))
+        end, boost = self.end_boost(len(self.written))
+        logits = self.logits
+        if boost:
+            logits = logits.clone()
+            logits[end] += boost
+        return draw_one(logits, self.settings, self.generator, self.written, sorted(banned))
 
     def read(self, token: int) -> None:
         self.written.append(int(token))

@@ -63,7 +63,7 @@ FLOOR_LOGPROB = -9999.0  # a token the sampler could not have drawn (OpenAI's ow
 TO_GENERATE = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "n": "num_drafts"}
 FROM_GENERATE = {"max_new_tokens": "max_tokens", "num_drafts": "n"}
 EXTRA_SAMPLING = ("top_k", "min_p", "repetition_penalty", "dry_multiplier", "dry_base", "dry_allowed_length",
-                  "xtc_threshold", "xtc_probability")  # SamplingParams fields OpenAI has no name for
+                  "xtc_threshold", "xtc_probability", "wind_down")  # SamplingParams fields OpenAI has no name for
 PASSED_ON = ("temperature", "top_p", "seed", "form", "genre", "preset", *EXTRA_SAMPLING, "banned_phrases",
              "word_bias")
 Count = Callable[[str, str, int], None]  # (endpoint, outcome, tokens) -> None

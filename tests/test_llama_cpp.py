@@ -290,3 +290,22 @@ def test_a_fables_moral_is_the_same_streamed_or_not_on_llama_cpp(runtimes, monke
     assert text == as_written + writer.moral_for(PROMPTS[0], as_written, settings)
     assert "".join(writer.stream(PROMPTS[0], settings)) == text
     assert writer.generate_requests([(PROMPTS[1], "story", ""), (PROMPTS[0], "fable", "")], settings)[1] == text
+
+
+def test_wind_down_ends_a_piece_soon_after_the_asked_length_on_both_runtimes(runtimes):
+    from models.layout import TOKENS_PER_WORD
+
+    torch_writer, llama_writer = runtimes
+    plain = GenerationSettings(max_new_tokens=60, seed=2, temperature=1.0, repetition_penalty=1.0, target_words=6)
+    asked = round(6 * TOKENS_PER_WORD)
+    assert torch_writer.end_boost(plain, 100) == 0.0  # off by default
+    on = plain.replace(wind_down=2.0)
+    assert [on.wind_down * max(0, n - asked) for n in (asked, asked + 4)] == [torch_writer.end_boost(on, n)
+                                                                              for n in (asked, asked + 4)]
+    assert torch_writer.end_boost(on.replace(target_words=0), 100) == 0.0  # no length asked: nothing to wind down
+    for writer in runtimes:
+        runs_on = writer.count_tokens(writer.generate([PROMPTS[0]], plain)[0])
+        wound = writer.generate([PROMPTS[0]], on)[0]
+        assert writer.count_tokens(wound) <= asked + 12 < runs_on  # +2 a token past the length: the end comes soon
+        assert "".join(writer.stream(PROMPTS[0], on)) == wound
+        assert writer.generate([PROMPTS[0]], on.replace(banned_phrases=("zzqx",)))[0] == wound  # the backtracking path

@@ -112,7 +112,7 @@ def test_every_way_in_resolves_sampling_the_same_way(writer):
     values = {"prompt": "A fox.", "form": "story", "genre": "", "max_new_tokens": 10.0, "preset": "steady",
               "temperature": 0.7, "top_k": 7.0, "top_p": 0.9, "min_p": 0.05, "repetition_penalty": 1.15, "stop": "",
               "num_drafts": 1.0, "dry_multiplier": 0.0, "dry_base": 1.75, "dry_allowed_length": 2.0,
-              "xtc_threshold": 0.1, "xtc_probability": 0.0}  # as the sliders send them: floats
+              "xtc_threshold": 0.1, "xtc_probability": 0.0, "wind_down": 0.0}  # as the sliders send them: floats
     ui = engine.plan(request_for(planner, values, 3))
     assert ui.settings == api and ui.seeds == [3]
     with pytest.raises(ValidationError):  # the UI's values are held to the profile's limits too
