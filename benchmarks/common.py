@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 
 from corpus.cleaning import CleaningConfig, clean_corpus
 from corpus.loaders import load_sources
@@ -77,10 +76,10 @@ def prepare(profile_path: str, specs: list[str] | None = None) -> Prepared:
     defaults), so a setting the profile leaves to its default is there too.
     """
     import pipelines
+    from infra.profiles import load_profile
     from pipelines.settings import resolve_settings
 
-    with open(profile_path) as fh:
-        profile = yaml.safe_load(fh)
+    profile = load_profile(Path(profile_path))  # with what an `extends:` profile inherits
     steps = resolve_settings(profile, pipelines.training_pipeline, profile_path)["steps"]
     specs = specs or profile["parameters"]["dataset"]
     clean, _ = clean_corpus(load_sources(specs), CleaningConfig(**steps["clean_data"]["parameters"]["config"]))

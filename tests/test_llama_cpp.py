@@ -295,7 +295,7 @@ def test_a_fables_moral_is_the_same_streamed_or_not_on_llama_cpp(runtimes, monke
 def test_wind_down_ends_a_piece_soon_after_the_asked_length_on_both_runtimes(runtimes):
     from models.layout import TOKENS_PER_WORD
 
-    torch_writer, llama_writer = runtimes
+    torch_writer, _ = runtimes
     plain = GenerationSettings(max_new_tokens=60, seed=2, temperature=1.0, repetition_penalty=1.0, target_words=6)
     asked = round(6 * TOKENS_PER_WORD)
     assert torch_writer.end_boost(plain, 100) == 0.0  # off by default
