@@ -65,7 +65,7 @@ FROM_GENERATE = {"max_new_tokens": "max_tokens", "num_drafts": "n"}
 EXTRA_SAMPLING = ("top_k", "min_p", "repetition_penalty", "dry_multiplier", "dry_base", "dry_allowed_length",
                   "xtc_threshold", "xtc_probability", "wind_down")  # SamplingParams fields OpenAI has no name for
 PASSED_ON = ("temperature", "top_p", "seed", "form", "genre", "preset", *EXTRA_SAMPLING, "banned_phrases",
-             "word_bias")
+             "word_bias", "target_words")
 Count = Callable[[str, str, int], None]  # (endpoint, outcome, tokens) -> None
 
 
@@ -129,7 +129,7 @@ class _OpenAIFields(BaseModel):
 
 _Extras = create_model(
     "_Extras", __base__=_OpenAIFields, __module__=__name__, __doc__=_OpenAIFields.__doc__,
-    **choice_fields(("temperature", "top_p", "seed", *EXTRA_SAMPLING, "banned_phrases"),
+    **choice_fields(("temperature", "top_p", "seed", *EXTRA_SAMPLING, "banned_phrases", "target_words"),
                     temperature={"ge": 0, "description": "0 is greedy; otherwise as in /generate."}),
     word_bias=(word_bias_field()[0] | None, Field(None, description=word_bias_field()[1].description)))
 

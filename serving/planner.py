@@ -170,6 +170,8 @@ class RequestPlanner:
         sampling = resolve_sampling(self.defaults.model_dump(), asked.preset,
                                     {k: getattr(asked, k) for k in SAMPLING_FIELDS})
         chat = chat or Chat()
+        if "target_words" not in fixed:  # a request's own asked length (a batch fixes its own)
+            fixed = {**fixed, "target_words": int(getattr(asked, "target_words", 0) or 0)}
         return GenerationSettings(max_new_tokens=asked.max_new_tokens, seed=seed, form=form, genre=genre,
                                   stop=tuple(asked.stop), system=chat.system, history=chat.history, lead=chat.lead,
                                   logit_bias=bias, banned_phrases=tuple(getattr(asked, "banned_phrases", ()) or ()),

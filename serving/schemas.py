@@ -79,7 +79,7 @@ def _profile_fields(limits: Limits, defaults: Defaults) -> dict[str, Any]:
         **choice_fields(SAMPLING_FIELDS, **{name: left_out(name) for name in SAMPLING_FIELDS}),
         **choice_fields(("max_new_tokens",), optional=False,
                         max_new_tokens={"default": defaults.max_new_tokens, "le": limits.max_new_tokens}),
-        **choice_fields(("stop", "logit_bias", "banned_phrases"), optional=False),
+        **choice_fields(("stop", "logit_bias", "banned_phrases", "target_words"), optional=False),
         "word_bias": word_bias_field(),
         **choice_fields(("seed",), seed={"description": "Random seed; the same seed and settings write the same "
                                                         "text. Left out: the server picks one and returns it."}),

@@ -106,6 +106,9 @@ def settings_panel(config: ServingConfig) -> Controls:
             with gr.Accordion("Sampling", open=False):
                 max_new = gr.Slider(16, limits.max_new_tokens, value=defaults.max_new_tokens, step=8,
                                     label="Max new tokens")
+                length = gr.Slider(0, max(10, int(limits.max_new_tokens / 1.35) // 10 * 10), value=0, step=10,
+                                   elem_id="target-words",
+                                   label="Length in words (0 = the model's choice; the piece winds down near it)")
                 preset = gr.Dropdown([("(none)", ""), *((f"{k}: {v}", k) for k, v in PRESET_DESCRIPTIONS.items())],
                                      value="", label="Preset (sets the sliders below)", elem_id="preset")
                 sliders = dict(zip(SAMPLING_FIELDS, sampling_sliders(defaults), strict=True))
@@ -120,7 +123,8 @@ def settings_panel(config: ServingConfig) -> Controls:
             with gr.Row():
                 seed = gr.Number(value=None, precision=0, minimum=0, label="Seed", elem_id="seed")
                 reuse = gr.Checkbox(False, label="Reuse seed", elem_id="reuse-seed")
-    fields = {"prompt": prompt, "form": form, "genre": genre, "max_new_tokens": max_new, "preset": preset, **sliders,
+    fields = {"prompt": prompt, "form": form, "genre": genre, "max_new_tokens": max_new, "target_words": length,
+              "preset": preset, **sliders,
               "stop": stop, "banned_phrases": banned, "word_bias": word_bias, "num_drafts": drafts}
     preset.change(use_preset, preset, list(sliders.values()))  # in SAMPLING_FIELDS' order
     return Controls({name: fields[name] for name in CONTROLS}, seed, reuse)

@@ -81,8 +81,8 @@ def stop_strings(text: str) -> list[str]:
     return [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
 
 
-CONTROLS = ("prompt", "form", "genre", "max_new_tokens", "preset", *SAMPLING_FIELDS, "stop", "banned_phrases",
-            "word_bias", "num_drafts")
+CONTROLS = ("prompt", "form", "genre", "max_new_tokens", "target_words", "preset", *SAMPLING_FIELDS, "stop",
+            "banned_phrases", "word_bias", "num_drafts")
 TEXT_CONTROLS = ("prompt", "form", "genre", "preset", "stop", "banned_phrases", "word_bias")  # boxes, not sliders
 """The shared controls above the UI's tabs, by the request field each one sets."""
 

@@ -112,7 +112,7 @@ def test_every_way_in_resolves_sampling_the_same_way(writer):
     values = {"prompt": "A fox.", "form": "story", "genre": "", "max_new_tokens": 10.0, "preset": "steady",
               "temperature": 0.7, "top_k": 7.0, "top_p": 0.9, "min_p": 0.05, "repetition_penalty": 1.15, "stop": "",
               "num_drafts": 1.0, "dry_multiplier": 0.0, "dry_base": 1.75, "dry_allowed_length": 2.0,
-              "xtc_threshold": 0.1, "xtc_probability": 0.0, "wind_down": 0.0}  # as the sliders send them: floats
+              "xtc_threshold": 0.1, "xtc_probability": 0.0, "wind_down": 0.0, "target_words": 0.0}  # floats (sliders)
     ui = engine.plan(request_for(planner, values, 3))
     assert ui.settings == api and ui.seeds == [3]
     with pytest.raises(ValidationError):  # the UI's values are held to the profile's limits too
@@ -192,7 +192,21 @@ def test_the_uis_banned_phrases_and_word_bias_boxes_become_request_fields():
         with pytest.raises(ValueError, match=f"line {line}"):
             word_bias_lines(bad)
     values = {"prompt": "A fox.", "form": "story", "genre": "", "max_new_tokens": 10.0, "preset": "", "stop": "",
-              "banned_phrases": "once upon a time", "word_bias": "fox -100", "num_drafts": 1.0,
+              "banned_phrases": "once upon a time", "word_bias": "fox -100", "num_drafts": 1.0, "target_words": 0,
               **{name: float(default(name)) for name in SAMPLING_FIELDS}}
     request = request_for(RequestPlanner(), values, 3)
     assert request.banned_phrases == ("once upon a time",) and request.word_bias == {"fox": -100.0}
+
+
+def test_a_request_asks_a_length_and_the_serving_profile_winds_down_near_it():
+    from serving.config import load_serving_config
+
+    planner = RequestPlanner.for_config(load_serving_config(env={}))
+    controls = {"form": ["story"], "genre": [""]}
+    asked = planner.settings(planner.request(prompt="A fox.", target_words=150), 1, controls)
+    assert (asked.target_words, asked.wind_down) == (150, 0.3)  # configs/serving.yaml's wind-down
+    assert planner.settings(planner.request(prompt="A fox."), 1, controls).target_words == 0  # nothing asked
+    batch = planner.settings(BatchGeneration(target_words=60), 1, controls, **BatchGeneration(target_words=60).fixed())
+    assert batch.target_words == 60
+    with pytest.raises(ValidationError):
+        planner.request(prompt="A fox.", target_words=-1)
