@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--values", type=float, nargs="+", default=[0.0, 0.3], help="wind-down values")
     parser.add_argument("--open-limit", type=int, default=0, help="open prompts written (0 = the profile's)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parse_args(parser, argv, profile=SMOKE_PROFILE, open_limit=2)
+    args = parse_args(parser, argv, profile=SMOKE_PROFILE, open_limit=2, writer="champion", base="champion")
     if any(v < 0 or v > 2 for v in args.values):
         parser.error("--values: each wind-down is from 0 to 2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -25,7 +25,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TIERS = {"serve_load": "serving", "openai_overhead": "serving", "team_stack": "team",
          "train_processes": "multiprocess"}
 SKETCH = re.compile(r"^\[|…|\.\.\.|^[A-Z]{3,}$|\.NAME$|\.\*$")  # a sketch: [--flag], …, FILE, benchmarks.NAME, .*
-NEEDS_CHAMPION = {"presets", "runtimes", "serve_load", "openai_overhead", "long_manuscript"}
+NEEDS_CHAMPION = {"presets", "runtimes", "serve_load", "openai_overhead", "long_manuscript", "wind_down"}
 
 
 def shown_commands(prefix: str) -> list[tuple[str, list[str]]]:
