@@ -1,14 +1,15 @@
 """Promotion through the MLflow model registry: candidates become versions, the alias ``champion`` moves on merit.
 
 Every candidate becomes a version of the registered model (default ``creative-writer``), tagged with its
-family, the ZenML run id, the data, test-split and evaluation fingerprints, its base checkpoint (if any)
-and its metrics. The selected winner is compared with the current ``@champion`` by the selection rule's
-score on the *same* evaluation: the champion's tagged metrics are reused when its evaluation fingerprint
-matches (same test split, suite settings and open prompts), and the champion is evaluated again
-otherwise. The alias moves when the winner's score is strictly better, or when the champion fails a
-gate the winner passes (a champion that ignores its prompts is replaced); the replaced version then
-gets ``previous-champion``. Aliases, not the stages MLflow deprecated. The alias is only ever set to a
-version that has just been created or read back from the registry, so it never points at a missing one.
+family, the ZenML run id, the data, test-split and evaluation fingerprints, its base checkpoint (if any) and
+its metrics. The selected winner is compared with the current ``@champion`` by the selection rule's score on
+the *same* evaluation: the champion's tagged metrics are reused when its evaluation fingerprint matches (same
+test split, suite settings and open prompts), and the champion is evaluated again otherwise (its tags then
+record that evaluation, so the next run reuses it). The alias moves when the winner's score is strictly
+better, or when the champion fails a gate the winner passes (a champion that ignores its prompts is replaced);
+the replaced version then gets ``previous-champion``. Aliases, not the stages MLflow deprecated. The alias is
+only ever set to a version that has just been created or read back from the registry, so it never points at a
+missing one.
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
             champ_row, how = recorded, "its recorded metrics under this evaluation"
         else:
             champ_row, how = rescore(before), "evaluated again under this run's evaluation (it was measured otherwise)"
+            _record(client, name, before, champ_row, evaluation_fingerprint)
 
         gated = apply_gates(pd.DataFrame([{"candidate": f"v{before}", "parameters": 0, **champ_row}]), rule, chance)
         champ_ppl, champ_score = float(champ_row["ppl_word"]), float(gated.iloc[0]["score"])
@@ -190,6 +192,19 @@ def decide(client: Any, name: str, winner: str | None, why: str, winner_row: dic
                         winner_score=winner_score, champion_before_score=champ_score)
     _tag(client, name, version, decision)
     return decision
+
+
+def _record(client: Any, name: str, version: str, metrics: dict[str, Any], evaluation_fingerprint: str) -> None:
+    """Tags ``version`` with its metrics under this evaluation, so the next run compares with them, not again.
+
+    Without it, every run after an evaluation change (a cached rerun included) evaluated the champion again
+    until another version was promoted: four minutes each time on the default profile.
+    """
+    from registry.tags import metric_tags
+
+    for key, value in metric_tags(metrics).items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_model_version_tag(name, version, "evaluation_fingerprint", evaluation_fingerprint)
 
 
 def _tag(client: Any, name: str, version: str, decision: Decision) -> None:

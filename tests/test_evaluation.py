@@ -221,6 +221,11 @@ def test_champion_from_another_evaluation_is_evaluated_again(registry):
     again = []
     decision = _run(client, model_uri, 2.5, fingerprint="new", rescore=lambda v: again.append(v) or _row(2.0))
     assert again and not decision.promoted and "evaluated again under this run's evaluation" in decision.reason
+    # the re-evaluation is recorded on the champion: the next run under the same evaluation reuses it
+    tags = current_champion(client, "cw").tags
+    assert tags["evaluation_fingerprint"] == "new" and float(tags["metric.ppl_word"]) == 2.0
+    later = _run(client, model_uri, 2.6, fingerprint="new", rescore=lambda v: again.append(v) or _row(2.0))
+    assert len(again) == 1 and "its recorded metrics under this evaluation" in later.reason
 
 
 def test_promote_candidates_loads_the_champion_and_generates_for_the_report(registry, tiny_corpus, tmp_path,
