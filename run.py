@@ -14,13 +14,37 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import atexit
+import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from core.paths import REGISTERED_NAME, project_version
+from core.paths import REGISTERED_NAME, project_version  # these two load nothing that registers exit handlers
 from infra.stack import PROJECT_ROOT, STACK_CONFIGS, quiet_defaults
+
+_FINISHED: list[int] = []  # the exit status, once main() returned under ``python run.py``
+
+
+def _exit_without_teardown() -> None:
+    """Ends the process once every other exit handler has run, skipping the interpreter's module teardown.
+
+    Registered before ZenML or any library is imported, so it runs last (exit handlers run in reverse order):
+    ZenML's, MLflow's and OpenTelemetry's own handlers, and the temporary folders' finalizers, have all run
+    by then. What is left is Python freeing the ~4,000 modules ZenML, MLflow and BentoML load, one object at
+    a time: 1.7 s of a 10 s cached rerun here, for nothing the run needs. Only after ``main()`` returned;
+    an unexpected error still exits the ordinary way.
+    """
+    if _FINISHED:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_FINISHED[0])
+
+
+atexit.register(_exit_without_teardown)
 
 PIPELINES = ("training", "deployment", "inference", "monitoring")
 DEFAULT_CONFIGS = {"training": Path("configs/default.yaml"), "deployment": Path("configs/deployment.yaml"),
@@ -379,4 +403,5 @@ def serving_parameters(args: argparse.Namespace, profile: dict, where: str) -> d
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _FINISHED.append(main())
+    sys.exit(_FINISHED[0])

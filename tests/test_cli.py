@@ -62,3 +62,12 @@ def test_version_is_the_projects():
     expected = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert result.returncode == 0 and result.stdout.strip() == f"creative-writer {expected}"
     assert f"## {expected}" in (PROJECT_ROOT / "CHANGELOG.md").read_text()  # every version says what it changed
+
+
+def test_the_fast_exit_keeps_the_status_and_every_line_of_a_piped_output():
+    """run.py leaves with os._exit after main() returns: what it printed to a pipe must all arrive."""
+    result = run_cli("--show-config", "--config", "configs/smoke.yaml")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)  # a cut-off output would not parse, or would lack its last step
+    assert {"steps", "parameters"} <= set(resolved)
+    assert "promote" in resolved["steps"] and result.stdout.endswith("\n")
