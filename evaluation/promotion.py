@@ -212,6 +212,45 @@ def _tag(client: Any, name: str, version: str, decision: Decision) -> None:
     client.set_model_version_tag(name, version, "promotion_reason", decision.reason[:5000])
 
 
+def registry_state(client: Any) -> str:
+    """A digest of what a promotion reads from the registry: every registered model and version, tags and aliases.
+
+    The ``promote`` step's cache key holds it: a rerun whose inputs and registry are what the last promotion
+    left is the same decision, so the step is a cache hit; a moved alias, a new, deleted or retagged version
+    (by anyone) makes the step run. Left out: timestamps, and the decision's own record (the ``promotion``
+    and ``promotion_reason`` tags), which the promotion writes and never reads. So the run after a change
+    runs the step once more, writes only that record, and the run after it is a cache hit.
+
+    Args:
+        client: An ``MlflowClient`` on the registry.
+
+    Returns:
+        A hex SHA-256 of the registry's models, versions, statuses, sources, tags and aliases.
+    """
+    state: list[Any] = []
+    token = None
+    record = {"promotion", "promotion_reason"}
+    while True:
+        page = client.search_registered_models(max_results=100, page_token=token)
+        for model in page:
+            state.append(["model", model.name, sorted((model.tags or {}).items()),
+                          sorted((model.aliases or {}).items())])
+        token = page.token
+        if not token:
+            break
+    token = None
+    while True:
+        page = client.search_model_versions(max_results=1000, page_token=token)
+        for version in page:
+            state.append(["version", version.name, str(version.version), str(version.status), version.source,
+                          version.run_id, sorted((k, v) for k, v in (version.tags or {}).items() if k not in record),
+                          sorted(version.aliases or [])])
+        token = page.token
+        if not token:
+            break
+    return hashlib.sha256(json.dumps(sorted(state, key=json.dumps), default=str).encode()).hexdigest()
+
+
 def decision_json(decision: Decision) -> str:
     """The decision as pretty JSON (logged to MLflow)."""
     return json.dumps(decision.as_dict(), indent=2)

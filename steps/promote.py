@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
 from zenml import get_step_context, step
 from zenml.artifacts.unmaterialized_artifact import UnmaterializedArtifact
+from zenml.config import CachePolicy
 
 from core.paths import REGISTERED_NAME
 from infra.zenml_utils import update_model_version
 from steps.tracking import tracked
 
+log = logging.getLogger(__name__)
 
-@step(**tracked(enable_cache=False))
+
+def registry_cache_key() -> str:
+    """The ``promote`` step's cache function: the state of the active stack's MLflow registry.
+
+    With it in the cache key, a rerun whose inputs are unchanged and whose registry is as the last promotion
+    left it is a cache hit (the same decision); any change in the registry, by anyone, runs the step. When
+    the registry cannot be read, a fresh value: the step runs and reports the real error.
+    """
+    try:
+        from mlflow import MlflowClient
+        from zenml.client import Client
+
+        from evaluation.promotion import registry_state
+
+        Client().active_stack.experiment_tracker.configure_mlflow()  # the stack's registry, as the step sees it
+        return registry_state(MlflowClient())
+    except Exception as exc:  # a key that never matches is the safe answer
+        log.warning("promote runs: the registry's state could not be read for its cache key (%s)", exc)
+        return uuid.uuid4().hex
+
+
+@step(**tracked(cache_policy=CachePolicy(cache_func=registry_cache_key)))
 def promote(
     split: pd.DataFrame,
     metrics: pd.DataFrame,

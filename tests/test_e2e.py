@@ -76,7 +76,8 @@ def statuses(project) -> list[dict[str, str]]:
 
 STEPS = {"ingest_data", "clean_data", "split_data", "data_report", "train_tokenizer", "train_seq2seq",
          "train_transformer", "train_gan", "evaluate", "promote", "evaluation_report", "load_preferences"}
-ALWAYS_RUN = {"promote", "evaluation_report"}  # promotion is a side effect (enable_cache=False); the report follows it
+# promote's cache key holds the registry's state: the run after a registry change runs it (and the report after)
+ALWAYS_RUN = {"promote", "evaluation_report"}
 
 CHAMPION_SCRIPT = """
 import json, mlflow
@@ -116,7 +117,7 @@ def test_first_run_completes_every_step_and_bootstraps_the_stack(project, first_
     assert "[promote]" in out and "first champion of 'creative-writer'" in out
 
 
-def test_second_identical_run_is_cached_except_promotion_and_changes_no_stack(project, first_run):
+def test_identical_reruns_are_cached_promotion_once_more_then_too_and_change_no_stack(project, first_run):
     out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml").stdout
     assert "[stack]" not in out
     last = statuses(project)[-1]
@@ -126,6 +127,21 @@ def test_second_identical_run_is_cached_except_promotion_and_changes_no_stack(pr
     # the same four models: nothing logged or registered again (content fingerprints match)
     champion = json.loads(run(project, "-c", CHAMPION_SCRIPT).stdout.strip().splitlines()[-1])
     assert champion["versions"] == 4
+    # that promotion changed nothing in the registry (its decision record aside): the next run is all cache hits
+    out = run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml").stdout
+    assert set(statuses(project)[-1].values()) == {"cached"} and "(12 of 12 steps cached)" in out
+    # a registry change made by hand (a tag here) runs the promotion again
+    run(project, "-c", TAG_BY_HAND_SCRIPT)
+    run(project, "run.py", "--pipeline", "training", "--config", "configs/smoke.yaml")
+    assert statuses(project)[-1]["promote"] == "completed"
+
+
+TAG_BY_HAND_SCRIPT = """
+import mlflow
+from infra.stack import tracking_uri
+mlflow.set_tracking_uri(tracking_uri())
+mlflow.MlflowClient().set_registered_model_tag("creative-writer", "note", "reviewed by hand")
+"""
 
 
 def test_a_checkpoint_that_cannot_resolve_stops_the_run_before_any_step(project, first_run):

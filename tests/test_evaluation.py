@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from evaluation.promotion import CHAMPION, PREVIOUS, current_champion, decide, register_candidates
+from evaluation.promotion import CHAMPION, PREVIOUS, current_champion, decide, register_candidates, registry_state
 from evaluation.selection import SelectionRule, apply_gates, select
 from evaluation.suite import (
     SuiteConfig,
@@ -226,6 +226,59 @@ def test_champion_from_another_evaluation_is_evaluated_again(registry):
     assert tags["evaluation_fingerprint"] == "new" and float(tags["metric.ppl_word"]) == 2.0
     later = _run(client, model_uri, 2.6, fingerprint="new", rescore=lambda v: again.append(v) or _row(2.0))
     assert len(again) == 1 and "its recorded metrics under this evaluation" in later.reason
+
+
+def test_the_registry_state_in_promotes_cache_key_changes_with_what_a_promotion_reads(registry):
+    """A cached ``promote`` must run again after any registry change, and only then."""
+    client, model_uri = registry
+    _run(client, model_uri, 3.0)
+    settled = registry_state(client)
+    assert registry_state(client) == settled
+    _run(client, model_uri, 3.5)  # new versions registered -> changed
+    after_worse = registry_state(client)
+    assert after_worse != settled
+    champion = current_champion(client, "cw")
+    client.set_model_version_tag("cw", champion.version, "metric.ppl_word", champion.tags["metric.ppl_word"])
+    client.set_model_version_tag("cw", champion.version, "promotion", "not promoted")  # the decision's own record
+    assert registry_state(client) == after_worse
+    client.set_model_version_tag("cw", champion.version, "note", "retagged by hand")
+    retagged = registry_state(client)
+    assert retagged != after_worse
+    other = next(v.version for v in client.search_model_versions("name='cw'") if v.version != champion.version)
+    client.set_registered_model_alias("cw", CHAMPION, other)  # someone moves the alias by hand
+    moved = registry_state(client)
+    assert moved != retagged
+    client.delete_registered_model_alias("cw", CHAMPION)
+    assert registry_state(client) not in {moved, retagged}
+
+
+def test_promote_is_cached_only_through_the_registry_cache_function():
+    """No profile switches the promote step's cache off, and its cache key holds the registry's state."""
+    import yaml
+
+    from steps.promote import promote
+    from tests.conftest import PROJECT_ROOT
+
+    policy = promote.configuration.cache_policy
+    assert policy.cache_func is not None and policy.cache_func.import_path == "steps.promote.registry_cache_key"
+    for profile in (PROJECT_ROOT / "configs").glob("*.yaml"):
+        steps = (yaml.safe_load(profile.read_text()) or {}).get("steps") or {}
+        assert (steps.get("promote") or {}).get("enable_cache") is not False, profile.name
+
+
+def test_the_registry_cache_key_is_fresh_when_the_registry_cannot_be_read(monkeypatch):
+    import importlib
+
+    from zenml.client import Client
+
+    promote_step = importlib.import_module("steps.promote")  # the module: ``steps`` exports the step by that name
+
+    def unreadable(self):
+        raise ConnectionError("no registry")
+
+    monkeypatch.setattr(Client, "active_stack", property(unreadable))
+    first, second = promote_step.registry_cache_key(), promote_step.registry_cache_key()
+    assert first != second and len(first) == 32
 
 
 def test_promote_candidates_loads_the_champion_and_generates_for_the_report(registry, tiny_corpus, tmp_path,

@@ -38,7 +38,6 @@ def test_profile_settings_build_their_configs(path):
                 assert isinstance(steps[step]["parameters"][parameter], dict), (step, parameter)
                 checked += 1
     assert checked == 13  # clean_data 1, train_seq2seq 2, train_transformer 4, train_gan 4, evaluate 2
-    assert steps["promote"]["enable_cache"] is False  # a pipeline-level enable_cache would otherwise cache it
     assert profile["model"]["name"] == "creative-writer"
 
 
