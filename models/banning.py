@@ -70,6 +70,16 @@ def find_phrase(text: str, phrases: Sequence[str]) -> str:
     return found.group(0) if found else ""
 
 
+def require_sampling(num_beams: int) -> None:
+    """Refuses beam search with banned phrases: it keeps several sequences, none of them one to go back on.
+
+    Raises:
+        ValueError: When ``num_beams`` is above 1 (the API answers it with a 400).
+    """
+    if num_beams > 1:
+        raise ValueError("banned_phrases work with sampling only: set num_beams 1 or leave banned_phrases out")
+
+
 def without_phrases(sampler: Rewindable, decode: Callable[[list[int]], str], phrases: Sequence[str],
                     max_new: int, stop_ids: Sequence[int]) -> Iterator[int]:
     """Yields sampled token ids in which no banned phrase appears (see the module docstring).

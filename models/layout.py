@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from models.banning import Rewindable, without_phrases
+from models.banning import Rewindable, require_sampling, without_phrases
 from models.configs import TransformerConfig
 from models.contract import GenerationSettings, WriterModel
 from models.text import ends_complete, finish_text, states_moral, stream_text, words_scored
@@ -256,8 +256,7 @@ class PromptLayout(WriterModel):
         Raises:
             ValueError: With beam search, which has no single sequence to go back on.
         """
-        if settings.num_beams > 1:
-            raise ValueError("banned_phrases work with sampling only: set num_beams 1 or leave banned_phrases out")
+        require_sampling(settings.num_beams)
         return without_phrases(sampler, lambda ids: decode_ids(self.tokenizer, ids), settings.banned_phrases,
                                max_new, self.stop_ids)
 

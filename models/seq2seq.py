@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.banning import without_phrases
+from models.banning import require_sampling, without_phrases
 from models.configs import Seq2SeqConfig
 from models.contract import GenerationSettings, WriterModel
 from models.manifest import write_manifest
@@ -338,8 +338,7 @@ class Seq2SeqWriter(WriterModel):
     @torch.inference_mode()
     def _phrase_free_ids(self, prompt: str, settings: GenerationSettings, seed: int) -> Iterator[int]:
         """One row's sampled ids with ``settings.banned_phrases`` kept out (see :mod:`models.banning`)."""
-        if settings.num_beams > 1:
-            raise ValueError("banned_phrases work with sampling only: set num_beams 1 or leave banned_phrases out")
+        require_sampling(settings.num_beams)
         src, src_len = self._batch_src([prompt], [settings.form], [settings.genre])
         row = _StateRow(self.net, self.net.encode(src, src_len), self.config.bos_id, settings, seed)
         yield from without_phrases(row, lambda ids: decode_ids(self.tokenizer, ids), settings.banned_phrases,

@@ -1,7 +1,7 @@
 """Deployment safety without a deployment: who holds a port, whose processes are whose, the Bento's packages.
 
 The end-to-end deployment faults (a killed worker, a killed supervisor, a foreign process on the port)
-run in ``tests/test_e2e.py`` against real deployments.
+run in ``tests/test_e2e_serving.py`` against real deployments.
 """
 
 from __future__ import annotations

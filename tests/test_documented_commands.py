@@ -5,7 +5,7 @@
   to seconds and ``--json`` goes to a temporary folder.
   The benchmarks that read the champion get a tiny Llama + LoRA champion in a throw-away registry.
 - ``python run.py ARGS`` is resolved with ``--show-config`` (flags, profile, data specs); the pipelines
-  themselves run end to end on the smoke profile in ``tests/test_e2e.py``.
+  themselves run end to end on the smoke profile in ``tests/test_e2e.py`` and ``tests/test_e2e_serving.py``.
 """
 
 from __future__ import annotations
