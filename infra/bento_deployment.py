@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -232,8 +233,6 @@ def wait_until_ready(service: CreativeWriterDeployment, readyz: str, timeout: fl
     Raises:
         RuntimeError: If the daemon exits or the server is not ready in ``timeout`` seconds.
     """
-    import time
-
     import httpx
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
@@ -305,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     services = existing(deployer)
     left = orphans(services)
+    own = {process.pid for process in leftovers()} - {process.pid for process in left}  # the deployments' own
     if not services and not left:
         print("no creative-writer deployment")
     for service in services:
@@ -316,8 +316,12 @@ def main(argv: list[str] | None = None) -> int:
             state = "running" if service.is_running else "stopped"
             print(f"{service.uuid}  {state}  {service.config.bento_tag}  {service.config.model_uri}  {where}/ui/")
     if args.action == "stop":
-        for process in stop_leftovers():
-            print(f"stopped orphaned server process {process.describe()}")
+        deadline = time.monotonic() + 10.0  # a stopped deployment's processes exit on their own, given a moment
+        while own & {process.pid for process in leftovers()} and time.monotonic() < deadline:
+            time.sleep(0.25)
+        for process in terminate(leftovers(), timeout=15.0):
+            what = "a server process that did not exit" if process.pid in own else "orphaned server process"
+            print(f"stopped {what} {process.describe()}")
     else:
         for process in left:
             print(f"orphaned server process {process.describe()} (stop it with `python -m infra.bento_deployment "

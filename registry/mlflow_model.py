@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ def signature() -> Any:
                           params=ParamSchema(params))
 
 
+MLFLOW_ADVICE = ("Add type hints to the `predict` method", "An input example was not provided")
+
+
 def log_pyfunc(model_dir: Path, name: str = "model") -> Any:
     """Logs ``model_dir`` as a "models from code" pyfunc to the active MLflow run.
 
@@ -48,12 +52,21 @@ def log_pyfunc(model_dir: Path, name: str = "model") -> Any:
     """
     import mlflow
 
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(model_dir)}, signature=signature(),
-        # what models/ imports (weights/tiny.py writes the tiny base from corpus/ when its cache is empty)
-        code_paths=[str(PROJECT_ROOT / p) for p in ("models", "weights", "corpus", "core")],
-        pip_requirements=str(PROJECT_ROOT / "requirements.txt"),
-    )
+    # the signature is given: MLflow's advice to add type hints, or an input example (which it would run through
+    # the model, loading it, while logging), does not apply; both warnings carry colour codes into log files.
+    # Caught and dropped here, every other warning shown again (MLflow sets its own filters while it logs).
+    with warnings.catch_warnings(record=True) as caught:
+        info = mlflow.pyfunc.log_model(
+            name=name, python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(model_dir)},
+            signature=signature(),
+            # what models/ imports (weights/tiny.py writes the tiny base from corpus/ when its cache is empty)
+            code_paths=[str(PROJECT_ROOT / p) for p in ("models", "weights", "corpus", "core")],
+            pip_requirements=str(PROJECT_ROOT / "requirements.txt"),
+        )
+    for warning in caught:
+        if not any(advice in str(warning.message) for advice in MLFLOW_ADVICE):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return info
 
 
 def saved_model_dir(mlflow_model: Path) -> Path:

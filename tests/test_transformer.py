@@ -401,3 +401,22 @@ def test_a_fables_moral_is_the_same_streamed_batched_or_alone(lora_writer, monke
     assert "".join(writer.stream(PROMPT, settings)) == text
     assert writer.generate_rows([("Another prompt.", 9), (PROMPT, 4)], settings)[1] == text
     assert writer.generate_requests([("A third one.", "story", ""), (PROMPT, "fable", "")], settings)[1] == text
+
+
+def test_the_trainers_progress_bar_is_drawn_only_on_a_terminal(monkeypatch):
+    """In a log file a bar is redrawn lines and cursor codes: only a terminal gets it, and only when wanted."""
+    import io
+    import sys
+
+    from training.transformer import show_progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "__stderr__", Terminal())
+    assert show_progress_bar(True) and not show_progress_bar(False)
+    monkeypatch.setattr(sys, "__stderr__", io.StringIO())  # a file or a pipe
+    assert not show_progress_bar(True)
+    monkeypatch.setattr(sys, "__stderr__", None)  # no stream at all (pythonw, some daemons)
+    assert not show_progress_bar(True)

@@ -53,9 +53,10 @@ class TransformerTrainConfig(TrainConfig):
 
     The shared :class:`~training.config.TrainConfig` fields with Transformer defaults, plus the
     warm-up fraction, a cap on validation pieces (a seeded sample: validating a 135 M-parameter base on
-    every piece costs more than its training), the progress bar, the device choice and the number of
-    training processes (``processes`` > 1: data-parallel, see :mod:`training.transformer_ddp`; ``batch_size``
-    stays the global batch and is split between them; ``torch_threads`` is then per process, default 1).
+    every piece costs more than its training), the progress bar (drawn only on a terminal), the device
+    choice and the number of training processes (``processes`` > 1: data-parallel, see
+    :mod:`training.transformer_ddp`; ``batch_size`` stays the global batch and is split between them;
+    ``torch_threads`` is then per process, default 1).
     """
 
     epochs: int = 3

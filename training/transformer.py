@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -153,6 +154,17 @@ def _summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.stack([sequence_nll(logits, labels), (labels[:, 1:] != -100).sum(dim=1).float()], dim=1)
 
 
+
+def show_progress_bar(wanted: bool) -> bool:
+    """Whether the Trainer draws its progress bars: when wanted and the process writes to a terminal.
+
+    In a log file a bar is hundreds of redrawn lines and cursor-movement codes; the training log lines
+    (loss, tokens/s, time left) say the same there. ``sys.__stderr__`` is the process's own stream, not
+    the copy ZenML's step logging puts in its place.
+    """
+    stream = sys.__stderr__
+    return wanted and stream is not None and stream.isatty()
+
 def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_frame: pd.DataFrame,
                       cfg: TransformerTrainConfig, on_epoch: EpochCallback | None = None,
                       output_dir: str | None = None) -> pd.DataFrame:
@@ -208,7 +220,7 @@ def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_
         load_best_model_at_end=True, metric_for_best_model="val_loss", greater_is_better=False,
         logging_strategy="steps", logging_steps=max(1, cfg.log_every), report_to="none", use_cpu=cfg.use_cpu,
         seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0, remove_unused_columns=False,
-        train_sampling_strategy="group_by_length", disable_tqdm=not cfg.progress_bar,
+        train_sampling_strategy="group_by_length", disable_tqdm=not show_progress_bar(cfg.progress_bar),
         ddp_find_unused_parameters=False,  # every trainable weight takes part in each step
     )
     trainer = Trainer(model=writer.model, args=args, data_collator=collator, train_dataset=train_set,
