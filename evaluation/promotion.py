@@ -212,28 +212,43 @@ def _tag(client: Any, name: str, version: str, decision: Decision) -> None:
     client.set_model_version_tag(name, version, "promotion_reason", decision.reason[:5000])
 
 
-def registry_state(client: Any) -> str:
+def registry_state(client: Any, location: str = "") -> str:
     """A digest of what a promotion reads from the registry: every registered model and version, tags and aliases.
 
     The ``promote`` step's cache key holds it: a rerun whose inputs and registry are what the last promotion
     left is the same decision, so the step is a cache hit; a moved alias, a new, deleted or retagged version
-    (by anyone) makes the step run. Left out: timestamps, and the decision's own record (the ``promotion``
-    and ``promotion_reason`` tags), which the promotion writes and never reads. So the run after a change
-    runs the step once more, writes only that record, and the run after it is a cache hit.
+    (by anyone) makes the step run. Left out: timestamps of changes, and the decision's own record (the
+    ``promotion`` and ``promotion_reason`` tags), which the promotion writes and never reads. So the run after
+    a change runs the step once more, writes only that record, and the run after it is a cache hit.
+
+    Which registry it is counts too: its location, and its experiments' ids and creation times. Two
+    checkouts share one ZenML store (and its cache) but each has its own MLflow store, and an MLflow store
+    deleted and made again is a new, empty registry: neither may reuse a promotion made into another.
 
     Args:
         client: An ``MlflowClient`` on the registry.
+        location: The registry's tracking URI.
 
     Returns:
-        A hex SHA-256 of the registry's models, versions, statuses, sources, tags and aliases.
+        A hex SHA-256 of the registry's location, experiments, models, versions, statuses, sources, tags
+        and aliases.
     """
-    state: list[Any] = []
-    token = None
+    from mlflow.entities import ViewType
+
+    state: list[Any] = [["location", location]]
     record = {"promotion", "promotion_reason"}
+    token = None
+    while True:
+        found = client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+        state.extend(["experiment", e.experiment_id, e.name, e.creation_time] for e in found)
+        token = found.token
+        if not token:
+            break
+    token = None
     while True:
         page = client.search_registered_models(max_results=100, page_token=token)
         for model in page:
-            state.append(["model", model.name, sorted((model.tags or {}).items()),
+            state.append(["model", model.name, model.creation_timestamp, sorted((model.tags or {}).items()),
                           sorted((model.aliases or {}).items())])
         token = page.token
         if not token:

@@ -33,7 +33,8 @@ def registry_cache_key() -> str:
         from evaluation.promotion import registry_state
 
         Client().active_stack.experiment_tracker.configure_mlflow()  # the stack's registry, as the step sees it
-        return registry_state(MlflowClient())
+        client = MlflowClient()
+        return registry_state(client, client.tracking_uri)
     except Exception as exc:  # a key that never matches is the safe answer
         log.warning("promote runs: the registry's state could not be read for its cache key (%s)", exc)
         return uuid.uuid4().hex

@@ -252,6 +252,27 @@ def test_the_registry_state_in_promotes_cache_key_changes_with_what_a_promotion_
     assert registry_state(client) not in {moved, retagged}
 
 
+def test_the_registry_state_tells_registries_apart_even_when_empty(tmp_path):
+    """Two checkouts share ZenML's cache, each with its own MLflow store; a store made again is a new one."""
+    import time
+
+    def empty_store(folder):
+        uri = f"sqlite:///{folder}/mlflow.db"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.create_experiment("training_pipeline", artifact_location=(folder / "a").as_uri())
+        return client, uri
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one, one_uri = empty_store(tmp_path / "one")
+    time.sleep(0.01)
+    two, two_uri = empty_store(tmp_path / "two")
+    first = registry_state(one, one_uri)
+    assert first == registry_state(one, one_uri) and first != registry_state(two, two_uri)
+    # a store deleted and made again at the same place: the same location, its experiments made anew
+    assert registry_state(one, "sqlite:///.mlflow/mlflow.db") != registry_state(two, "sqlite:///.mlflow/mlflow.db")
+
+
 def test_promote_is_cached_only_through_the_registry_cache_function():
     """No profile switches the promote step's cache off, and its cache key holds the registry's state."""
     import yaml
