@@ -40,7 +40,9 @@ def registry_cache_key() -> str:
         return uuid.uuid4().hex
 
 
-@step(**tracked(cache_policy=CachePolicy(cache_func=registry_cache_key)))
+# named by its import path: resolving the function object needs ZenML's source root, which a fresh clone
+# (no `zenml init` yet) imported from `python -c` or a test worker does not have
+@step(**tracked(cache_policy=CachePolicy(cache_func="steps.promote.registry_cache_key")))
 def promote(
     split: pd.DataFrame,
     metrics: pd.DataFrame,

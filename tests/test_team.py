@@ -115,7 +115,7 @@ sys.exit(run.main(sys.argv[1:]))
 @pytest.fixture
 def team_project(layout, tmp_path_factory):
     """A copy of the project (as the e2e tests make) whose runs go to the team servers of ``layout``."""
-    from tests.test_e2e import IGNORE
+    from tests.e2e_support import IGNORE
 
     root, _ = layout
     project = tmp_path_factory.mktemp("team-e2e") / ".checkout" / "project"
