@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,17 @@ def _tag(client: Any, name: str, version: str, decision: Decision) -> None:
     client.set_model_version_tag(name, version, "promotion_reason", decision.reason[:5000])
 
 
+def _every(search: Callable[..., Any], **query: Any) -> Iterator[Any]:
+    """Every result of an MLflow ``search_*`` call, page after page."""
+    token = None
+    while True:
+        page = search(page_token=token, **query)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
 def registry_state(client: Any, location: str = "") -> str:
     """A digest of what a promotion reads from the registry: every registered model and version, tags and aliases.
 
@@ -237,32 +248,15 @@ def registry_state(client: Any, location: str = "") -> str:
 
     state: list[Any] = [["location", location]]
     record = {"promotion", "promotion_reason"}
-    token = None
-    while True:
-        found = client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
-        state.extend(["experiment", e.experiment_id, e.name, e.creation_time] for e in found)
-        token = found.token
-        if not token:
-            break
-    token = None
-    while True:
-        page = client.search_registered_models(max_results=100, page_token=token)
-        for model in page:
-            state.append(["model", model.name, model.creation_timestamp, sorted((model.tags or {}).items()),
-                          sorted((model.aliases or {}).items())])
-        token = page.token
-        if not token:
-            break
-    token = None
-    while True:
-        page = client.search_model_versions(max_results=1000, page_token=token)
-        for version in page:
-            state.append(["version", version.name, str(version.version), str(version.status), version.source,
-                          version.run_id, sorted((k, v) for k, v in (version.tags or {}).items() if k not in record),
-                          sorted(version.aliases or [])])
-        token = page.token
-        if not token:
-            break
+    state.extend(["experiment", e.experiment_id, e.name, e.creation_time]
+                 for e in _every(client.search_experiments, view_type=ViewType.ALL, max_results=1000))
+    state.extend(["model", model.name, model.creation_timestamp, sorted((model.tags or {}).items()),
+                  sorted((model.aliases or {}).items())]
+                 for model in _every(client.search_registered_models, max_results=100))
+    state.extend(["version", version.name, str(version.version), str(version.status), version.source,
+                  version.run_id, sorted((k, v) for k, v in (version.tags or {}).items() if k not in record),
+                  sorted(version.aliases or [])]
+                 for version in _every(client.search_model_versions, max_results=1000))
     return hashlib.sha256(json.dumps(sorted(state, key=json.dumps), default=str).encode()).hexdigest()
 
 

@@ -154,7 +154,6 @@ def _summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.stack([sequence_nll(logits, labels), (labels[:, 1:] != -100).sum(dim=1).float()], dim=1)
 
 
-
 def show_progress_bar(wanted: bool) -> bool:
     """Whether the Trainer draws its progress bars: when wanted and the process writes to a terminal.
 
@@ -164,6 +163,7 @@ def show_progress_bar(wanted: bool) -> bool:
     """
     stream = sys.__stderr__
     return wanted and stream is not None and stream.isatty()
+
 
 def train_transformer(writer: TransformerWriter, train_frame: pd.DataFrame, val_frame: pd.DataFrame,
                       cfg: TransformerTrainConfig, on_epoch: EpochCallback | None = None,
