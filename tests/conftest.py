@@ -128,6 +128,22 @@ def guarded_empty(tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """An end-to-end test file's own copy of the project (``tests/e2e_support.py``), one per file."""
+    from tests.e2e_support import make_project
+
+    return make_project(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def first_run(project) -> str:
+    """Trains the file's copy once; every end-to-end test asks for it, so each also runs alone."""
+    from tests.e2e_support import train
+
+    return train(project)
+
+
 def postgres_folder(prefix: str) -> Path:
     """A fresh folder the postgres user can reach (for a cluster under it), or a skip when PostgreSQL is absent."""
     import tempfile

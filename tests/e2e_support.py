@@ -2,7 +2,8 @@
 
 ``tests/test_e2e.py`` (the training story) and ``tests/test_e2e_serving.py`` (batch inference, deployments
 and monitoring on the champion it promoted) each train their own copy, so the two files run in parallel
-(``-n 2 --dist loadfile`` keeps a file on one worker).
+(``-n 2 --dist loadfile`` keeps a file on one worker). The ``project`` and ``first_run`` fixtures, module-scoped
+so that each file gets its own copy, are in ``tests/conftest.py``.
 """
 
 from __future__ import annotations

@@ -19,20 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import ALWAYS_RUN, STEPS, make_project, run, statuses, train
+from tests.e2e_support import ALWAYS_RUN, STEPS, run, statuses
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    return make_project(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def first_run(project) -> str:
-    """Trains this file's copy once; every test asks for it, so each also runs alone."""
-    return train(project)
 
 
 MODELS_SCRIPT = """

@@ -13,24 +13,12 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import make_project, run, statuses, train
+from tests.e2e_support import run, statuses
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    return make_project(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def first_run(project) -> str:
-    """Trains this file's copy once; every test asks for it, so each also runs alone."""
-    return train(project)
 
 
 def champion_version(project) -> str:
